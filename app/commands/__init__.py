@@ -1,0 +1,1 @@
+"""Subcommands of the `memalpha` CLI; each module has `register(subparsers)`."""
