@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     # --- storage ---
     database_url: str = "sqlite+aiosqlite:///./memalpha.db"
     db_pool_size: int = 10
+    # Migrate the schema at start-up. Unset: only on SQLite (the embedded default); a Postgres
+    # deployment runs `memalpha migrate` (the service refuses to start on an out-of-date schema).
+    auto_migrate: bool | None = None
 
     # --- HTTP server ---
     host: str = "127.0.0.1"
@@ -37,9 +40,11 @@ class Settings(BaseSettings):
     policy_tool_format: ToolFormat = "alpha"
     policy_timeout_s: float = 120.0
     policy_max_retries: int = 2  # per HTTP call, inside one chunk attempt
+    policy_retry_backoff_s: float = 0.5  # first wait between those retries; doubles per retry
     policy_max_tokens: int = 2048
     policy_temperature: float = 0.0
     policy_prompt_budget_tokens: int = 6144
+    policy_max_calls: int = 32  # `json` tool format: most tool calls the constrained reply may hold
 
     # --- answerer ---
     answerer_backend: Backend = "extractive"
@@ -47,9 +52,11 @@ class Settings(BaseSettings):
     answerer_model: str = "Qwen3-32B"
     answerer_api_key: SecretStr = SecretStr("EMPTY")
     answerer_timeout_s: float = 120.0
+    answerer_max_retries: int = 2  # per HTTP call (the SDK's backoff)
     answerer_max_tokens: int = 512
     answer_top_k: int = 20
     answer_context_tokens: int = 30000
+    retrieval_cache_entries: int = 1024  # BM25 indexes kept, one per (session, kind, memory version)
 
     # --- token counting: a HF `tokenizer.json` of the policy model; word-based estimate when unset ---
     tokenizer_file: str | None = None

@@ -1,0 +1,170 @@
+"""The `openai` policy backend: one chat completion per chunk against any OpenAI-compatible server
+(vLLM in production, vLLM-CPU or llama-server locally), through the official async SDK.
+
+Retries are ours (tenacity), not the SDK's, so that their number and backoff come from settings and
+only transient failures are retried: timeouts, connection errors, 408, 429 and 5xx. Other 4xx
+answers will fail the same way again and surface at once as a non-retryable `PolicyError`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from app.memory.state import MemoryState
+from app.memory.tokens import TokenCounter
+from app.policy.backend import PolicyError, PolicyReply, Usage
+from app.policy.parser import STOP_MARKERS, parse_reply
+from app.policy.prompt import build_messages
+from app.policy.tools import openai_tools, tool_calls_json_schema
+from app.settings import Settings, ToolFormat
+
+_HEALTH_TIMEOUT_S = 5.0
+_MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class OpenAIPolicyConfig:
+    base_url: str
+    model: str
+    api_key: str = "EMPTY"
+    tool_format: ToolFormat = "alpha"
+    timeout_s: float = 120.0
+    max_retries: int = 2
+    retry_backoff_s: float = 0.5
+    max_tokens: int = 2048
+    temperature: float = 0.0
+    prompt_budget_tokens: int = 6144
+    max_calls: int = 32
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIPolicyConfig:
+        if not settings.policy_url:
+            raise ValueError("the openai policy backend needs MEMALPHA_POLICY_URL")
+        return cls(
+            base_url=settings.policy_url,
+            model=settings.policy_model,
+            api_key=settings.policy_api_key.get_secret_value(),
+            tool_format=settings.policy_tool_format,
+            timeout_s=settings.policy_timeout_s,
+            max_retries=settings.policy_max_retries,
+            retry_backoff_s=settings.policy_retry_backoff_s,
+            max_tokens=settings.policy_max_tokens,
+            temperature=settings.policy_temperature,
+            prompt_budget_tokens=settings.policy_prompt_budget_tokens,
+            max_calls=settings.policy_max_calls,
+        )
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 429) or exc.status_code >= 500
+    return False
+
+
+class OpenAIPolicy:
+    name = "openai"
+
+    def __init__(self, config: OpenAIPolicyConfig, counter: TokenCounter) -> None:
+        self.config = config
+        self.counter = counter
+        self._client = openai.AsyncOpenAI(
+            base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s, max_retries=0
+        )
+
+    async def propose(self, state: MemoryState, chunk: str, *, model: str | None = None) -> PolicyReply:
+        cfg = self.config
+        build = build_messages(state, chunk, cfg.tool_format, self.counter, cfg.prompt_budget_tokens, cfg.max_tokens)
+        request = self._request(build.messages, model or cfg.model)
+        started = time.perf_counter()
+        response = await self._complete(request)
+        latency = time.perf_counter() - started
+
+        choice = response.choices[0] if response.choices else None
+        message = choice.message if choice is not None else None
+        text = (message.content if message is not None else None) or ""
+        native = list(message.tool_calls or []) if message is not None else []
+        parsed = parse_reply(text, native)
+        errors = list(parsed.errors)
+        if choice is not None and choice.finish_reason == "length":
+            errors.append(f"reply cut at max_tokens={cfg.max_tokens}; its last call may be incomplete")
+        usage = response.usage
+        return PolicyReply(
+            calls=parsed.calls,
+            raw_text=_raw_text(text, native),
+            usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage(),
+            model=response.model or request["model"],
+            latency_s=latency,
+            parse_errors=errors,
+            visible_items=build.visible_items,
+        )
+
+    def _request(self, messages: list[dict[str, str]], model: str) -> dict[str, Any]:
+        cfg = self.config
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": cfg.max_tokens,
+            "temperature": cfg.temperature,
+            # Qwen3-family templates think by default; Mem-α runs with thinking off (SPEC §3).
+            "extra_body": {"chat_template_kwargs": {"enable_thinking": False}},
+        }
+        if cfg.tool_format == "alpha":
+            request["stop"] = list(STOP_MARKERS)  # the model would go on to invent tool results
+        elif cfg.tool_format == "native":
+            request["tools"] = openai_tools(strict=True)
+            request["tool_choice"] = "required"
+        elif cfg.tool_format == "json":
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "tool_calls", "schema": tool_calls_json_schema(cfg.max_calls)},
+            }
+        return request
+
+    async def _complete(self, request: dict[str, Any]) -> Any:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_retries + 1),
+            wait=wait_exponential(multiplier=self.config.retry_backoff_s, max=_MAX_BACKOFF_S),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        async def call() -> Any:  # the SDK's decorated `create` does not look like a coroutine to tenacity
+            return await self._client.chat.completions.create(**request)
+
+        try:
+            return await retrying(call)
+        except openai.OpenAIError as exc:
+            raise PolicyError(f"policy endpoint {self.config.base_url}: {_describe(exc)}",
+                              retryable=_retryable(exc)) from exc
+
+    async def health(self) -> bool:
+        try:
+            await self._client.with_options(timeout=_HEALTH_TIMEOUT_S, max_retries=0).models.list()
+        except openai.OpenAIError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _describe(exc: openai.OpenAIError) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {str(exc)[:300]}"
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _raw_text(text: str, native: list[Any]) -> str:
+    """The reply as received; native calls (not part of the text) are appended as JSON for the record."""
+    if not native:
+        return text
+    calls = [{"name": call.function.name, "arguments": call.function.arguments} for call in native]
+    rendered = json.dumps(calls, ensure_ascii=False)
+    return f"{text}\n{rendered}" if text else rendered

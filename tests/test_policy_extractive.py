@@ -1,0 +1,168 @@
+"""The extractive (no-LLM) policy on real LoCoMo dialogue and SQuAD prose: useful, deterministic,
+never duplicating, and speaking the same tool calls as an LLM."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from app.memory import Applier, MemoryLimits, MemoryState, Operation, WordTokenCounter
+from app.policy.dates import find_date, mentions_time, resolve_relative
+from app.policy.extractive import ExtractivePolicy
+from app.policy.parser import ToolCall, parse_reply
+from app.policy.sentences import is_filler, split_sentences
+from app.policy.tools import TOOL_NAMES
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+LOCOMO = DATA / "locomo" / "locomo_dev.json"
+SQUAD = DATA / "squad" / "squad_dev_v1.1_articles_00-23.json"
+COUNTER = WordTokenCounter()
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"test data missing: {path} (the shared data directory must sit beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def conversation() -> dict:
+    return json.loads(_need(LOCOMO).read_text())[0]["conversation"]
+
+
+def locomo_session(conversation: dict, number: int) -> str:
+    """A LoCoMo session as the evaluator feeds it: each turn prefixed by session date and speaker."""
+    when = conversation[f"session_{number}_date_time"]
+    return "\n".join(f"[{when}] {turn['speaker']}: {turn['text']}" for turn in conversation[f"session_{number}"])
+
+
+def run(policy: ExtractivePolicy, state: MemoryState, chunk: str) -> tuple[list[ToolCall], list[str]]:
+    calls = policy.plan(state, chunk)
+    applier = Applier(MemoryLimits(), COUNTER)
+    results = applier.apply_all(state, [Operation.from_call(c.name, c.arguments) for c in calls], now=NOW)
+    return calls, [result.status for result in results]
+
+
+def test_locomo_session_becomes_dated_episodes_facts_and_a_core(conversation: dict) -> None:
+    state = MemoryState()
+    calls, statuses = run(ExtractivePolicy(COUNTER), state, locomo_session(conversation, 1))
+    assert statuses and set(statuses) == {"ok"}
+    assert {call.name for call in calls} <= set(TOOL_NAMES)
+    episodes = [item.content for item in state.episodic]
+    # D1:3, with "yesterday" resolved against the session date (gold answer: 7 May 2023)
+    assert ("On 8 May 2023, Caroline: I went to a LGBTQ support group yesterday (7 May 2023) "
+            "and it was so powerful.") in episodes
+    # D1:14: "last year" resolved (gold answer to "When did Melanie paint a sunrise?": 2022)
+    assert any("Melanie" in text and "sunrise last year (2022)" in text for text in episodes)
+    # greetings and small talk are not stored ("Hey Mel! Good to see you! How have you been?")
+    assert not any("Good to see you" in text for text in episodes)
+    assert len(episodes) < len(conversation["session_1"])
+    assert state.core.splitlines()[:2] == ["Participants: Caroline, Melanie.", "Latest date: 8 May 2023."]
+
+
+def test_extractive_is_deterministic_and_never_duplicates(conversation: dict) -> None:
+    chunk = locomo_session(conversation, 2)
+    first, second = ExtractivePolicy(COUNTER), ExtractivePolicy(COUNTER)
+    assert first.plan(MemoryState(), chunk) == second.plan(MemoryState(), chunk)
+    state = MemoryState()
+    run(first, state, locomo_session(conversation, 1))
+    before = state.copy()
+    calls_a, _ = run(first, state, chunk)
+    calls_b = second.plan(before, chunk)
+    assert calls_a == calls_b
+    contents = [call.arguments.get("content") for call in calls_a if call.name == "new_memory_insert"]
+    assert len(contents) == len(set(contents))
+    # The same chunk again: everything is already stored, the core already current — nothing to do.
+    assert first.plan(state, chunk) == []
+
+
+def test_core_rolls_forward_over_sessions(conversation: dict) -> None:
+    state = MemoryState()
+    policy = ExtractivePolicy(COUNTER)
+    for number in (1, 2, 3):
+        run(policy, state, locomo_session(conversation, number))
+    assert "Latest date: 9 June 2023." in state.core
+    assert COUNTER.count(state.core) <= MemoryLimits().core_tokens
+
+
+def test_core_written_by_someone_else_is_left_alone(conversation: dict) -> None:
+    state = MemoryState(core="Caroline is a transgender woman who wants to adopt.")
+    calls = ExtractivePolicy(COUNTER).plan(state, locomo_session(conversation, 1))
+    assert not any(call.name == "memory_update" for call in calls)
+
+
+def test_dialogue_under_a_date_header_line() -> None:
+    chunk = ("DATE: 1:14 pm on 25 May, 2023\n"
+             "Melanie: I ran a charity race for mental health last Saturday, it was really rewarding.\n"
+             "Caroline: That sounds great, Mel! I'm a counselor at the youth center now.")
+    state = MemoryState()
+    run(ExtractivePolicy(COUNTER), state, chunk)
+    assert state.episodic[0].content == (
+        "On 25 May 2023, Melanie: I ran a charity race for mental health last Saturday "
+        "(the Saturday before 25 May 2023), it was really rewarding.")
+    assert "Caroline: I'm a counselor at the youth center now." in [item.content for item in state.semantic]
+
+
+def test_squad_prose_facts_go_to_semantic_and_dated_sentences_to_episodic() -> None:
+    article = json.loads(_need(SQUAD).read_text())["data"][0]
+    chunk = "\n\n".join(paragraph["context"] for paragraph in article["paragraphs"][:3])
+    state = MemoryState()
+    _, statuses = run(ExtractivePolicy(COUNTER), state, chunk)
+    assert set(statuses) == {"ok"}
+    semantic = " ".join(item.content for item in state.semantic)
+    episodic = " ".join(item.content for item in state.episodic)
+    assert "Denver Broncos defeated the National Football Conference (NFC) champion Carolina Panthers" in semantic
+    assert "The game was played on February 7, 2016, at Levi's Stadium" in episodic
+    # every informative sentence of the text is kept somewhere, word for word
+    for sentence in split_sentences(chunk):
+        assert sentence in semantic or sentence in episodic
+    assert "Super Bowl 50" in state.core
+
+
+async def test_propose_reply_speaks_the_llm_shape(conversation: dict) -> None:
+    policy = ExtractivePolicy(COUNTER)
+    reply = await policy.propose(MemoryState(), locomo_session(conversation, 1))
+    assert reply.model == "extractive" and reply.parse_errors == [] and reply.calls
+    assert parse_reply(reply.raw_text).calls == reply.calls
+    assert await policy.health() is True
+
+
+def test_overlong_item_is_cut_to_the_item_limit() -> None:
+    sentence = "The archive holds " + " ".join(f"record{n}" for n in range(300)) + "."
+    calls = ExtractivePolicy(COUNTER, MemoryLimits(max_item_tokens=50)).plan(MemoryState(), sentence)
+    inserted = [call.arguments["content"] for call in calls if call.name == "new_memory_insert"]
+    assert len(inserted) == 1 and COUNTER.count(inserted[0]) <= 50
+
+
+# --- the text helpers it is built from ---
+
+def test_split_sentences_keeps_abbreviations_and_decimals() -> None:
+    text = "Dr. Smith met Mr. Jones at 3.5 km from St. Louis. They talked, e.g. about cars! Did it work?\nYes."
+    assert split_sentences(text) == [
+        "Dr. Smith met Mr. Jones at 3.5 km from St. Louis.", "They talked, e.g. about cars!", "Did it work?", "Yes.",
+    ]
+
+
+@pytest.mark.parametrize(("sentence", "filler"), [
+    ("Hey Mel!", True), ("Good to see you!", True), ("How have you been?", True), ("Thanks, Caroline!", True),
+    ("I went to a support group yesterday.", False), ("What kind of pottery do you make at the studio?", False),
+])
+def test_filler(sentence: str, filler: bool) -> None:
+    assert is_filler(sentence, {"caroline", "mel"}) is filler
+
+
+def test_dates() -> None:
+    assert find_date("1:56 pm on 8 May, 2023") == date(2023, 5, 8)
+    assert find_date("on May 8th, 2023") == date(2023, 5, 8)
+    assert find_date("I may go in May") is None
+    assert mentions_time("In 1066, the Normans invaded England.")
+    assert not mentions_time("The stadium holds 3000 people.")
+    anchor = date(2023, 7, 17)
+    assert resolve_relative("camping two weekends ago.", anchor) == "camping two weekends ago (two weekends before 17 July 2023)."
+    assert resolve_relative("Last Fri I went.", anchor) == "Last Fri (the Friday before 17 July 2023) I went."
+    assert resolve_relative("next month", anchor) == "next month (August 2023)"
+    assert resolve_relative("ten years ago", anchor) == "ten years ago (2013)"
