@@ -143,6 +143,8 @@ class OpenAIPolicy:
         except openai.OpenAIError as exc:
             raise PolicyError(f"policy endpoint {self.config.base_url}: {_describe(exc)}",
                               retryable=_retryable(exc)) from exc
+        except ValueError as exc:  # a 200 whose body is not JSON: a broken proxy or server, worth a retry later
+            raise PolicyError(f"policy endpoint {self.config.base_url}: body is not a chat completion: {exc}") from exc
 
     async def health(self) -> bool:
         try:

@@ -1,0 +1,115 @@
+"""Waiting for chunks to finish (`wait=true`).
+
+A waiter reads its chunks' statuses once, then settles them from reports: this process's workers
+report each chunk they finish, other processes' workers through Postgres NOTIFY, and one poller task
+per process reads the database every `poll_interval_s` for all open waits together (the fallback
+for a missed notification, or a worker process on SQLite). Many waiting requests therefore cost a
+few queries per poll interval, not a few per request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.ingest.wakeups import Wakeups
+from app.store import chunks
+from app.store.database import Database
+from app.store.models import Chunk
+from app.store.sessions import SessionKey
+
+log = logging.getLogger(__name__)
+
+
+class ChunkWaiter:
+    def __init__(self, db: Database, wakeups: Wakeups, poll_s: float) -> None:
+        self.db, self.wakeups, self.poll_s = db, wakeups, poll_s
+        self._open: dict[SessionKey, list[set[int]]] = {}  # the still-open seqs of each wait in progress
+        self._poller: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._poller = asyncio.create_task(self._poll(), name="memalpha-wait-poller")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+            self._poller = None
+
+    async def wait(self, key: SessionKey, seqs: Sequence[int], timeout_s: float) -> bool:
+        """True when every chunk in `seqs` is done or failed within `timeout_s`; False at the timeout,
+        or at once when the open ones wait behind a failed chunk (nothing moves until it is retried)."""
+        deadline = time.monotonic() + timeout_s
+        pending = set(seqs)
+        # Watch before the first look, so that nothing finishing in between goes unheard.
+        with self.wakeups.watch(key) as watch:
+            self._open.setdefault(key, []).append(pending)
+            try:
+                blocked_by = await self._look(key, pending)
+                while True:
+                    for seq, status in watch.take():
+                        if seq is None:  # told to look again (deleted session, reconnected listener)
+                            blocked_by = await self._look(key, pending)
+                        else:
+                            pending.discard(seq)
+                            if status == "failed":
+                                blocked_by = seq
+                    if not pending:
+                        return True
+                    if blocked_by is not None and blocked_by < min(pending):
+                        return False
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    try:
+                        await asyncio.wait_for(watch.event.wait(), timeout=remaining)
+                    except TimeoutError:
+                        pass
+            finally:
+                waits = self._open[key]
+                waits.remove(pending)
+                if not waits:
+                    del self._open[key]
+
+    async def _look(self, key: SessionKey, pending: set[int]) -> int | None:
+        """Drop finished seqs from `pending`; return the seq of a failed chunk heading the session."""
+        async with self.db.read() as session:
+            finished, blocked_by = await _finished(session, key, pending)
+        pending.difference_update(finished)
+        return blocked_by
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            for key, waits in list(self._open.items()):
+                wanted = set().union(*waits)
+                if not wanted:
+                    continue
+                try:
+                    async with self.db.read() as session:
+                        finished, blocked_by = await _finished(session, key, wanted)
+                except Exception:  # the database may be away; the waits time out on their own
+                    log.exception("polling chunk statuses of %s failed", key)
+                    continue
+                for seq, status in finished.items():
+                    self.wakeups.finished(key, seq, status)
+                if blocked_by is not None:
+                    self.wakeups.finished(key, blocked_by, "failed")
+
+
+async def _finished(
+    session: AsyncSession, key: SessionKey, seqs: set[int]
+) -> tuple[dict[int, str | None], int | None]:
+    """The seqs of `seqs` that will not move any more, with their final status (None: the chunk is gone
+    with its session), and the seq of a failed chunk heading the session, if one does."""
+    query = select(Chunk.seq, Chunk.status).where(
+        Chunk.tenant_id == key[0], Chunk.session_id == key[1], Chunk.seq.in_(sorted(seqs))
+    )
+    rows: dict[int, str] = {seq: status for seq, status in await session.execute(query)}
+    finished = {seq: rows.get(seq) for seq in seqs if rows.get(seq) in (None, *chunks.FINAL_STATUSES)}
+    head = await chunks.head(session, key) if len(finished) < len(seqs) else None
+    return finished, head.seq if head is not None and head.status == "failed" else None

@@ -1,0 +1,155 @@
+"""Wake-ups between the ingest path, the workers and the waiters.
+
+In-process: `Wakeups` keeps asyncio events (one per worker, and per session for requests waiting on
+their chunks). Across processes (Postgres): writers `announce()` inside their transaction with
+`pg_notify`, which Postgres delivers at commit, and `PgListener` turns the notifications back into
+local wake-ups. Polling at `poll_interval_s` remains underneath both, so a lost notification costs
+latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.store.sessions import SessionKey
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "memalpha_ingest"
+_SEPARATOR = "\x1f"  # cannot occur in tenant or session ids
+_WORK = "work"
+_DONE = "done"
+
+
+class Watch:
+    """What one waiter hears about a session: (seq, final status) reports, or (None, None) for
+    "look in the database again" (the session was deleted, notifications may have been missed)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self._reports: list[tuple[int | None, str | None]] = []
+
+    def report(self, seq: int | None, status: str | None) -> None:
+        self._reports.append((seq, status))
+        self.event.set()
+
+    def take(self) -> list[tuple[int | None, str | None]]:
+        reports, self._reports = self._reports, []
+        self.event.clear()
+        return reports
+
+
+class Wakeups:
+    def __init__(self) -> None:
+        self._workers: set[asyncio.Event] = set()
+        self._sessions: dict[SessionKey, set[Watch]] = {}
+
+    def work(self) -> None:
+        """New work may be claimable: wake every idle worker of this process."""
+        for event in self._workers:
+            event.set()
+
+    def finished(self, key: SessionKey, seq: int | None = None, status: str | None = None) -> None:
+        """Chunk `seq` of `key` reached its final `status`; no seq: waiters should look again."""
+        for watch in self._sessions.get(key, ()):
+            watch.report(seq, status)
+
+    def recheck_all(self) -> None:
+        for watches in self._sessions.values():
+            for watch in watches:
+                watch.report(None, None)
+
+    @contextmanager
+    def worker(self) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._workers.add(event)
+        try:
+            yield event
+        finally:
+            self._workers.discard(event)
+
+    @contextmanager
+    def watch(self, key: SessionKey) -> Iterator[Watch]:
+        watch = Watch()
+        self._sessions.setdefault(key, set()).add(watch)
+        try:
+            yield watch
+        finally:
+            watches = self._sessions[key]
+            watches.discard(watch)
+            if not watches:
+                del self._sessions[key]
+
+    def dispatch(self, payload: str) -> None:
+        kind, _, rest = payload.partition(_SEPARATOR)
+        if kind == _WORK:
+            self.work()
+        elif kind == _DONE:
+            tenant, session_id, seq, status = rest.rsplit(_SEPARATOR, 3)
+            self.finished((tenant, session_id), int(seq) if seq else None, status or None)
+
+
+async def announce(
+    db: AsyncSession,
+    *,
+    work: bool = False,
+    finished: SessionKey | None = None,
+    seq: int | None = None,
+    status: str | None = None,
+) -> None:
+    """Tell other processes, at this transaction's commit (Postgres only; SQLite is one process)."""
+    if (await db.connection()).dialect.name != "postgresql":
+        return
+    payloads = [_WORK] if work else []
+    if finished is not None:
+        fields = (_DONE, *finished, "" if seq is None else str(seq), status or "")
+        payloads.append(_SEPARATOR.join(fields))
+    for payload in payloads:
+        await db.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
+        )
+
+
+class PgListener:
+    """LISTENs on a dedicated connection and feeds `Wakeups`; reconnects after failures."""
+
+    def __init__(self, database_url: str, wakeups: Wakeups, retry_s: float) -> None:
+        url = make_url(database_url).set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._wakeups = wakeups
+        self._retry_s = retry_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="memalpha-pg-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as connection:
+                    await connection.execute(f"LISTEN {CHANNEL}")
+                    # Whatever was committed while we were not listening: look again now rather than
+                    # after a poll interval.
+                    self._wakeups.work()
+                    self._wakeups.recheck_all()
+                    async for notification in connection.notifies():
+                        self._wakeups.dispatch(notification.payload)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("LISTEN connection lost (%s); retrying in %.1f s", exc, self._retry_s)
+                await asyncio.sleep(self._retry_s)

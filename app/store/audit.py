@@ -1,0 +1,109 @@
+"""The operations audit log: one row per operation a policy, a user or an import asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.memory import OpResult
+from app.store.models import OperationLog
+from app.store.sessions import SessionKey
+
+Actor = Literal["policy", "user", "import"]
+
+# Bounded columns: a model may emit any string as a tool name or memory type.
+_TOOL_LENGTH = 64
+_ID_LENGTH = 32
+
+
+async def record(
+    db: AsyncSession,
+    key: SessionKey,
+    results: Sequence[OpResult],
+    *,
+    actor: Actor,
+    now: datetime,
+    chunk_seq: int | None = None,
+    policy: str | None = None,
+    model: str | None = None,
+) -> None:
+    if not results:
+        return
+    await db.execute(
+        OperationLog.__table__.insert(),
+        [
+            {
+                "tenant_id": key[0],
+                "session_id": key[1],
+                "chunk_seq": chunk_seq,
+                "actor": actor,
+                "policy": policy,
+                "model": model,
+                "tool": result.tool[:_TOOL_LENGTH],
+                "memory_type": result.memory_type[:_TOOL_LENGTH],
+                "item_id": result.item_id[:_ID_LENGTH] if result.item_id else None,
+                "status": result.status,
+                "before": result.before,
+                "after": result.after,
+                "error": result.error,
+                "truncated": result.truncated,
+                "created_at": now,
+            }
+            for result in results
+        ],
+    )
+
+
+async def for_chunks(db: AsyncSession, key: SessionKey, seqs: Sequence[int]) -> dict[int, list[OperationLog]]:
+    """The policy operations of the given chunks, in the order they were applied."""
+    out: dict[int, list[OperationLog]] = {seq: [] for seq in seqs}
+    if not seqs:
+        return out
+    query = (
+        select(OperationLog)
+        .where(
+            OperationLog.tenant_id == key[0],
+            OperationLog.session_id == key[1],
+            OperationLog.chunk_seq.in_(seqs),
+            OperationLog.actor == "policy",
+        )
+        .order_by(OperationLog.id)
+    )
+    for row in (await db.execute(query)).scalars():
+        out[row.chunk_seq].append(row)  # type: ignore[index]
+    return out
+
+
+async def page(db: AsyncSession, key: SessionKey, *, after_id: int, limit: int) -> list[OperationLog]:
+    query = (
+        select(OperationLog)
+        .where(
+            OperationLog.tenant_id == key[0], OperationLog.session_id == key[1], OperationLog.id > after_id
+        )
+        .order_by(OperationLog.id)
+        .limit(limit)
+    )
+    return list((await db.execute(query)).scalars())
+
+
+def operation_dict(row: OperationLog) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "at": row.created_at.isoformat(),
+        "actor": row.actor,
+        "policy": row.policy,
+        "model": row.model,
+        "chunk_seq": row.chunk_seq,
+        "tool": row.tool,
+        "memory_type": row.memory_type,
+        "memory_id": row.item_id,
+        "status": row.status,
+        "before": row.before,
+        "after": row.after,
+        "error": row.error,
+        "truncated": row.truncated,
+    }

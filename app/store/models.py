@@ -1,0 +1,181 @@
+"""Tables (ARCHITECTURE §7). Every session-owned row carries `tenant_id`: queries are scoped by tenant
+first, so another tenant's session id simply matches nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.store.types import BigIntId, JSONType, UTCDateTime
+
+# Deterministic constraint names, so migrations can address them on both dialects.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LENGTH = 255  # session ids, tenant ids, policy names; the service enforces its own, shorter limit
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the whole key
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in listings, never enough to authenticate
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    core: Mapped[str] = mapped_column(Text, default="")
+    core_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    next_seq: Mapped[int] = mapped_column(BigInteger, default=1)
+    next_item: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Work queue: the session is claimable when ready_at <= now and its lease is free or expired.
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    blocked_by_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+_SESSION_FK = (("tenant_id", "session_id"), ("sessions.tenant_id", "sessions.id"))
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (
+        ForeignKeyConstraint(*_SESSION_FK, ondelete="CASCADE"),
+        # NULL keys never collide (both dialects), so chunks without a key are unconstrained.
+        UniqueConstraint("tenant_id", "session_id", "idempotency_key", "part"),
+        Index(None, "status"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    content: Mapped[str] = mapped_column(Text)
+    timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    part: Mapped[int] = mapped_column(Integer, default=0)  # index of this piece when one input was split
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending | processing | done | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    policy: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class MemoryItem(Base):
+    __tablename__ = "memory_items"
+    __table_args__ = (
+        ForeignKeyConstraint(*_SESSION_FK, ondelete="CASCADE"),
+        Index(None, "tenant_id", "session_id", "kind", "position"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(32), primary_key=True)  # ids are unique across kinds
+    kind: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(BigInteger)  # list order within the kind
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    source_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class OperationLog(Base):
+    """The audit log: every applied (or rejected) memory operation, by whom, with before/after."""
+
+    __tablename__ = "operations"
+    __table_args__ = (
+        ForeignKeyConstraint(*_SESSION_FK, ondelete="CASCADE"),
+        Index(None, "tenant_id", "session_id", "id"),
+        Index(None, "tenant_id", "session_id", "chunk_seq"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    session_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    chunk_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    actor: Mapped[str] = mapped_column(String(16))  # policy | user | import
+    policy: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    tool: Mapped[str] = mapped_column(String(64))
+    memory_type: Mapped[str] = mapped_column(String(64))
+    item_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    before: Mapped[str | None] = mapped_column(Text, nullable=True)
+    after: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Policy(Base):
+    """The policy registry; the one `active` row names the model the workers call."""
+
+    __tablename__ = "policies"
+    __table_args__ = (
+        # At most one active row; the service seeds one so there is exactly one.
+        Index(
+            "uq_policies_one_active",
+            "active",
+            unique=True,
+            postgresql_where=text("active"),
+            sqlite_where=text("active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(ID_LENGTH), unique=True)
+    base_model: Mapped[str] = mapped_column(String(ID_LENGTH))
+    adapter_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

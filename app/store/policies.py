@@ -1,0 +1,88 @@
+"""The policy registry: named policy versions, exactly one of them active."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.store.models import Policy
+from app.store.sql import insert_ignore
+
+
+async def active(db: AsyncSession) -> Policy | None:
+    return (await db.execute(select(Policy).where(Policy.active.is_(True)))).scalar_one_or_none()
+
+
+async def by_name(db: AsyncSession, name: str) -> Policy | None:
+    return (await db.execute(select(Policy).where(Policy.name == name))).scalar_one_or_none()
+
+
+# The manifest `source` of the row seeded from settings: workers then call the backend's configured
+# model (MEMALPHA_POLICY_MODEL) rather than the row's name, so changing that setting needs no registry edit.
+SETTINGS_SOURCE = "settings"
+
+
+async def seed_default(db: AsyncSession, *, name: str, base_model: str, now: datetime) -> None:
+    """An empty registry gets one active row, so workers always have a policy to name."""
+    if (await db.execute(select(func.count()).select_from(Policy))).scalar_one():
+        return
+    # Two processes seeding at once collide on a unique index; the loser's insert does nothing.
+    await insert_ignore(
+        db,
+        Policy,
+        {
+            "name": name,
+            "base_model": base_model,
+            "adapter_path": None,
+            "metrics": {},
+            "manifest": {"source": SETTINGS_SOURCE},
+            "active": True,
+            "created_at": now,
+        },
+    )
+
+
+async def register(
+    db: AsyncSession,
+    *,
+    name: str,
+    base_model: str,
+    adapter_path: str | None,
+    metrics: dict[str, Any],
+    manifest: dict[str, Any],
+    now: datetime,
+) -> Policy:
+    row = Policy(
+        name=name,
+        base_model=base_model,
+        adapter_path=adapter_path,
+        metrics=metrics,
+        manifest=manifest,
+        active=False,
+        created_at=now,
+    )
+    db.add(row)
+    await db.flush()
+    return row
+
+
+async def activate(db: AsyncSession, row: Policy) -> None:
+    # Deactivate first: the partial unique index allows one active row at any moment.
+    await db.execute(update(Policy).where(Policy.active.is_(True), Policy.id != row.id).values(active=False))
+    await db.flush()
+    row.active = True
+
+
+def policy_dict(row: Policy) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "base_model": row.base_model,
+        "adapter_path": row.adapter_path,
+        "metrics": row.metrics,
+        "manifest": row.manifest,
+        "active": row.active,
+        "created_at": row.created_at.isoformat(),
+    }

@@ -1,0 +1,118 @@
+"""Tenants and session rows: creation on first use, locking, summaries, erasure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.store.models import Chunk, MemoryItem, OperationLog, Session, Tenant
+from app.store.sql import insert_ignore
+
+SessionKey = tuple[str, str]  # (tenant_id, session_id)
+
+CHUNK_STATUSES = ("pending", "processing", "done", "failed")
+
+
+async def ensure_tenant(db: AsyncSession, tenant_id: str, now: datetime) -> None:
+    await insert_ignore(db, Tenant, {"id": tenant_id, "created_at": now})
+
+
+async def get_session(db: AsyncSession, key: SessionKey, *, for_update: bool = False) -> Session | None:
+    """The session row; `for_update` locks it (Postgres) until the transaction ends."""
+    query = select(Session).where(Session.tenant_id == key[0], Session.id == key[1])
+    if for_update:
+        query = query.with_for_update()
+    return (await db.execute(query)).scalar_one_or_none()
+
+
+async def lock_or_create_session(db: AsyncSession, key: SessionKey, now: datetime) -> Session:
+    """The locked session row, created (with its tenant) on first use; concurrent creators meet on
+    the primary key and all end up locking the one row."""
+    await ensure_tenant(db, key[0], now)
+    await insert_ignore(
+        db,
+        Session,
+        {
+            "tenant_id": key[0],
+            "id": key[1],
+            "core": "",
+            "core_truncated": False,
+            "version": 0,
+            "next_seq": 1,
+            "next_item": 0,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    row = await get_session(db, key, for_update=True)
+    assert row is not None
+    return row
+
+
+async def delete_session(db: AsyncSession, key: SessionKey) -> bool:
+    tenant, session_id = key
+    for model in (OperationLog, MemoryItem, Chunk):
+        await db.execute(delete(model).where(model.tenant_id == tenant, model.session_id == session_id))
+    result = await db.execute(delete(Session).where(Session.tenant_id == tenant, Session.id == session_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class SessionCounts:
+    chunks: dict[str, int]
+    items: dict[str, int]
+
+
+async def counts(db: AsyncSession, tenant_id: str, session_ids: Sequence[str]) -> dict[str, SessionCounts]:
+    """Chunk counts by status and item counts by kind, for a page of sessions in two queries."""
+    out = {
+        sid: SessionCounts({s: 0 for s in CHUNK_STATUSES}, {"semantic": 0, "episodic": 0})
+        for sid in session_ids
+    }
+    if not session_ids:
+        return out
+    chunk_rows = await db.execute(
+        select(Chunk.session_id, Chunk.status, func.count())
+        .where(Chunk.tenant_id == tenant_id, Chunk.session_id.in_(session_ids))
+        .group_by(Chunk.session_id, Chunk.status)
+    )
+    for session_id, status, count in chunk_rows:
+        out[session_id].chunks[status] = count
+    item_rows = await db.execute(
+        select(MemoryItem.session_id, MemoryItem.kind, func.count())
+        .where(MemoryItem.tenant_id == tenant_id, MemoryItem.session_id.in_(session_ids))
+        .group_by(MemoryItem.session_id, MemoryItem.kind)
+    )
+    for session_id, kind, count in item_rows:
+        out[session_id].items[kind] = count
+    return out
+
+
+def summary(row: Session, counted: SessionCounts) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "version": row.version,
+        "next_seq": row.next_seq,
+        "chunks": counted.chunks,
+        "items": counted.items,
+        "blocked_by_seq": row.blocked_by_seq,
+        "core_truncated": row.core_truncated,
+    }
+
+
+async def list_sessions(db: AsyncSession, tenant_id: str, *, limit: int, offset: int) -> list[Session]:
+    query = (
+        select(Session)
+        .where(Session.tenant_id == tenant_id)
+        .order_by(Session.created_at, Session.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list((await db.execute(query)).scalars())

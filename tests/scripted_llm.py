@@ -1,0 +1,193 @@
+"""A scripted OpenAI-compatible chat server for tests and benchmarks: real HTTP on 127.0.0.1 (uvicorn
+in a thread of its own), each `/v1/chat/completions` request answered by the next behaviour of a
+script, then by a default behaviour.
+
+Behaviours: `Echo()` (200: one alpha-format call inserting the request's `<new_chunk>` text as a
+semantic item), `Text(content)` (200 with that reply text), `Status(code)` (an HTTP error),
+`Garbage()` (200 whose body is not JSON), `Delay(seconds, then)` (answer late).
+
+    with ScriptedLLM() as llm:
+        llm.script(Status(500), Status(500))    # the next two requests fail, later ones echo
+        settings = Settings(policy_backend="openai", policy_url=llm.url, policy_model=llm.model, ...)
+        ...
+        llm.requests                            # what arrived: times, chunk text, behaviour used
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+_CHUNK = re.compile(r"<new_chunk>\s*(.*?)\s*</new_chunk>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Echo:
+    def content(self, chunk: str) -> str:
+        args = json.dumps({"memory_type": "semantic_memory", "content": chunk}, ensure_ascii=False)
+        return f"✿FUNCTION✿: new_memory_insert\n✿ARGS✿: {args}"
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+    def content(self, chunk: str) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Status:
+    code: int
+    message: str = "scripted failure"
+
+
+@dataclass(frozen=True)
+class Garbage:
+    body: str = "<html>definitely not a chat completion"
+
+
+@dataclass(frozen=True)
+class Delay:
+    seconds: float
+    then: Behaviour = field(default_factory=Echo)
+
+
+Behaviour = Echo | Text | Status | Garbage | Delay
+
+
+@dataclass
+class Recorded:
+    started: float  # time.monotonic() at arrival
+    finished: float | None  # when the reply was sent (None while in flight or when the client left)
+    model: str
+    chunk: str
+    behaviour: Behaviour
+    body: dict[str, Any]  # the request as sent (messages, model, …)
+
+
+class ScriptedLLM:
+    model = "scripted-policy"
+
+    def __init__(self, default: Behaviour | None = None) -> None:
+        self.default: Behaviour = default or Echo()
+        self.requests: list[Recorded] = []
+        self._script: deque[Behaviour] = deque()
+        self._lock = threading.Lock()
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._complete, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, *behaviours: Behaviour) -> None:
+        """Queue behaviours for the next requests, in order."""
+        with self._lock:
+            self._script.extend(behaviours)
+
+    def start(self) -> Self:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the scripted LLM server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _next(self) -> Behaviour:
+        with self._lock:
+            return self._script.popleft() if self._script else self.default
+
+    async def _models(self, _: Request) -> Response:
+        return JSONResponse(
+            {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "tests"}]}
+        )
+
+    async def _complete(self, request: Request) -> Response:
+        body: dict[str, Any] = await request.json()
+        user = next(
+            (m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), ""
+        )
+        found = _CHUNK.search(user if isinstance(user, str) else "")
+        chunk = found.group(1) if found else ""
+        behaviour = self._next()
+        record = Recorded(time.monotonic(), None, str(body.get("model", "")), chunk, behaviour, body)
+        self.requests.append(record)
+        try:
+            while isinstance(behaviour, Delay):
+                await asyncio.sleep(behaviour.seconds)
+                behaviour = behaviour.then
+        except asyncio.CancelledError:  # the server is stopping with this reply still delayed
+            return Response(status_code=503)
+        response = self._respond(behaviour, body, chunk)
+        record.finished = time.monotonic()
+        return response
+
+    def _respond(self, behaviour: Behaviour, body: dict[str, Any], chunk: str) -> Response:
+        if isinstance(behaviour, Status):
+            error = {"error": {"message": behaviour.message, "type": "scripted", "code": behaviour.code}}
+            return JSONResponse(error, status_code=behaviour.code)
+        if isinstance(behaviour, Garbage):
+            return Response(behaviour.body, media_type="application/json")
+        assert isinstance(behaviour, Echo | Text)
+        content = behaviour.content(chunk)
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        completion_tokens = len(content.split())
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-scripted-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", self.model),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )

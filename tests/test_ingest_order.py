@@ -1,0 +1,158 @@
+"""Ingestion at the facade: seqs, ordering under concurrency, idempotency, splitting, exactly-once
+effects, validation that changes nothing, `wait` semantics. On SQLite and Postgres, extractive policy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from store_helpers import assert_exactly_once, chunk_rows, running, settle, until
+
+from app.errors import BadRequest, PayloadTooLarge
+from app.service import ChunkIn
+
+T = "tenant-a"
+
+
+def fact(n: int) -> str:
+    return f"Fact {n}: Zorg{n} owns {n} red boats."
+
+
+async def test_seqs_in_order_with_operations(store_url: str) -> None:
+    async with running(store_url) as service:
+        outcome = await service.ingest(T, "s1", [ChunkIn(fact(n)) for n in range(1, 6)], wait=True)
+        assert outcome.complete
+        assert [c.seq for c in outcome.chunks] == [1, 2, 3, 4, 5]
+        assert all(c.status == "done" and not c.duplicate for c in outcome.chunks)
+        assert [c.operations[0].content for c in outcome.chunks] == [fact(n) for n in range(1, 6)]
+        assert all(
+            c.operations[0].status == "ok" and c.operations[0].memory_type == "semantic"
+            for c in outcome.chunks
+        )
+        memory = await service.get_memory(T, "s1")
+        assert [item["content"] for item in memory["semantic"]] == [fact(n) for n in range(1, 6)]
+        assert [item["source_seq"] for item in memory["semantic"]] == [1, 2, 3, 4, 5]
+        assert memory["version"] == 5
+        await assert_exactly_once(service, T, "s1")
+
+
+async def test_concurrent_ingest_to_one_session_keeps_order(store_url: str) -> None:
+    async with running(store_url, workers=3) as service:
+        outcomes = await asyncio.gather(
+            *(service.ingest(T, "busy", [ChunkIn(fact(n))], wait=n % 2 == 0) for n in range(1, 31))
+        )
+        seqs = sorted(o.chunks[0].seq for o in outcomes)
+        assert seqs == list(range(1, 31))  # unique, gap-free
+        await settle(service, T, "busy")
+        rows = await chunk_rows(service, T, "busy")
+        assert all(row.status == "done" for row in rows)
+        done_at = [row.done_at for row in rows]
+        assert done_at == sorted(done_at), "a later chunk finished before an earlier one"
+        memory = await service.get_memory(T, "busy")
+        by_seq = {row.seq: row.content for row in rows}
+        assert [item["content"] for item in memory["semantic"]] == [by_seq[s] for s in range(1, 31)]
+        await assert_exactly_once(service, T, "busy")
+
+
+async def test_idempotency_key_dedupes_within_and_across_requests(store_url: str) -> None:
+    async with running(store_url) as service:
+        first = await service.ingest(
+            T,
+            "idem",
+            [
+                ChunkIn(fact(1), idempotency_key="k1"),
+                ChunkIn(fact(2), idempotency_key="k2"),
+                ChunkIn(fact(1), idempotency_key="k1"),
+            ],
+            wait=True,
+        )
+        assert [(c.seq, c.duplicate) for c in first.chunks] == [(1, False), (2, False), (1, True)]
+        replay = await service.ingest(
+            T, "idem", [ChunkIn(fact(2), idempotency_key="k2"), ChunkIn(fact(3))], wait=True
+        )
+        assert [(c.seq, c.duplicate, c.status) for c in replay.chunks] == [
+            (2, True, "done"),
+            (3, False, "done"),
+        ]
+        # The replay reports the original chunk's operations, and applied nothing again.
+        assert replay.chunks[0].operations == first.chunks[1].operations
+        session = await service.get_session(T, "idem")
+        assert session["next_seq"] == 4 and session["chunks"]["done"] == 3
+        assert len((await service.get_memory(T, "idem"))["semantic"]) == 3
+        await assert_exactly_once(service, T, "idem")
+
+
+async def test_oversized_input_is_split_and_replays_as_a_whole(store_url: str) -> None:
+    text = " ".join(fact(n) for n in range(1, 13))  # 12 sentences, 10 word-tokens each
+    async with running(store_url, max_chunk_tokens=40) as service:
+        outcome = await service.ingest(T, "long", [ChunkIn(text, idempotency_key="book")], wait=True)
+        assert len(outcome.chunks) == 3 and [c.seq for c in outcome.chunks] == [1, 2, 3]
+        rows = await chunk_rows(service, T, "long")
+        assert [row.part for row in rows] == [0, 1, 2]
+        assert " ".join(row.content for row in rows) == text
+        replay = await service.ingest(T, "long", [ChunkIn(text, idempotency_key="book")], wait=True)
+        assert [(c.seq, c.duplicate) for c in replay.chunks] == [(1, True), (2, True), (3, True)]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "session_id", "error"),
+    [
+        ([ChunkIn("fine"), ChunkIn("   ")], "s", BadRequest),  # one empty chunk spoils the request
+        ([ChunkIn("fine"), ChunkIn("x" * 2001)], "s", PayloadTooLarge),
+        ([ChunkIn("fine"), ChunkIn("bad \ud800 surrogate")], "s", BadRequest),
+        ([ChunkIn("fine"), ChunkIn("nul \x00 inside")], "s", BadRequest),
+        ([ChunkIn("fine", metadata={"x": "\x00"})], "s", BadRequest),
+        ([], "s", BadRequest),
+        ([ChunkIn("fine")], "x" * 129, BadRequest),
+        ([ChunkIn("fine")], "has space", BadRequest),
+    ],
+)
+async def test_bad_input_changes_nothing(
+    store_url: str, chunks: list[ChunkIn], session_id: str, error: type[Exception]
+) -> None:
+    async with running(store_url, max_chunk_bytes=2000) as service:
+        with pytest.raises(error):
+            await service.ingest(T, session_id, chunks, wait=True)
+        assert await service.list_sessions(T) == []
+
+
+async def test_wait_times_out_with_pending_then_completes(store_url: str) -> None:
+    async with running(store_url, run_workers=False, ingest_wait_timeout_s=0.2) as service:
+        outcome = await service.ingest(T, "later", [ChunkIn(fact(1)), ChunkIn(fact(2))], wait=True)
+        assert not outcome.complete
+        assert [(c.seq, c.status, c.operations) for c in outcome.chunks] == [
+            (1, "pending", []),
+            (2, "pending", []),
+        ]
+        queued = await service.ingest(T, "later", [ChunkIn(fact(3))], wait=False)
+        assert not queued.complete and queued.chunks[0].status == "pending"
+    async with running(store_url) as service:  # a restart with workers finds the queued chunks
+        await settle(service, T, "later")
+        assert [row.status for row in await chunk_rows(service, T, "later")] == ["done"] * 3
+        await assert_exactly_once(service, T, "later")
+
+
+async def test_pending_gauge_counts_open_chunks(store_url: str) -> None:
+    from prometheus_client import REGISTRY
+
+    def pending() -> float | None:
+        return REGISTRY.get_sample_value("memalpha_pending_chunks")
+
+    async with running(store_url, run_workers=False) as service:
+        await service.ingest(T, "gauge", [ChunkIn(fact(n)) for n in range(3)], wait=False)
+        await until(lambda: pending() == 3)
+    async with running(store_url) as service:
+        await settle(service, T, "gauge")
+        await until(lambda: pending() == 0)
+
+
+async def test_a_busy_session_does_not_starve_others(store_url: str) -> None:
+    from app.ingest.worker import CHUNKS_PER_CLAIM
+
+    backlog = CHUNKS_PER_CLAIM + 8
+    async with running(store_url, workers=1) as service:
+        await service.ingest(T, "busy", [ChunkIn(fact(n)) for n in range(backlog)], wait=False)
+        await service.ingest(T, "quiet", [ChunkIn(fact(1000))], wait=False)
+        busy, [quiet] = await settle(service, T, "busy"), await settle(service, T, "quiet")
+        assert quiet.done_at is not None and busy[-1].done_at is not None
+        assert quiet.done_at < busy[-1].done_at  # the worker handed "busy" back after its share
