@@ -151,7 +151,7 @@ async def test_a_manual_edit_during_the_policy_call_reruns_the_chunk_on_fresh_me
     [
         (Status(500), "500"),
         (Delay(3.0), "timed out"),
-        (Garbage(), "JSONDecodeError"),
+        (Garbage(), "not a chat completion"),
     ],
     ids=["http-500", "timeout", "garbage"],
 )
