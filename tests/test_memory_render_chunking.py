@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
+from shared_data import DATA
 
 from app.memory import (
     Applier,
@@ -22,7 +22,7 @@ from app.memory import (
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 COUNTER = WordTokenCounter()
-SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad" / "squad_dev_v1.1_articles_00-23.json"
+SQUAD = DATA / "squad" / "squad_dev_v1.1_articles_00-23.json"
 
 
 def filled_state(semantic: int, episodic: int) -> MemoryState:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
+from shared_data import DATA
 
 from app.memory import Applier, MemoryLimits, MemoryState, Operation, WordTokenCounter
 from app.policy.backend import PolicyReply
@@ -22,7 +22,7 @@ from app.settings import ToolFormat
 
 pytestmark = [pytest.mark.llm, pytest.mark.timeout(1800)]
 
-LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo_dev.json"
+LOCOMO = DATA / "locomo" / "locomo_dev.json"
 COUNTER = WordTokenCounter()
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from shared_data import DATA
 
 from app.memory import Applier, MemoryLimits, MemoryState, Operation, WordTokenCounter
 from app.policy.dates import find_date, mentions_time, resolve_relative
@@ -16,7 +17,6 @@ from app.policy.parser import ToolCall, parse_reply
 from app.policy.sentences import is_filler, split_sentences
 from app.policy.tools import TOOL_NAMES
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LOCOMO = DATA / "locomo" / "locomo_dev.json"
 SQUAD = DATA / "squad" / "squad_dev_v1.1_articles_00-23.json"
 COUNTER = WordTokenCounter()
