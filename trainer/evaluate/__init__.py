@@ -1,0 +1,1 @@
+"""The evaluation harness behind `memalpha eval`: methods, baselines, runs and reports."""
