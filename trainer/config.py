@@ -1,0 +1,154 @@
+"""The trainer's configuration: one TOML file (stdlib `tomllib`, no extra parser) validated by pydantic.
+
+Defaults are SPEC §6's main setting where it names one (β=0.05, γ=0.1, clip 0.2, KL 0.001, G=8,
+temperature 1.0); sizes that the paper ran on 32 H100s are scaled down in the example configs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.settings import ToolFormat
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+
+
+class ModelConfig(_Section):
+    # hf: a transformers model directory; gguf: a GGUF file, dequantised on load (trainable weights);
+    # tiny: a random-initialised tiny Qwen2 with a built-in word-level tokenizer (CI, no download).
+    source: Literal["hf", "gguf", "tiny"] = "hf"
+    path: str | None = None
+    # The base model's name as the serving side knows it (vLLM `--served-model-name`): the registry row and
+    # the manifest carry it, and publish checks that the server serves it.
+    name: str
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"  # auto: cuda when available, else cpu
+    seed: int = 0  # tiny only: the random initialisation
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> ModelConfig:
+        if self.source != "tiny" and not self.path:
+            raise ValueError(f"model.path is required for source={self.source!r}")
+        return self
+
+
+class LoraConfig(_Section):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0  # non-zero dropout makes the recorded sampling log-probs differ from the update's
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class DataConfig(_Section):
+    # trainer.episodes names: a builder (`squad`, `hotpotqa`, `trec`, …) or `parquet:PATH` / `jsonl:PATH`.
+    train: list[str] = Field(default_factory=lambda: ["squad"])
+    eval: list[str] = Field(default_factory=lambda: ["squad"])
+    data_dir: str = "../shared/data"
+    chunk_tokens: int | None = None  # None: each data set's default
+    questions: int | None = None  # per episode
+    train_episodes: int | None = None  # per data set
+    eval_episodes: int = 4  # per data set, taken from the END of the built list, disjoint from training
+    max_chunks: int | None = None  # cut every episode to its first N chunks (short CPU runs)
+    # builder knobs (trainer.episodes.BuildConfig)
+    articles: int = 3
+    paragraphs: int | None = None
+    records: int = 10
+    labels: int | None = None
+    shots: int = 5
+
+
+class RolloutConfig(_Section):
+    backend: Literal["transformers", "vllm"] = "transformers"
+    group_size: int = 8  # G rollouts per instance
+    instances_per_iteration: int = 4
+    temperature: float = 1.0
+    max_new_tokens: int = 2048
+    prompt_budget_tokens: int = 6144
+    tool_format: ToolFormat = "alpha"
+    # vllm backend: OpenAI-compatible base URL (…/v1) and the served base model; the current adapter is
+    # loaded there under a fresh name each iteration.
+    vllm_url: str | None = None
+    # transformers backend: most sequences in one batched `generate` (every rollout of an iteration runs
+    # concurrently; the vllm backend sends them all and the server schedules them)
+    batch_size: int = 8
+
+    @model_validator(mode="after")
+    def _vllm_needs_url(self) -> RolloutConfig:
+        if self.backend == "vllm" and not self.vllm_url:
+            raise ValueError("rollout.vllm_url is required for backend='vllm'")
+        return self
+
+
+class RewardConfig(_Section):
+    beta: float = 0.05  # weight of r3 (compression)
+    gamma: float = 0.1  # weight of r4 (content quality); r4 is 0 without a judge
+    judge_url: str | None = None  # OpenAI-compatible endpoint of the r4 judge; None: r4 off
+    judge_model: str | None = None
+    # The fixed reader for r1 (SPEC §4): `extractive` (no LLM) or an OpenAI-compatible endpoint.
+    answerer: Literal["extractive", "openai"] = "extractive"
+    answerer_url: str | None = None
+    answerer_model: str | None = None
+    answer_top_k: int = 20
+    answer_context_tokens: int = 30000
+
+
+class GRPOConfig(_Section):
+    clip_eps: float = 0.2
+    kl_coef: float = 0.001  # 0 disables the KL term and the reference pass
+    learning_rate: float = 1e-5
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    epochs: int = 1  # passes over one iteration's samples
+    mini_batches: int = 1  # optimizer steps per pass (gradient accumulation within each)
+    # Old log-probs of the PPO ratio: the sampler's own (transformers rollouts) or recomputed by the trainer
+    # before the update (vLLM rollouts: its kernels differ numerically from the trainer's).
+    old_logprobs: Literal["sampler", "recompute"] = "sampler"
+
+
+class RunConfig(_Section):
+    out_dir: str = "runs/grpo"
+    iterations: int = 10
+    seed: int = 0
+    checkpoint_every: int = 1  # iterations
+    eval_every: int = 0  # iterations; 0: only before and after training
+    policy_prefix: str = "memalpha-lora"  # registry / served names: <prefix>-<run>-<step>-<hash>
+    register_policy: bool = True
+    database_url: str | None = None  # registry database; None: the service settings' (MEMALPHA_DATABASE_URL)
+    time_limit_s: float | None = None  # stop cleanly (checkpoint + adapter) when exceeded
+
+
+class TrainConfig(_Section):
+    model: ModelConfig
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def fingerprint(self) -> str:
+        """Hash of the settings that shape training; resuming under another config is refused."""
+        shaping = self.model_dump(exclude={"run": {"iterations", "time_limit_s", "register_policy", "database_url"}})
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path, overrides: dict[str, object] | None = None) -> TrainConfig:
+    """Read a TOML config; `overrides` maps dotted keys (`run.iterations`) to values."""
+    with open(path, "rb") as source:
+        raw = tomllib.load(source)
+    for dotted, value in (overrides or {}).items():
+        section = raw
+        *parents, key = dotted.split(".")
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[key] = value
+    return TrainConfig.model_validate(raw)

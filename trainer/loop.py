@@ -1,0 +1,358 @@
+"""One training run: rollouts → rewards → GRPO update, iterated; checkpoints, evaluations, the final
+adapter with its manifest, and its registry row.
+
+Reproducible: the instances of iteration i are drawn from a generator seeded by (seed, i), the model's
+sampling draws from torch's generator, seeded once and saved in every checkpoint; a resumed run takes
+the same path as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import set_peft_model_state_dict
+from peft.utils import load_peft_weights
+from tqdm import tqdm
+
+from app.memory import TokenCounter
+from app.settings import Settings
+from app.tokens import make_token_counter
+from trainer.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+)
+from trainer.config import TrainConfig
+from trainer.episodes import BuildConfig, Episode, build_episodes
+from trainer.grpo import TrainSample, grpo_update, warmup_schedule
+from trainer.judge import ContentJudge, OpenAIContentJudge
+from trainer.manifest import adapter_digest, policy_name, write_manifest
+from trainer.models import LoadedPolicy, chat_template_sha256, load_policy
+from trainer.plots import plot_reward_curve
+from trainer.rewards import RewardWeights
+from trainer.rollouts import Engine, InstanceGroup, collect_group, make_engine, mean_rewards
+from trainer.sampling.transformers_policy import TransformersPolicy
+from trainer.sampling.vllm_policy import VLLMSamplingPolicy
+from trainer.tiny_model import create_tiny_model
+from trainer.vllm_admin import load_lora_adapter, unload_lora_adapter
+
+HISTORY_FILE = "history.jsonl"
+CURVE_FILE = "reward_curve.png"
+
+
+@dataclass
+class EpisodeSplit:
+    train: list[Episode]
+    held_out: list[Episode]
+
+
+@dataclass
+class IterationResult:
+    row: dict[str, Any]  # the history row: mean rewards, loss statistics, timings
+    samples: list[TrainSample]  # what the update trained on (old log-probs = the sampler's)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    adapter_dir: Path
+    name: str
+    state: TrainerState
+    registry_row: dict[str, Any] | None = None
+    curve: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _build_config(config: TrainConfig, counter: TokenCounter) -> BuildConfig:
+    data = config.data
+    return BuildConfig(
+        data_dir=Path(data.data_dir), questions=data.questions, chunk_tokens=data.chunk_tokens,
+        seed=config.run.seed, counter=counter, articles=data.articles, paragraphs=data.paragraphs,
+        records=data.records, labels=data.labels, shots=data.shots,
+    )
+
+
+def _cut(episode: Episode, max_chunks: int | None) -> Episode:
+    if max_chunks is None or len(episode.chunks) <= max_chunks:
+        return episode
+    return Episode(episode.instance_id, episode.data_source, episode.chunks[:max_chunks], episode.questions,
+                   {**episode.metadata, "chunks_cut_to": max_chunks})
+
+
+def split_episodes(config: TrainConfig, counter: TokenCounter) -> EpisodeSplit:
+    """Held-out episodes: the last `eval_episodes` of each eval set; training never sees their ids."""
+    build = _build_config(config, counter)
+    held_out: list[Episode] = []
+    for name in config.data.eval:
+        held_out += build_episodes(name, build)[-config.data.eval_episodes:]
+    excluded = {episode.instance_id for episode in held_out}
+    train: list[Episode] = []
+    for name in config.data.train:
+        episodes = [episode for episode in build_episodes(name, build) if episode.instance_id not in excluded]
+        train += episodes[: config.data.train_episodes]
+    if not train:
+        raise ValueError("no training episodes left after holding out the evaluation episodes")
+    cut = config.data.max_chunks
+    return EpisodeSplit([_cut(e, cut) for e in train], [_cut(e, cut) for e in held_out])
+
+
+def make_judge(config: TrainConfig) -> ContentJudge | None:
+    reward = config.reward
+    if reward.judge_url is None:
+        return None
+    if not reward.judge_model:
+        raise ValueError("reward.judge_url needs reward.judge_model")
+    return OpenAIContentJudge(reward.judge_url, reward.judge_model)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, settings: Settings, *, progress: bool = True) -> None:
+        self.config = config
+        self.settings = settings
+        self.progress = progress
+        self.out_dir = Path(config.run.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.counter = make_token_counter(settings.tokenizer_file)
+        self.split = split_episodes(config, self.counter)
+        self.engine: Engine = make_engine(config.reward, settings, self.counter)
+        self.judge = make_judge(config)
+        self.weights = RewardWeights(beta=config.reward.beta, gamma=config.reward.gamma)
+        seed_everything(config.run.seed)
+        self.loaded = self._load_model()
+        trainable = [p for p in self.loaded.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.grpo.learning_rate,
+                                           weight_decay=config.grpo.weight_decay)
+        total_steps = config.run.iterations * config.grpo.epochs * config.grpo.mini_batches
+        self.scheduler = warmup_schedule(self.optimizer, round(config.grpo.warmup_ratio * total_steps))
+        self.state = TrainerState(fingerprint=config.fingerprint())
+        self.served_adapter: str | None = None  # vllm rollouts: the name the current adapter is loaded under
+
+    @property
+    def tiny_dir(self) -> Path:
+        return Path(self.config.model.path) if self.config.model.path else self.out_dir / "tiny-base"
+
+    def _load_model(self) -> LoadedPolicy:
+        tiny_dir = None
+        if self.config.model.source == "tiny":
+            tiny_dir = self.tiny_dir
+            if not (tiny_dir / "config.json").exists():
+                texts = [text for e in self.split.train + self.split.held_out for text in e.chunks]
+                create_tiny_model(tiny_dir, texts, seed=self.config.model.seed)
+        return load_policy(self.config.model, self.config.lora, tiny_dir=tiny_dir)
+
+    def resume(self) -> bool:
+        found = latest_checkpoint(self.out_dir)
+        if found is None:
+            return False
+        self.state = load_checkpoint(found, self.loaded.model, self.optimizer, self.scheduler,
+                                     self.config.fingerprint())
+        return True
+
+    # --- rollouts ---
+
+    def _sampler(self, temperature: float) -> TransformersPolicy | VLLMSamplingPolicy:
+        rollout = self.config.rollout
+        if rollout.backend == "vllm":
+            return VLLMSamplingPolicy(
+                rollout.vllm_url or "", self.config.model.name, self.loaded.tokenizer, tool_format=rollout.tool_format,
+                counter=self.counter, prompt_budget_tokens=rollout.prompt_budget_tokens,
+                max_new_tokens=rollout.max_new_tokens, temperature=temperature,
+            )
+        return TransformersPolicy(
+            self.loaded.model, self.loaded.tokenizer, model_name=self.config.model.name,
+            tool_format=rollout.tool_format, counter=self.counter, prompt_budget_tokens=rollout.prompt_budget_tokens,
+            max_new_tokens=rollout.max_new_tokens, temperature=temperature, max_batch=rollout.batch_size,
+        )
+
+    async def _sync_vllm_adapter(self) -> str | None:
+        """vllm rollouts: serve the current adapter under a fresh name, drop the previous one."""
+        if self.config.rollout.backend != "vllm":
+            return None
+        url = self.config.rollout.vllm_url or ""
+        name = f"{self.config.run.policy_prefix}-rollout-{self.out_dir.name}-{self.state.optimizer_steps:06d}"
+        if name == self.served_adapter:
+            return name
+        path = self.out_dir / "rollout-adapters" / name
+        self.loaded.model.save_pretrained(path)
+        await load_lora_adapter(url, name, str(path.resolve()))
+        if self.served_adapter is not None:
+            await unload_lora_adapter(url, self.served_adapter)
+        self.served_adapter = name
+        return name
+
+    async def rollouts(self, episodes: Sequence[Episode], *, group_size: int, temperature: float,
+                       label: str) -> list[InstanceGroup]:
+        """Every rollout of every episode at once: the sampler batches (transformers) or the server
+        schedules (vllm) their generations."""
+        sampler = self._sampler(temperature)
+        served = await self._sync_vllm_adapter()
+        total = sum(len(e.chunks) for e in episodes) * group_size
+        with tqdm(total=total, desc=label, unit="step", disable=not self.progress, leave=False) as bar:
+            groups = await asyncio.gather(*(
+                collect_group(episode, sampler, self.engine, group_size=group_size, weights=self.weights,
+                              judge=self.judge, model=served, concurrency=group_size, key_prefix=label,
+                              on_step=lambda _: bar.update(1))
+                for episode in episodes
+            ))
+        await sampler.aclose()
+        return list(groups)
+
+    async def evaluate(self) -> dict[str, Any]:
+        """Held-out episodes, one greedy rollout each (temperature 0, as served)."""
+        groups = await self.rollouts(self.split.held_out, group_size=1, temperature=0.0, label="eval")
+        return {"iteration": self.state.iteration, **mean_rewards(groups),
+                "episodes": len(self.split.held_out)}
+
+    # --- the loop ---
+
+    def _pick(self, iteration: int) -> list[Episode]:
+        rng = random.Random(f"{self.config.run.seed}:instances:{iteration}")
+        count = min(self.config.rollout.instances_per_iteration, len(self.split.train))
+        return rng.sample(self.split.train, count)
+
+    async def iteration(self) -> IterationResult:
+        started = time.perf_counter()
+        number = self.state.iteration + 1
+        groups = await self.rollouts(self._pick(self.state.iteration), group_size=self.config.rollout.group_size,
+                                     temperature=self.config.rollout.temperature, label=f"rollouts {number}")
+        rolled = time.perf_counter()
+        samples = [sample for group in groups for sample in group.train_samples()]
+        rng = random.Random(f"{self.config.run.seed}:minibatches:{self.state.iteration}")
+        stats = grpo_update(self.loaded.model, self.optimizer, self.scheduler, samples, self.config.grpo, rng)
+        self.state.iteration = number
+        self.state.optimizer_steps += len(stats)
+        row: dict[str, Any] = {"iteration": number, **mean_rewards(groups), "samples": len(samples),
+                               "optimizer_steps": self.state.optimizer_steps,
+                               "rollout_s": rolled - started, "update_s": time.perf_counter() - rolled}
+        if stats:
+            for key in ("loss", "policy_loss", "kl", "clip_fraction", "ratio_mean", "grad_norm", "learning_rate"):
+                row[key] = sum(getattr(s, key) for s in stats) / len(stats)
+            row["tokens"] = sum(s.tokens for s in stats)
+        self.state.history.append(row)
+        self._log(row)
+        return IterationResult(row=row, samples=samples)
+
+    def _log(self, row: dict[str, Any]) -> None:
+        with open(self.out_dir / HISTORY_FILE, "a", encoding="utf-8") as log:
+            log.write(json.dumps(row) + "\n")
+
+    def plot(self) -> Path:
+        return plot_reward_curve(self.state.history, self.state.evals, self.out_dir / CURVE_FILE,
+                                 f"GRPO on {self.config.model.name} ({self.out_dir.name})")
+
+    async def run(self, *, resume: bool = True) -> RunResult:
+        config = self.config
+        if resume:
+            self.resume()
+        started = time.perf_counter()
+        if not self.state.evals:
+            self.state.evals.append(await self.evaluate())
+        bar = tqdm(total=config.run.iterations, initial=self.state.iteration, desc="iterations", unit="it",
+                   disable=not self.progress)
+        while self.state.iteration < config.run.iterations:
+            if config.run.time_limit_s is not None and time.perf_counter() - started > config.run.time_limit_s:
+                tqdm.write(f"time limit of {config.run.time_limit_s:.0f} s reached after "
+                           f"{self.state.iteration} iterations")
+                break
+            row = (await self.iteration()).row
+            bar.update(1)
+            bar.set_postfix(R=f"{row.get('total', 0):.3f}", r1=f"{row.get('r1', 0):.3f}",
+                            r2=f"{row.get('r2', 0):.3f}")
+            every = config.run.eval_every
+            if every and self.state.iteration % every == 0 and self.state.iteration < config.run.iterations:
+                self.state.evals.append(await self.evaluate())
+            if self.state.iteration % config.run.checkpoint_every == 0:
+                save_checkpoint(self.out_dir, self.loaded.model, self.optimizer, self.scheduler, self.state)
+            self.plot()
+        bar.close()
+        if self.state.evals[-1]["iteration"] != self.state.iteration:
+            self.state.evals.append(await self.evaluate())
+            save_checkpoint(self.out_dir, self.loaded.model, self.optimizer, self.scheduler, self.state)
+        curve = self.plot()
+        result = await self.finish()
+        result.curve = curve
+        result.timings["run_s"] = time.perf_counter() - started
+        return result
+
+    async def finish(self) -> RunResult:
+        """Save the adapter + manifest, and register it as a new policy version."""
+        adapter_dir = self.out_dir / "adapter"
+        self.loaded.model.save_pretrained(adapter_dir)
+        name = policy_name(self.config.run.policy_prefix, self.out_dir.name, self.state.iteration,
+                           adapter_digest(adapter_dir))
+        before, after = self.state.evals[0], self.state.evals[-1]
+        metrics = {"eval_before": before, "eval_after": after}
+        manifest = {
+            "name": name,
+            "base_model": self.config.model.name,
+            "base_model_path": self.loaded.base_path,
+            "chat_template_sha256": chat_template_sha256(self.loaded.tokenizer),
+            "tool_format": self.config.rollout.tool_format,
+            "token_counter": self.counter.name,
+            "r4": (f"judge {self.config.reward.judge_model} at {self.config.reward.judge_url}"
+                   if self.judge else f"off: no judge configured, r4 = 0 (gamma={self.config.reward.gamma} unused)"),
+            "config": self.config.model_dump(),
+            "reward_curve": self.state.history,
+            "eval": self.state.evals,
+            "eval_metrics": metrics,
+            "iterations": self.state.iteration,
+            "optimizer_steps": self.state.optimizer_steps,
+        }
+        write_manifest(adapter_dir, manifest)
+        result = RunResult(out_dir=self.out_dir, adapter_dir=adapter_dir, name=name, state=self.state)
+        if self.config.run.register_policy:
+            settings = self.settings
+            if self.config.run.database_url:
+                settings = settings.model_copy(update={"database_url": self.config.run.database_url})
+            from trainer.registry import register_adapter  # the service stack loads only when registering
+
+            result.registry_row = await register_adapter(
+                settings, name=name, base_model=self.config.model.name, adapter_path=str(adapter_dir.resolve()),
+                metrics=metrics, manifest=manifest,
+            )
+        return result
+
+    async def aclose(self) -> None:
+        await self.engine.answerer.aclose()
+        if self.judge is not None:
+            await self.judge.aclose()
+
+
+def train(config: TrainConfig, settings: Settings, *, resume: bool = True, progress: bool = True) -> RunResult:
+    async def main() -> RunResult:
+        trainer = Trainer(config, settings, progress=progress)
+        try:
+            return await trainer.run(resume=resume)
+        finally:
+            await trainer.aclose()
+
+    return asyncio.run(main())
+
+
+def evaluate_adapter(config: TrainConfig, settings: Settings, adapter_dir: Path | None, *,
+                     progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Held-out evaluation of the base model (a fresh LoRA adapter is zero: the base model exactly) and,
+    when given, of a trained adapter."""
+    async def main() -> dict[str, dict[str, Any]]:
+        trainer = Trainer(config, settings, progress=progress)
+        try:
+            results = {"base": await trainer.evaluate()}
+            if adapter_dir is not None:
+                device = str(trainer.loaded.device)
+                set_peft_model_state_dict(trainer.loaded.model, load_peft_weights(str(adapter_dir), device=device))
+                results["adapter"] = await trainer.evaluate()
+            return results
+        finally:
+            await trainer.aclose()
+
+    return asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Rollout generation backends: PolicyBackend implementations that also record what GRPO trains on."""

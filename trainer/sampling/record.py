@@ -1,0 +1,63 @@
+"""What a sampling backend records for one chunk step, beside the ordinary `PolicyReply`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from app.policy.backend import PolicyReply
+from app.policy.tools import openai_tools
+from app.settings import ToolFormat
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class TokenSample:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]  # the sampling policy's log-prob of each completion token
+    temperature: float  # the distribution the log-probs belong to: softmax(logits / temperature)
+
+    def __post_init__(self) -> None:
+        if len(self.completion_ids) != len(self.logprobs):
+            raise ValueError(f"{len(self.completion_ids)} completion tokens but {len(self.logprobs)} log-probs")
+
+    def as_extras(self) -> dict[str, Any]:
+        return {"prompt_ids": self.prompt_ids, "completion_ids": self.completion_ids, "logprobs": self.logprobs,
+                "temperature": self.temperature}
+
+    @classmethod
+    def from_extras(cls, extras: dict[str, Any]) -> TokenSample:
+        return cls(prompt_ids=list(extras["prompt_ids"]), completion_ids=list(extras["completion_ids"]),
+                   logprobs=[float(x) for x in extras["logprobs"]], temperature=float(extras["temperature"]))
+
+
+@dataclass
+class SampledReply(PolicyReply):
+    """A `PolicyReply` whose `extras` carry the `TokenSample` (see `TokenSample.as_extras`)."""
+
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[Message], fmt: ToolFormat) -> list[int]:
+    """The prompt token ids exactly as an OpenAI-compatible server renders the same chat request: the
+    tokenizer's chat template, generation prompt on, thinking off, native tools passed as `tools`."""
+    ids = tokenizer.apply_chat_template(
+        messages, tools=openai_tools() if fmt == "native" else None, add_generation_prompt=True, tokenize=True,
+        return_dict=False, enable_thinking=False,
+    )
+    return [int(token) for token in ids]
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, generation_eos: int | list[int] | None) -> list[int]:
+    """End-of-turn tokens: the tokenizer's eos, the model's generation eos list, and ChatML's `<|im_end|>`."""
+    found: list[int] = []
+    extra = generation_eos if isinstance(generation_eos, list) else [generation_eos]
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for token in (tokenizer.eos_token_id, *extra, im_end):
+        if isinstance(token, int) and token != tokenizer.unk_token_id and token not in found:
+            found.append(token)
+    return found

@@ -1,0 +1,189 @@
+"""`TransformersPolicy`: the policy as a local transformers model (CPU or GPU), with an optional LoRA adapter.
+
+Same prompt (`app.policy.prompt.build_messages`), same parser and same operations as the service; the
+reply's `extras` carry the prompt ids, the completion ids and the sampling policy's log-probs of every
+completion token. Sampling is plain ancestral sampling from softmax(logits / temperature): no top-k,
+top-p or repetition penalty (a model's generation_config often sets them, and they would make the
+recorded log-probs differ from the distribution that was sampled), so the model's generation_config is
+replaced by a clean one: transformers fills every setting left unset in a call from it. Temperature 0 is
+greedy decoding. Like the service's `alpha` requests, generation stops at ✿RESULT✿ / ✿RETURN✿ (the model
+would go on to invent tool results); the completion keeps the marker's tokens, so the stop is learnt too.
+Differences from serving, by design: `native` is sampled without `tool_choice="required"` and `json`
+without its schema constraint, since constrained decoding would sample from another distribution than
+the policy's own.
+
+Concurrent `propose` calls (the G rollouts of a group, several groups) are gathered into one batched,
+left-padded `generate`: decoding reads the weights once per token for the whole batch, which is most of
+the cost on a CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import torch
+from transformers import (
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from app.memory import MemoryState, TokenCounter
+from app.policy.backend import Usage
+from app.policy.parser import STOP_MARKERS, parse_reply
+from app.policy.prompt import build_messages
+from app.settings import ToolFormat
+from trainer.sampling.record import SampledReply, TokenSample, chat_prompt_ids, stop_token_ids
+
+_GATHER_S = 0.02  # how long a batch waits for more concurrent requests before it runs
+
+
+class TransformersPolicy:
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        model_name: str,
+        tool_format: ToolFormat,
+        counter: TokenCounter,
+        prompt_budget_tokens: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        max_batch: int = 8,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.tool_format = tool_format
+        self.counter = counter
+        self.prompt_budget_tokens = prompt_budget_tokens
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.max_batch = max_batch
+        self._stops = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.generation_config = GenerationConfig(eos_token_id=self._stops, pad_token_id=tokenizer.pad_token_id)
+        self._waiting: list[tuple[list[int], asyncio.Future[TokenSample]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def propose(self, state: MemoryState, chunk: str, *, model: str | None = None) -> SampledReply:
+        started = time.perf_counter()
+        build = build_messages(state, chunk, self.tool_format, self.counter, self.prompt_budget_tokens,
+                               self.max_new_tokens)
+        prompt_ids = chat_prompt_ids(self.tokenizer, build.messages, self.tool_format)
+        sample = await self._submit(prompt_ids)
+        text = self.tokenizer.decode(sample.completion_ids, skip_special_tokens=True)
+        parsed = parse_reply(text)
+        return SampledReply(
+            calls=parsed.calls,
+            raw_text=text,
+            usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(sample.completion_ids)),
+            model=model or self.model_name,
+            latency_s=time.perf_counter() - started,
+            parse_errors=parsed.errors,
+            visible_items=build.visible_items,
+            extras=sample.as_extras(),
+        )
+
+    async def _submit(self, prompt_ids: list[int]) -> TokenSample:
+        future: asyncio.Future[TokenSample] = asyncio.get_running_loop().create_future()
+        self._waiting.append((prompt_ids, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        """Run the waiting requests in batches, one batch at a time (the model and torch's RNG are shared)."""
+        while self._waiting:
+            await asyncio.sleep(_GATHER_S)
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
+            try:
+                samples = await asyncio.to_thread(self.sample_batch, [prompt for prompt, _ in batch])
+            except Exception as error:  # noqa: BLE001 -- any failure is handed to every waiting caller
+                for _, future in batch:
+                    future.set_exception(error)
+                continue
+            for (_, future), sample in zip(batch, samples, strict=True):
+                future.set_result(sample)
+
+    def sample(self, prompt_ids: list[int]) -> TokenSample:
+        return self.sample_batch([prompt_ids])[0]
+
+    @torch.no_grad()
+    def sample_batch(self, prompts: list[list[int]]) -> list[TokenSample]:
+        device = next(self.model.parameters()).device
+        width = max(len(prompt) for prompt in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        greedy = self.temperature <= 0
+        settings = GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else self.temperature,
+            eos_token_id=self._stops,
+            pad_token_id=pad,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        markers = _StopAtMarkers(self.tokenizer, width, len(prompts)) if self.tool_format == "alpha" else None
+        out = self.model.generate(
+            input_ids=input_ids, attention_mask=attention, generation_config=settings,
+            stopping_criteria=StoppingCriteriaList([markers] if markers else []),
+        )
+        # Raw logits, tempered as the sampler tempered them (greedy: the untempered distribution).
+        scale = 1.0 if greedy else self.temperature
+        logits = torch.stack(out.logits, dim=1).float() / scale  # [batch, steps, vocab]
+        samples = []
+        for row, prompt in enumerate(prompts):
+            generated = out.sequences[row, width:]
+            length = self._length(generated.tolist(), markers.done_at[row] if markers else None)
+            completion = generated[:length]
+            logprobs = torch.log_softmax(logits[row, :length], dim=-1).gather(-1, completion.unsqueeze(-1))
+            samples.append(TokenSample(prompt_ids=list(prompt), completion_ids=completion.tolist(),
+                                       logprobs=logprobs.squeeze(-1).tolist(), temperature=scale))
+        return samples
+
+    def _length(self, generated: list[int], marker_end: int | None) -> int:
+        """Where a row's own completion ends: its first stop token (kept) or the step a stop marker
+        completed; everything after is the padding of a finished row in a batch."""
+        ends = [index + 1 for index, token in enumerate(generated) if token in self._stops][:1]
+        if marker_end is not None:
+            ends.append(marker_end)
+        return min(ends) if ends else len(generated)
+
+    async def health(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _StopAtMarkers(StoppingCriteria):
+    """Stop a row once its completion's text contains a ✿RESULT✿ / ✿RETURN✿ marker, and remember after how
+    many generated tokens. (transformers' own `stop_strings` assumes a subword vocabulary; this works
+    with any tokenizer.)"""
+
+    _TAIL_TOKENS = 16  # a marker spans a few tokens; only the newest ones can complete one
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_width: int, rows: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_width = prompt_width
+        self.done_at: list[int | None] = [None] * rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
+        generated = input_ids.shape[1] - self.prompt_width
+        start = max(self.prompt_width, input_ids.shape[1] - self._TAIL_TOKENS)
+        for row in range(input_ids.shape[0]):
+            if self.done_at[row] is None:
+                text = self.tokenizer.decode(input_ids[row, start:], skip_special_tokens=True)
+                if any(marker in text for marker in STOP_MARKERS):
+                    self.done_at[row] = generated
+        done = [at is not None for at in self.done_at]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -1,0 +1,114 @@
+"""`VLLMSamplingPolicy`: rollouts on an OpenAI-compatible vLLM server (the GPU path), with log-probs.
+
+The prompt is built exactly as the service builds it and rendered to token ids locally with the base
+model's chat template; the ids go to `/v1/completions` (a token-id prompt), so the trainer knows the
+exact prompt tokens. vLLM returns each sampled token as `token_id:N` (`return_tokens_as_token_ids`) with
+its log-prob. Sampling is plain: top-k/top-p/min-p/repetition penalty are set to their neutral values
+explicitly, because vLLM otherwise applies the model's generation_config defaults. The adapter being
+trained is loaded on the server under a fresh name per iteration and passed as `model`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import openai
+from transformers import PreTrainedTokenizerBase
+
+from app.memory import MemoryState, TokenCounter
+from app.policy.backend import PolicyError, Usage
+from app.policy.parser import STOP_MARKERS, parse_reply
+from app.policy.prompt import build_messages
+from app.settings import ToolFormat
+from trainer.sampling.record import SampledReply, TokenSample, chat_prompt_ids
+
+_TOKEN_ID_PREFIX = "token_id:"
+
+
+class VLLMSamplingPolicy:
+    name = "vllm"
+
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        tool_format: ToolFormat,
+        counter: TokenCounter,
+        prompt_budget_tokens: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        api_key: str = "EMPTY",
+        timeout_s: float = 900.0,
+    ) -> None:
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=2)
+        self.base_url = base_url
+        self.model_name = model_name
+        self.tokenizer = tokenizer
+        self.tool_format = tool_format
+        self.counter = counter
+        self.prompt_budget_tokens = prompt_budget_tokens
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+
+    def request(self, prompt_ids: list[int], model: str) -> dict[str, Any]:
+        return {
+            "model": model,
+            "prompt": prompt_ids,
+            "max_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "logprobs": 1,
+            "stop": list(STOP_MARKERS) if self.tool_format == "alpha" else None,
+            "extra_body": {
+                "top_k": -1, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0,
+                "return_tokens_as_token_ids": True, "include_stop_str_in_output": True,
+            },
+        }
+
+    async def propose(self, state: MemoryState, chunk: str, *, model: str | None = None) -> SampledReply:
+        started = time.perf_counter()
+        build = build_messages(state, chunk, self.tool_format, self.counter, self.prompt_budget_tokens,
+                               self.max_new_tokens)
+        prompt_ids = chat_prompt_ids(self.tokenizer, build.messages, self.tool_format)
+        name = model or self.model_name
+        try:
+            response = await self._client.completions.create(**self.request(prompt_ids, name))
+        except openai.OpenAIError as error:
+            raise PolicyError(f"rollout endpoint {self.base_url}: {error}") from error
+        choice = response.choices[0]
+        if choice.logprobs is None or choice.logprobs.tokens is None:
+            raise PolicyError("the rollout endpoint returned no log-probs", retryable=False)
+        completion_ids = [_token_id(token) for token in choice.logprobs.tokens]
+        logprobs = [float(value) for value in choice.logprobs.token_logprobs or []]
+        sample = TokenSample(prompt_ids=prompt_ids, completion_ids=completion_ids, logprobs=logprobs,
+                             temperature=self.temperature if self.temperature > 0 else 1.0)
+        parsed = parse_reply(choice.text)
+        return SampledReply(
+            calls=parsed.calls,
+            raw_text=choice.text,
+            usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(completion_ids)),
+            model=name,
+            latency_s=time.perf_counter() - started,
+            parse_errors=parsed.errors,
+            visible_items=build.visible_items,
+            extras=sample.as_extras(),
+        )
+
+    async def health(self) -> bool:
+        try:
+            await self._client.models.list()
+        except openai.OpenAIError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _token_id(token: str) -> int:
+    if not token.startswith(_TOKEN_ID_PREFIX):
+        raise PolicyError(f"expected tokens as {_TOKEN_ID_PREFIX}N (return_tokens_as_token_ids), got {token!r}",
+                          retryable=False)
+    return int(token[len(_TOKEN_ID_PREFIX):])
