@@ -49,10 +49,6 @@ class StepRecord:
     messages: list[dict[str, str]] | None = None  # the prompt, when a recorder was given
     extras: Any = None  # backend-specific payload (the trainer's token ids and log-probs)
 
-    @property
-    def ok_calls(self) -> int:
-        return sum(result.status == "ok" for result in self.results)
-
 
 @dataclass
 class AnswerRecord:

@@ -29,15 +29,17 @@ def merge(report_dirs: list[Path], out: Path) -> list[Row]:
     out.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     header: dict[str, Any] = {}
+    runs: dict[str, str] = {}
     shared = ("token counter", "answerer", "policy model", "answer k / budget")
     for n, report_dir in enumerate(report_dirs, start=1):
         report, found = load_rows(report_dir)
         rows += found
-        header[f"run {n}"] = f"`{report['command']}` (started {report['started']}, commit {report.get('git_commit')})"
+        runs[f"run {n}"] = f"`{report['command']}` (started {report['started']}, commit {report.get('git_commit')})"
         for key in shared:
             header.setdefault(key, report.get(key))
             if header[key] != report.get(key):
                 header[key] = "differs per run (see each run's report.json)"
+    header.update(runs)
     plots = [plot_score_vs_memory(rows, out / "score_vs_memory.png")]
     if any(row.categories for row in rows):
         plots.append(plot_categories(rows, out / "categories.png"))

@@ -29,20 +29,29 @@ def plot_score_vs_memory(rows: Sequence[Row], path: Path) -> Path:
     markers = dict(zip(colors, "osD^vPX*" * 4, strict=False))  # coinciding points stay distinguishable
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        for row in (r for r in rows if r.dataset == dataset and r.score is not None):
-            memory = max(row.memory_tokens, 1.0)
-            ax.scatter([memory], [row.score], color=colors[row.method], marker=markers[row.method], s=70,
-                       alpha=0.85, label=row.method, zorder=3)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short log ranges
+        shown = [r for r in rows if r.dataset == dataset and r.score is not None]
+        for row in shown:
+            ax.scatter([max(row.memory_tokens, 1.0)], [row.score], color=colors[row.method],
+                       marker=markers[row.method], s=70, alpha=0.85, label=row.method, zorder=3)
+        sizes = [max(row.memory_tokens, 1.0) for row in shown]
+        log = bool(sizes) and max(sizes) / min(sizes) > 10  # a log axis only where sizes span decades
+        if log:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short log ranges
+        else:
+            ax.set_xlim(0, max(sizes, default=1.0) * 1.1)
         ax.set_title(dataset)
-        ax.set_xlabel("memory tokens per episode (log)")
+        ax.set_xlabel("memory tokens per episode" + (" (log)" if log else ""))
         ax.set_ylabel("score")
         ax.set_ylim(0, 1.05)
         ax.grid(True, alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    legend: dict[str, object] = {}  # every method once, whichever panel shows it
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    if legend:
+        labels = list(legend)
+        fig.legend(list(legend.values()), labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
