@@ -107,6 +107,12 @@ def test_dialogue_under_a_date_header_line() -> None:
     assert "Caroline: I'm a counselor at the youth center now." in [item.content for item in state.semantic]
 
 
+def test_short_dated_sentence_is_an_event_not_a_header() -> None:
+    state = MemoryState()
+    run(ExtractivePolicy(COUNTER), state, "[8 May 2023] Alice: I adopted a beagle called Toby yesterday.")
+    assert [item.content for item in state.episodic] == ["[8 May 2023] Alice: I adopted a beagle called Toby yesterday."]
+
+
 def test_squad_prose_facts_go_to_semantic_and_dated_sentences_to_episodic() -> None:
     article = json.loads(_need(SQUAD).read_text())["data"][0]
     chunk = "\n\n".join(paragraph["context"] for paragraph in article["paragraphs"][:3])

@@ -217,7 +217,11 @@ def _dialogue(chunk: str) -> tuple[list[_Turn], str]:
 
 
 def _is_header(line: str) -> bool:
-    return find_date(line) is not None and len(words(line)) <= _HEADER_MAX_WORDS
+    """A short dated line that is not a sentence ("Session 3, 8 May 2023"); "I moved on 8 May." is an event."""
+    text = line.strip()
+    return (
+        find_date(text) is not None and len(words(text)) <= _HEADER_MAX_WORDS and not text.endswith((".", "!", "?"))
+    )
 
 
 def _header_date(text: str) -> date | None:
