@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from app.memory.kinds import MemoryKind
@@ -39,4 +39,8 @@ class MemoryState:
         return next((item for item in self.items(kind) if item.id == item_id), None)
 
     def copy(self) -> "MemoryState":
-        return copy.deepcopy(self)
+        # Item fields are immutable values, so a copy of each item is a deep copy (deepcopy was the
+        # largest per-chunk cost of the service at 10k items).
+        return replace(
+            self, semantic=[copy.copy(item) for item in self.semantic], episodic=[copy.copy(item) for item in self.episodic]
+        )
