@@ -82,7 +82,7 @@ from app.settings import Settings
 from app.store import audit, chunks, exchange, keys, policies, sessions
 from app.store.database import Database
 from app.store.keys import Principal
-from app.store.memory import insert_items, item_dict, load_state, save_state
+from app.store.memory import insert_items, item_dict, item_row, load_state, save_state
 from app.store.models import Chunk, OperationLog
 from app.store.models import Session as SessionRow
 from app.store.schema import ensure_schema
@@ -510,18 +510,7 @@ class MemoryService:
             await insert_items(
                 session,
                 (
-                    {
-                        "tenant_id": tenant,
-                        "session_id": session_id,
-                        "item_id": item.id,
-                        "kind": kind.value,
-                        "content": item.content,
-                        "position": position,
-                        "created_at": item.created_at,
-                        "updated_at": item.updated_at,
-                        "source_seq": item.source_seq,
-                        "occurred_at": item.occurred_at,
-                    }
+                    item_row(key, kind, item, position)
                     for kind in LIST_KINDS
                     for position, item in enumerate(state.items(kind))
                 ),

@@ -51,7 +51,7 @@ def _by_id(state: MemoryState) -> dict[str, tuple[MemoryKind, Item]]:
     return {item.id: (kind, item) for kind in LIST_KINDS for item in state.items(kind)}
 
 
-def _row(key: SessionKey, kind: MemoryKind, item: Item, position: int) -> dict[str, object]:
+def item_row(key: SessionKey, kind: MemoryKind, item: Item, position: int) -> dict[str, object]:
     return {
         "tenant_id": key[0],
         "session_id": key[1],
@@ -87,7 +87,7 @@ async def save_state(db: AsyncSession, row: Session, before: MemoryState, after:
     # their creation is a position after every existing one.
     fresh = [(kind, item) for item_id, (kind, item) in new.items() if item_id not in old]
     await insert_items(
-        db, (_row(key, kind, item, before.next_item + n) for n, (kind, item) in enumerate(fresh))
+        db, (item_row(key, kind, item, before.next_item + n) for n, (kind, item) in enumerate(fresh))
     )
     for item_id, (_kind, item) in new.items():
         previous = old.get(item_id)
