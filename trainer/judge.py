@@ -36,13 +36,33 @@ class ContentJudge(Protocol):
     async def aclose(self) -> None: ...
 
 
-class OpenAIContentJudge:
+class OneWordJudge:
+    """A judge LLM behind any OpenAI-compatible endpoint that answers with one word (temperature 0,
+    thinking off); shared by the r4 content judge and the evaluator's answer judge."""
+
     def __init__(self, base_url: str, model: str, *, api_key: str = "EMPTY", timeout_s: float = 60.0,
                  concurrency: int = 8) -> None:
         self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=2)
         self.model = model
         self._slots = asyncio.Semaphore(concurrency)
 
+    async def _ask(self, system: str, user: str) -> str:
+        async with self._slots:
+            response = await self._client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+                temperature=0.0,
+                max_tokens=4,
+                extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+            )
+        text = (response.choices[0].message.content or "") if response.choices else ""
+        return text.strip().lower()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+class OpenAIContentJudge(OneWordJudge):
     async def judge(self, writes: Sequence[tuple[str, str]]) -> list[bool]:
         return list(await asyncio.gather(*(self._one(kind, content) for kind, content in writes)))
 
@@ -51,16 +71,4 @@ class OpenAIContentJudge:
         if rubric is None:  # not a memory type: nothing valid was written
             return False
         user = f"Memory type — {rubric}\n\nEntry:\n{content}\n\nIs this entry valid for its memory type?"
-        async with self._slots:
-            response = await self._client.chat.completions.create(
-                model=self.model,
-                messages=[{"role": "system", "content": _SYSTEM}, {"role": "user", "content": user}],
-                temperature=0.0,
-                max_tokens=4,
-                extra_body={"chat_template_kwargs": {"enable_thinking": False}},
-            )
-        text = (response.choices[0].message.content or "") if response.choices else ""
-        return text.strip().lower().startswith("yes")
-
-    async def aclose(self) -> None:
-        await self._client.close()
+        return (await self._ask(_SYSTEM, user)).startswith("yes")
