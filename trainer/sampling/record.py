@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from app.policy.backend import PolicyReply
+from app.policy.backend import PolicyReply, Usage
+from app.policy.parser import parse_reply
 from app.policy.tools import openai_tools
 from app.settings import ToolFormat
 
@@ -40,6 +42,21 @@ class SampledReply(PolicyReply):
     """A `PolicyReply` whose `extras` carry the `TokenSample` (see `TokenSample.as_extras`)."""
 
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, text: str, sample: TokenSample, *, model: str, visible_items: int, started: float) -> SampledReply:
+        """Parse the sampled text exactly as the service does and keep the sample for the update."""
+        parsed = parse_reply(text)
+        return cls(
+            calls=parsed.calls,
+            raw_text=text,
+            usage=Usage(prompt_tokens=len(sample.prompt_ids), completion_tokens=len(sample.completion_ids)),
+            model=model,
+            latency_s=time.perf_counter() - started,
+            parse_errors=parsed.errors,
+            visible_items=visible_items,
+            extras=sample.as_extras(),
+        )
 
 
 def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[Message], fmt: ToolFormat) -> list[int]:

@@ -32,8 +32,7 @@ from transformers import (
 )
 
 from app.memory import MemoryState, TokenCounter
-from app.policy.backend import Usage
-from app.policy.parser import STOP_MARKERS, parse_reply
+from app.policy.parser import STOP_MARKERS
 from app.policy.prompt import build_messages
 from app.settings import ToolFormat
 from trainer.sampling.record import SampledReply, TokenSample, chat_prompt_ids, stop_token_ids
@@ -79,17 +78,8 @@ class TransformersPolicy:
         prompt_ids = chat_prompt_ids(self.tokenizer, build.messages, self.tool_format)
         sample = await self._submit(prompt_ids)
         text = self.tokenizer.decode(sample.completion_ids, skip_special_tokens=True)
-        parsed = parse_reply(text)
-        return SampledReply(
-            calls=parsed.calls,
-            raw_text=text,
-            usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(sample.completion_ids)),
-            model=model or self.model_name,
-            latency_s=time.perf_counter() - started,
-            parse_errors=parsed.errors,
-            visible_items=build.visible_items,
-            extras=sample.as_extras(),
-        )
+        return SampledReply.of(text, sample, model=model or self.model_name, visible_items=build.visible_items,
+                               started=started)
 
     async def _submit(self, prompt_ids: list[int]) -> TokenSample:
         future: asyncio.Future[TokenSample] = asyncio.get_running_loop().create_future()

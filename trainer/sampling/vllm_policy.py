@@ -17,8 +17,8 @@ import openai
 from transformers import PreTrainedTokenizerBase
 
 from app.memory import MemoryState, TokenCounter
-from app.policy.backend import PolicyError, Usage
-from app.policy.parser import STOP_MARKERS, parse_reply
+from app.policy.backend import PolicyError
+from app.policy.parser import STOP_MARKERS
 from app.policy.prompt import build_messages
 from app.settings import ToolFormat
 from trainer.sampling.record import SampledReply, TokenSample, chat_prompt_ids
@@ -84,17 +84,7 @@ class VLLMSamplingPolicy:
         logprobs = [float(value) for value in choice.logprobs.token_logprobs or []]
         sample = TokenSample(prompt_ids=prompt_ids, completion_ids=completion_ids, logprobs=logprobs,
                              temperature=self.temperature if self.temperature > 0 else 1.0)
-        parsed = parse_reply(choice.text)
-        return SampledReply(
-            calls=parsed.calls,
-            raw_text=choice.text,
-            usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(completion_ids)),
-            model=name,
-            latency_s=time.perf_counter() - started,
-            parse_errors=parsed.errors,
-            visible_items=build.visible_items,
-            extras=sample.as_extras(),
-        )
+        return SampledReply.of(choice.text, sample, model=name, visible_items=build.visible_items, started=started)
 
     async def health(self) -> bool:
         try:
