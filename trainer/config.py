@@ -120,6 +120,9 @@ class RunConfig(_Section):
     seed: int = 0
     checkpoint_every: int = 1  # iterations
     eval_every: int = 0  # iterations; 0: only before and after training
+    # Held-out evaluation is one greedy rollout per episode (as served); eval_samples > 0 adds that many
+    # rollouts per episode at the rollout temperature: the expected reward of the policy being trained.
+    eval_samples: int = 0
     policy_prefix: str = "memalpha-lora"  # registry / served names: <prefix>-<run>-<step>-<hash>
     register_policy: bool = True
     database_url: str | None = None  # registry database; None: the service settings' (MEMALPHA_DATABASE_URL)

@@ -8,8 +8,9 @@ Every chunk step is one sample (its own prompt and completion). For completion t
     loss    = Σ_t (pg_t + β_kl·kl_t) / (number of completion tokens in the mini-batch)
 
 The reference is the base model itself: the same weights with the adapter disabled, so no second copy of
-the model is held. A mini-batch is accumulated one sequence at a time (sequences differ in length and
-CPU memory is small) and makes one optimizer step; the token-mean runs over the whole mini-batch.
+the model is held. A mini-batch is accumulated one prompt group at a time (the samples that share a
+prompt run as one batch over one pass of that prompt) and makes one optimizer step; the token-mean runs
+over the whole mini-batch.
 """
 
 from __future__ import annotations
@@ -49,31 +50,68 @@ class UpdateStats:
     learning_rate: float
 
 
+def prompt_groups(samples: Sequence[TrainSample]) -> list[list[TrainSample]]:
+    """Samples with the same prompt and temperature, in first-seen order: the G rollouts of an instance
+    share the prompt of each step whose memory they reached alike (always the first chunk)."""
+    groups: dict[tuple[tuple[int, ...], float], list[TrainSample]] = {}
+    for sample in samples:
+        groups.setdefault((tuple(sample.prompt_ids), sample.temperature), []).append(sample)
+    return list(groups.values())
+
+
+def shared_prompt_logprobs(model: torch.nn.Module, group: Sequence[TrainSample]) -> list[torch.Tensor]:
+    """Log-probs of the completion tokens of samples that share one prompt, one tensor per sample.
+
+    The prompt (most of the tokens on a memory-writing step) runs once; its key/value cache is repeated
+    for every completion, which then runs as one right-padded batch (causal attention: a padded tail is
+    never attended to by the tokens before it). Exact: every completion's gradient reaches the prompt's
+    activations through the repeated cache, so backward also crosses the prompt once.
+    """
+    device = next(model.parameters()).device
+    prompt = torch.tensor([group[0].prompt_ids], device=device)
+    # The prompt's last position predicts every completion's first token; no other prompt logits are needed
+    # (the vocabulary projection of a long prompt would be the largest tensor of the pass).
+    head = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
+    first = head.logits[0, -1].float()
+    width = max(len(sample.completion_ids) for sample in group)
+    rest: torch.Tensor | None = None
+    if width > 1:
+        cache = head.past_key_values
+        cache.batch_repeat_interleave(len(group))
+        # The last completion token predicts nothing: feed the first width-1 tokens, padded with token 0.
+        rows = [(sample.completion_ids + [0] * width)[: width - 1] for sample in group]
+        rest = model(input_ids=torch.tensor(rows, device=device), past_key_values=cache, use_cache=True).logits.float()
+    out = []
+    for row, sample in enumerate(group):
+        count = len(sample.completion_ids)
+        logits = first.unsqueeze(0) if rest is None else torch.cat([first.unsqueeze(0), rest[row, : count - 1]])
+        targets = torch.tensor(sample.completion_ids, device=device).unsqueeze(-1)
+        out.append(torch.log_softmax(logits[:count] / sample.temperature, dim=-1).gather(-1, targets).squeeze(-1))
+    return out
+
+
 def completion_logprobs(model: torch.nn.Module, sample: TrainSample) -> torch.Tensor:
     """Log-probs of the sample's completion tokens under `model`, one per token."""
-    device = next(model.parameters()).device
-    ids = torch.tensor([sample.prompt_ids + sample.completion_ids], device=device)
-    count = len(sample.completion_ids)
-    # Only the logits that predict completion tokens: the vocabulary projection of a long prompt is the
-    # largest tensor of the pass otherwise.
-    logits = model(input_ids=ids, logits_to_keep=count + 1).logits[0, :-1].float() / sample.temperature
-    targets = ids[0, -count:].unsqueeze(-1)
-    return torch.log_softmax(logits, dim=-1).gather(-1, targets).squeeze(-1)
+    return shared_prompt_logprobs(model, [sample])[0]
+
+
+def _fill_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample], field: str) -> None:
+    for group in prompt_groups(samples):
+        for sample, logprobs in zip(group, shared_prompt_logprobs(model, group), strict=True):
+            setattr(sample, field, logprobs.tolist())
 
 
 @torch.no_grad()
 def reference_logprobs(model: PeftModel, samples: Sequence[TrainSample]) -> None:
     """Fill `ref_logprobs` with the base model's log-probs (adapter disabled)."""
     with model.disable_adapter():
-        for sample in samples:
-            sample.ref_logprobs = completion_logprobs(model, sample).tolist()
+        _fill_logprobs(model, samples, "ref_logprobs")
 
 
 @torch.no_grad()
 def recompute_old_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample]) -> None:
     """Replace the sampler's log-probs with the trainer's own, before any update of this batch."""
-    for sample in samples:
-        sample.old_logprobs = completion_logprobs(model, sample).tolist()
+    _fill_logprobs(model, samples, "old_logprobs")
 
 
 def token_losses(
@@ -105,11 +143,14 @@ def token_losses(
 
 
 def mini_batches(samples: Sequence[TrainSample], count: int, rng: random.Random) -> Iterator[list[TrainSample]]:
-    order = list(range(len(samples)))
-    rng.shuffle(order)
+    """`count` near-equal mini-batches in shuffled order; samples of one prompt group stay next to each
+    other, so a mini-batch mostly holds whole groups and runs each shared prompt once."""
+    groups = prompt_groups(samples)
+    rng.shuffle(groups)
+    order = [sample for group in groups for sample in group]
     size = math.ceil(len(order) / max(count, 1))
     for start in range(0, len(order), size):
-        yield [samples[index] for index in order[start:start + size]]
+        yield order[start:start + size]
 
 
 def warmup_schedule(optimizer: Optimizer, warmup_steps: int) -> LambdaLR:
@@ -128,14 +169,15 @@ def optimizer_step(
     model.train()
     optimizer.zero_grad(set_to_none=True)
     totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clipped": 0.0, "ratio": 0.0}
-    for sample in batch:
-        logprobs = completion_logprobs(model, sample)
-        losses, stats = token_losses(logprobs, sample, config)
-        loss = losses.sum() / tokens
+    for group in prompt_groups(batch):
+        loss = torch.zeros((), device=next(model.parameters()).device)
+        for sample, logprobs in zip(group, shared_prompt_logprobs(model, group), strict=True):
+            losses, stats = token_losses(logprobs, sample, config)
+            loss = loss + losses.sum() / tokens
+            for key, value in stats.items():
+                totals[key] += float(value)
         loss.backward()
         totals["loss"] += float(loss.detach())
-        for key, value in stats.items():
-            totals[key] += float(value)
     trainable = [p for p in model.parameters() if p.requires_grad]
     grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm))
     learning_rate = scheduler.get_last_lr()[0]

@@ -83,10 +83,18 @@ def _build_config(config: TrainConfig, counter: TokenCounter) -> BuildConfig:
 
 
 def _cut(episode: Episode, max_chunks: int | None) -> Episode:
+    """The episode's first `max_chunks` chunks, without the questions whose answer was only in the chunks
+    cut off (an answer found verbatim in the whole stream but not in the kept part): no policy could
+    score on those, they would only add noise to r1."""
     if max_chunks is None or len(episode.chunks) <= max_chunks:
         return episode
-    return Episode(episode.instance_id, episode.data_source, episode.chunks[:max_chunks], episode.questions,
-                   {**episode.metadata, "chunks_cut_to": max_chunks})
+    chunks = episode.chunks[:max_chunks]
+    whole, kept = " ".join(episode.chunks).lower(), " ".join(chunks).lower()
+    questions = [qa for qa in episode.questions
+                 if not any(a.lower() in whole for a in qa.answers) or any(a.lower() in kept for a in qa.answers)]
+    return Episode(episode.instance_id, episode.data_source, chunks, questions,
+                   {**episode.metadata, "chunks_cut_to": max_chunks,
+                    "questions_cut": len(episode.questions) - len(questions)})
 
 
 def split_episodes(config: TrainConfig, counter: TokenCounter) -> EpisodeSplit:
@@ -103,7 +111,7 @@ def split_episodes(config: TrainConfig, counter: TokenCounter) -> EpisodeSplit:
     if not train:
         raise ValueError("no training episodes left after holding out the evaluation episodes")
     cut = config.data.max_chunks
-    return EpisodeSplit([_cut(e, cut) for e in train], [_cut(e, cut) for e in held_out])
+    return EpisodeSplit(*([c for c in (_cut(e, cut) for e in episodes) if c.questions] for episodes in (train, held_out)))
 
 
 def make_judge(config: TrainConfig) -> ContentJudge | None:
@@ -208,10 +216,16 @@ class Trainer:
         return list(groups)
 
     async def evaluate(self) -> dict[str, Any]:
-        """Held-out episodes, one greedy rollout each (temperature 0, as served)."""
-        groups = await self.rollouts(self.split.held_out, group_size=1, temperature=0.0, label="eval")
-        return {"iteration": self.state.iteration, **mean_rewards(groups),
-                "episodes": len(self.split.held_out)}
+        """Held-out episodes, one greedy rollout each (temperature 0, as served), and, with
+        `run.eval_samples`, that many sampled rollouts each (keys `sampled_*`)."""
+        held_out = self.split.held_out
+        groups = await self.rollouts(held_out, group_size=1, temperature=0.0, label="eval")
+        row = {"iteration": self.state.iteration, **mean_rewards(groups), "episodes": len(held_out)}
+        if samples := self.config.run.eval_samples:
+            sampled = await self.rollouts(held_out, group_size=samples, temperature=self.config.rollout.temperature,
+                                          label="eval sampled")
+            row.update({f"sampled_{key}": value for key, value in mean_rewards(sampled).items()})
+        return row
 
     # --- the loop ---
 

@@ -27,11 +27,13 @@ def plot_reward_curve(history: Sequence[dict[str, Any]], evals: Sequence[dict[st
     train_axis.legend(fontsize=8)
     done = [row["iteration"] for row in evals]
     for key, label in (("r1", "r1 QA"), ("r2", "r2 tool success"), ("total", "R")):
-        if evals and key in evals[0]:
-            eval_axis.plot(done, [row[key] for row in evals], marker="s", label=label)
+        for prefix, style, how in (("", "-", "greedy"), ("sampled_", "--", "sampled")):
+            if evals and prefix + key in evals[0]:
+                eval_axis.plot(done, [row[prefix + key] for row in evals], marker="s", linestyle=style,
+                               label=f"{label} ({how})")
     for axis in (train_axis, eval_axis):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    eval_axis.set(xlabel="iteration (0 = base model)", ylabel="mean", title="held-out episodes (greedy)")
+    eval_axis.set(xlabel="iteration (0 = base model)", ylabel="mean", title="held-out episodes")
     eval_axis.grid(alpha=0.3)
     eval_axis.legend(fontsize=8)
     figure.suptitle(title)

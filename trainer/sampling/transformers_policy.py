@@ -12,9 +12,9 @@ Differences from serving, by design: `native` is sampled without `tool_choice="r
 without its schema constraint, since constrained decoding would sample from another distribution than
 the policy's own.
 
-Concurrent `propose` calls (the G rollouts of a group, several groups) are gathered into one batched,
-left-padded `generate`: decoding reads the weights once per token for the whole batch, which is most of
-the cost on a CPU.
+Concurrent `propose` calls (the G rollouts of a group, several groups) are gathered into one batch:
+decoding reads the weights once per token for the whole batch, and a prompt that several rollouts share is
+prefilled once.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ import asyncio
 import time
 
 import torch
+from torch.nn import functional
 from transformers import (
+    DynamicCache,
     GenerationConfig,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StoppingCriteria,
@@ -107,6 +110,26 @@ class TransformersPolicy:
 
     @torch.no_grad()
     def sample_batch(self, prompts: list[list[int]]) -> list[TokenSample]:
+        """One left-padded batch. When prompts repeat (the G rollouts of a step), each distinct prompt is
+        prefilled once and the batch decodes from copies of its cache: on a CPU the prefill of a long
+        prompt costs more than its whole decode, so G rollouts then cost about one prompt."""
+        distinct = {tuple(prompt) for prompt in prompts}
+        if len(distinct) == len(prompts):
+            return self._generate(prompts)
+        prefilled = {prompt: self._prefill(list(prompt)) for prompt in distinct}
+        width = max(len(prompt) for prompt in prompts)
+        return self._generate(prompts, _left_padded([prefilled[tuple(p)] for p in prompts], width - 1,
+                                                    self.model.config))
+
+    def _prefill(self, prompt: list[int]) -> DynamicCache:
+        """The cache of all but the last prompt token: generate feeds the tokens a cache lacks, at least one."""
+        cache = DynamicCache(config=self.model.config)
+        device = next(self.model.parameters()).device
+        self.model(input_ids=torch.tensor([prompt[:-1]], device=device), past_key_values=cache, use_cache=True,
+                   logits_to_keep=1)
+        return cache
+
+    def _generate(self, prompts: list[list[int]], cache: DynamicCache | None = None) -> list[TokenSample]:
         device = next(self.model.parameters()).device
         width = max(len(prompt) for prompt in prompts)
         pad = self.tokenizer.pad_token_id
@@ -124,7 +147,7 @@ class TransformersPolicy:
         )
         markers = _StopAtMarkers(self.tokenizer, width, len(prompts)) if self.tool_format == "alpha" else None
         out = self.model.generate(
-            input_ids=input_ids, attention_mask=attention, generation_config=settings,
+            input_ids=input_ids, attention_mask=attention, generation_config=settings, past_key_values=cache,
             stopping_criteria=StoppingCriteriaList([markers] if markers else []),
         )
         # Raw logits, tempered as the sampler tempered them (greedy: the untempered distribution).
@@ -153,6 +176,20 @@ class TransformersPolicy:
 
     async def aclose(self) -> None:
         return None
+
+
+def _left_padded(caches: list[DynamicCache], width: int, config: PretrainedConfig) -> DynamicCache:
+    """One batch cache from single-row caches, each left-padded with zeros to `width` positions, as the
+    left-padded prompts are; the attention mask hides the padded slots (RoPE is already in the keys)."""
+    batch = DynamicCache(config=config)
+    for index in range(len(caches[0].layers)):
+        keys, values = (
+            torch.cat([functional.pad(getattr(c.layers[index], name), (0, 0, width - c.get_seq_length(), 0))
+                       for c in caches])
+            for name in ("keys", "values")
+        )
+        batch.update(keys, values, index)
+    return batch
 
 
 class _StopAtMarkers(StoppingCriteria):
