@@ -26,10 +26,10 @@ def plot_reward_curve(history: Sequence[dict[str, Any]], evals: Sequence[dict[st
     train_axis.grid(alpha=0.3)
     train_axis.legend(fontsize=8)
     done = [row["iteration"] for row in evals]
-    for key, label in (("r1", "r1 QA"), ("r2", "r2 tool success"), ("total", "R")):
+    for color, (key, label) in zip(("C1", "C2", "C0"), (("r1", "r1 QA"), ("r2", "r2 tool success"), ("total", "R"))):
         for prefix, style, how in (("", "-", "greedy"), ("sampled_", "--", "sampled")):
             if evals and prefix + key in evals[0]:
-                eval_axis.plot(done, [row[prefix + key] for row in evals], marker="s", linestyle=style,
+                eval_axis.plot(done, [row[prefix + key] for row in evals], marker="s", linestyle=style, color=color,
                                label=f"{label} ({how})")
     for axis in (train_axis, eval_axis):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))

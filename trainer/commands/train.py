@@ -124,7 +124,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _table(rows: dict[str, dict[str, Any]]) -> str:
-    keys = ("r1", "r2", "r3", "r4", "total", "episode_score")
+    keys = ["r1", "r2", "r3", "r4", "total", "episode_score"]
+    keys += [key for key in ("sampled_r1", "sampled_r2", "sampled_total") if any(key in row for row in rows.values())]
     lines = [f"{'':18}" + "".join(f"{key:>14}" for key in keys)]
     for label, row in rows.items():
         lines.append(f"{label:18}" + "".join(f"{row.get(key, float('nan')):>14.4f}" for key in keys))
