@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from trainer.config import GRPOConfig, LoraConfig, ModelConfig
-from trainer.grpo import TrainSample, mini_batches, optimizer_step, prompt_groups, shared_prompt_logprobs
+from trainer.grpo import (
+    TrainSample,
+    mini_batches,
+    optimizer_step,
+    prompt_groups,
+    shared_prompt_logprobs,
+    token_losses,
+)
 from trainer.models import LoadedPolicy, load_policy
 from trainer.tiny_model import create_tiny_model
 
@@ -83,11 +90,8 @@ def test_update_gradients_equal_separate_passes(tiny: LoadedPolicy) -> None:
 
     model.zero_grad(set_to_none=True)
     for sample in samples:  # the reference: each sample's full sequence on its own
-        logprobs = _one_by_one(model, sample)
-        ratio = torch.exp(logprobs - torch.tensor(sample.old_logprobs))
-        clipped = torch.clamp(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
-        loss = torch.maximum(-sample.advantage * ratio, -sample.advantage * clipped).sum() / tokens
-        loss.backward()
+        losses, _ = token_losses(_one_by_one(model, sample), sample, config)
+        (losses.sum() / tokens).backward()
     expected = _gradients(model)
 
     # optimizer_step with a zero learning rate leaves the weights alone and its gradients in place

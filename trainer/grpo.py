@@ -170,12 +170,13 @@ def optimizer_step(
     optimizer.zero_grad(set_to_none=True)
     totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clipped": 0.0, "ratio": 0.0}
     for group in prompt_groups(batch):
-        loss = torch.zeros((), device=next(model.parameters()).device)
+        sums = []
         for sample, logprobs in zip(group, shared_prompt_logprobs(model, group), strict=True):
             losses, stats = token_losses(logprobs, sample, config)
-            loss = loss + losses.sum() / tokens
+            sums.append(losses.sum())
             for key, value in stats.items():
                 totals[key] += float(value)
+        loss = torch.stack(sums).sum() / tokens
         loss.backward()
         totals["loss"] += float(loss.detach())
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -108,10 +108,15 @@ def split_episodes(config: TrainConfig, counter: TokenCounter) -> EpisodeSplit:
     for name in config.data.train:
         episodes = [episode for episode in build_episodes(name, build) if episode.instance_id not in excluded]
         train += episodes[: config.data.train_episodes]
-    if not train:
-        raise ValueError("no training episodes left after holding out the evaluation episodes")
-    cut = config.data.max_chunks
-    return EpisodeSplit(*([c for c in (_cut(e, cut) for e in episodes) if c.questions] for episodes in (train, held_out)))
+    split = EpisodeSplit(_cut_all(train, config.data.max_chunks), _cut_all(held_out, config.data.max_chunks))
+    if not split.train:
+        raise ValueError("no training episodes with questions left after holding out the evaluation episodes")
+    return split
+
+
+def _cut_all(episodes: list[Episode], max_chunks: int | None) -> list[Episode]:
+    """Every episode cut; those left without a question are dropped (nothing to score them on)."""
+    return [cut for cut in (_cut(episode, max_chunks) for episode in episodes) if cut.questions]
 
 
 def make_judge(config: TrainConfig) -> ContentJudge | None:
