@@ -12,12 +12,16 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from app.logs import configure_logging
+
 COMMAND_MODULES = (
     "app.commands.serve",
     "app.commands.worker",
     "app.commands.migrate",
     "app.commands.keys",
-    "app.commands.demo",
+    "trainer.commands.demo",
+    "app.commands.mcp",
+    "trainer.commands.replay",
     "trainer.commands.eval",
     "trainer.commands.train",
 )
@@ -39,8 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(_log_level())
     result = args.func(args)
     return int(result or 0)
+
+
+def _log_level() -> str:
+    from app.settings import Settings
+
+    try:
+        return Settings().log_level
+    except ValueError:  # invalid settings: the command itself reports them
+        return "INFO"
 
 
 if __name__ == "__main__":

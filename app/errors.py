@@ -9,6 +9,7 @@ from typing import Any
 class ServiceError(Exception):
     status_code = 400
     code = "bad_request"
+    retry_after_s: int | None = None  # sent as Retry-After: the request did nothing and may be repeated
 
     def __init__(self, message: str, details: Any | None = None) -> None:
         super().__init__(message)
@@ -46,3 +47,19 @@ class Unprocessable(ServiceError):
 
 class Unavailable(ServiceError):
     status_code, code = 503, "unavailable"
+
+
+class Busy(ServiceError):
+    """The work this request would start is at its bound: nothing was started; the client retries later."""
+
+    status_code, code = 429, "busy"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: Any | None = None) -> None:
+        super().__init__(message, details)
+        self.retry_after_s = retry_after_s
+
+
+class Backlogged(Busy):
+    """Too many chunks wait for the workers: nothing was written; the client retries later."""
+
+    code = "backlog_full"

@@ -5,10 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ToolFormat = Literal["alpha", "hermes", "native", "json"]
+from app.contracts.policy import ToolFormat
+
 Backend = Literal["extractive", "openai"]
 
 
@@ -45,6 +46,17 @@ class Settings(BaseSettings):
     policy_temperature: float = 0.0
     policy_prompt_budget_tokens: int = 6144
     policy_max_calls: int = 32  # `json` tool format: most tool calls the constrained reply may hold
+    # Every vLLM replica of the policy (JSON list): chunks are spread over them and adapters are loaded on
+    # each (PUT /policy, self-heal). Empty: MEMALPHA_POLICY_URL alone. `dns+http://name:8000/v1` stands for
+    # every address `name` resolves to (a headless Service: each ready pod), resolved at start, again
+    # every MEMALPHA_POLICY_REPLICAS_REFRESH_S while running, and on every adapter sync (app/policy/replicas.py).
+    policy_urls: list[str] = []
+    # Seconds between re-resolutions of `dns+` replica names (pods added or removed get calls or stop getting
+    # them without a restart); 0: resolved at start only.
+    policy_replicas_refresh_s: float = Field(default=30.0, ge=0)
+    # The write-once adapter store (`<dir>/<name>/`, written by `memalpha train publish`) as the vLLM servers
+    # see it: when a server answers 404 for the active adapter (it restarted), it is reloaded from there.
+    policy_adapters_dir: str | None = None
 
     # --- answerer ---
     answerer_backend: Backend = "extractive"
@@ -54,8 +66,14 @@ class Settings(BaseSettings):
     answerer_timeout_s: float = 120.0
     answerer_max_retries: int = 2  # per HTTP call (the SDK's backoff)
     answerer_max_tokens: int = 512
-    answer_top_k: int = 20
-    answer_context_tokens: int = 30000
+    answer_top_k: int = 20  # top-k mode: items per kind; budget mode: only a request's own k caps items
+    # What the answerer reads: "budget" fills answer_context_tokens with matching items of both kinds by
+    # score; "top-k" is the paper's k items per kind (SPEC §4).
+    answer_context: Literal["budget", "top-k"] = "budget"
+    answer_context_tokens: int = 4096
+    # "lucene": Lucene idf, light stemming, stopwords out of the query; "okapi": rank-bm25's BM25Okapi
+    # over plain words, as in the paper (SPEC §4).
+    retrieval_scorer: Literal["lucene", "okapi"] = "lucene"
     retrieval_cache_entries: int = 1024  # BM25 indexes kept, one per (session, kind, memory version)
 
     # --- token counting: a HF `tokenizer.json` of the policy model; word-based estimate when unset ---
@@ -68,26 +86,50 @@ class Settings(BaseSettings):
     max_chunk_tokens: int = 2048  # longer input is split into chunks of at most this many tokens
     max_chunk_bytes: int = 1_000_000  # hard limit per chunk string: 413 beyond it
     max_request_bytes: int = 8_000_000
+    # Chunks one ingest request may write, counted after splitting (413 beyond it, nothing written):
+    # 8 chunks of the largest size split into ~800 at the default token limit.
+    max_chunks_per_request: int = 1000
     max_session_id_length: int = 128
+    max_url_bytes: int = 32_768  # 414 beyond it (long questions go in a POST body)
+    max_header_bytes: int = 65_536  # the whole request head; 431 beyond it
 
     # --- ingestion workers ---
-    workers: int = 2  # asyncio worker tasks in this process
+    workers: int = 2  # claim loops in this process: they take session leases, nothing more
+    # Sessions worked on at once per process = policy calls in flight (each session runs one chunk at
+    # a time, in order). vLLM batches concurrent requests: 32 keeps one server's batch busy without
+    # queueing far past its default max_num_seqs (256) when a few processes share it.
+    policy_concurrency: int = Field(default=32, ge=1)
+    # Open (pending or processing) chunks over all sessions past which ingest answers 429 with
+    # Retry-After: the backlog lives in the database, never in memory, but it still has to end.
+    ingest_max_backlog: int = Field(default=100_000, ge=1)
     run_workers: bool = True  # `serve` also runs workers; set false when `memalpha worker` runs apart
     lease_seconds: float = 60.0
     chunk_max_attempts: int = 3
     retry_backoff_s: float = 1.0
     poll_interval_s: float = 1.0
     ingest_wait_timeout_s: float = 30.0
+    # Graceful shutdown (SIGTERM): claiming stops at once; chunks in flight get this long to commit, then
+    # their policy calls are given up and they go back to `pending` (at most 5 s more), and open HTTP
+    # requests get as long to answer (waiting ingests answer 202 at once). Keep it under the platform's
+    # kill timeout (Kubernetes terminationGracePeriodSeconds, compose stop_grace_period: 30 s).
+    shutdown_grace_s: int = Field(default=10, ge=0)
+    # `memalpha worker` has no HTTP API: when set, it serves Prometheus /metrics on this port (on
+    # MEMALPHA_HOST) so the policy/apply/queue metrics of stand-alone workers can be scraped.
+    worker_metrics_port: int | None = None
 
     log_level: str = "INFO"
 
     @model_validator(mode="after")
-    def _openai_needs_url(self) -> "Settings":
+    def _openai_needs_url(self) -> Settings:
         if self.policy_backend == "openai" and not self.policy_url:
             raise ValueError("MEMALPHA_POLICY_URL is required when MEMALPHA_POLICY_BACKEND=openai")
         if self.answerer_backend == "openai" and not (self.answerer_url or self.policy_url):
             raise ValueError("MEMALPHA_ANSWERER_URL is required when MEMALPHA_ANSWERER_BACKEND=openai")
         return self
+
+    @property
+    def policy_replicas(self) -> list[str]:
+        return self.policy_urls or ([self.policy_url] if self.policy_url else [])
 
     @property
     def auth_enabled(self) -> bool:
@@ -103,4 +145,4 @@ def get_settings() -> Settings:
     return Settings()
 
 
-__all__ = ["Settings", "get_settings", "ToolFormat", "Backend"]
+__all__ = ["Backend", "Settings", "ToolFormat", "get_settings"]

@@ -53,10 +53,13 @@ def cached(retriever: Retriever) -> Callable[[MemoryState, str], dict[MemoryKind
     def search(state: MemoryState, question: str) -> dict[MemoryKind, list[str]]:
         hits = retriever.search(state, question, K, LIST_KINDS, key="bench")
         return {kind: [s.item.id for s in scored] for kind, scored in hits.items()}
+
     return search
 
 
-def per_query_ms(search: Callable[[MemoryState, str], object], state: MemoryState, questions: list[str]) -> float:
+def per_query_ms(
+    search: Callable[[MemoryState, str], object], state: MemoryState, questions: list[str]
+) -> float:
     times = []
     for question in questions:
         started = time.perf_counter()
@@ -66,19 +69,27 @@ def per_query_ms(search: Callable[[MemoryState, str], object], state: MemoryStat
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--queries", type=int, default=50, help="questions timed on the cached index")
-    parser.add_argument("--rebuild-budget-s", type=float, default=20.0,
-                        help="time allowed per rebuild method and size (sets how many questions it gets, >= 3)")
+    parser.add_argument(
+        "--rebuild-budget-s",
+        type=float,
+        default=20.0,
+        help="time allowed per rebuild method and size (sets how many questions it gets, >= 3)",
+    )
     args = parser.parse_args()
 
     pool = load_pool(args.data_dir)
     questions = pool.questions[: args.queries]
     print(f"BM25 top-{K} per kind, semantic + episodic; median ms per question; questions from SQuAD dev")
-    print(f"{'items':>8} | {'cached':>9} | {'rebuild rank-bm25':>17} | {'rebuild ours':>12} | "
-          f"{'rank-bm25 / cached':>18} | {'ours / cached':>13} | same top-k")
+    print(
+        f"{'items':>8} | {'cached':>9} | {'rebuild rank-bm25':>17} | {'rebuild ours':>12} | "
+        f"{'rank-bm25 / cached':>18} | {'ours / cached':>13} | same top-k"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         state = pool.memory(size, seed=size)
         retriever = Retriever()
@@ -98,9 +109,11 @@ def main() -> None:
         same = first == search(state, questions[0]) and all(
             rebuild_rank_bm25(state, q) == search(state, q) for q in sample[1:3]
         )
-        print(f"{size:>8,} | {cached_ms:>7.2f}ms | {upstream_ms:>15.1f}ms | {ours_ms:>10.1f}ms | "
-              f"{upstream_ms / cached_ms:>17.0f}x | {ours_ms / cached_ms:>12.0f}x | {'yes' if same else 'NO'}"
-              f"   (one-off build {build_ms:.0f} ms; rebuild timed on {rebuild_n} questions)")
+        print(
+            f"{size:>8,} | {cached_ms:>7.2f}ms | {upstream_ms:>15.1f}ms | {ours_ms:>10.1f}ms | "
+            f"{upstream_ms / cached_ms:>17.0f}x | {ours_ms / cached_ms:>12.0f}x | {'yes' if same else 'NO'}"
+            f"   (one-off build {build_ms:.0f} ms; rebuild timed on {rebuild_n} questions)"
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,14 @@ def scratch_database(admin_url: str = ADMIN_URL) -> Iterator[tuple[str, str]]:
         admin.execute(f'CREATE DATABASE "{name}"')
         try:
             info = psycopg.conninfo.conninfo_to_dict(admin_url)
-            user, host, port = info.get("user", "postgres"), info.get("host", "127.0.0.1"), info.get("port", 5432)
-            yield f"postgresql+psycopg://{user}@{host}:{port}/{name}", psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+            user, host, port = (
+                info.get("user", "postgres"),
+                info.get("host", "127.0.0.1"),
+                info.get("port", 5432),
+            )
+            yield (
+                f"postgresql+psycopg://{user}@{host}:{port}/{name}",
+                psycopg.conninfo.make_conninfo(admin_url, dbname=name),
+            )
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

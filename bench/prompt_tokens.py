@@ -19,7 +19,7 @@ from typing import get_args
 
 from tqdm import tqdm
 
-from app.memory import Applier, MemoryLimits, MemoryState, Operation
+from app.memory import Applier, MemoryLimits, MemoryState
 from app.policy import ExtractivePolicy, build_messages
 from app.settings import Settings, ToolFormat
 from app.tokens import make_token_counter
@@ -43,35 +43,48 @@ async def main_async(args: argparse.Namespace) -> None:
     measured: dict[int, dict[str, int]] = {}
     for index in tqdm(range(max(CHECKPOINTS)), desc="chunks", unit="chunk"):
         reply = await policy.propose(state, chunks[index])
-        ops = [Operation.from_call(call.name, call.arguments) for call in reply.calls]
-        applier.apply_all(state, ops, now=datetime.now(UTC), source_seq=index)
+        applier.apply_calls(state, reply.calls, now=datetime.now(UTC), seq=index + 1)
         done = index + 1
         if done in CHECKPOINTS:
             nxt = chunks[done]
-            row = {"memory": memory_tokens(state, counter), "items": len(state.semantic) + len(state.episodic),
-                   "chunk": counter.count(nxt)}
+            row = {
+                "memory": memory_tokens(state, counter),
+                "items": len(state.semantic) + len(state.episodic),
+                "chunk": counter.count(nxt),
+            }
             for fmt in get_args(ToolFormat):
-                build = build_messages(state, nxt, fmt, counter, settings.policy_prompt_budget_tokens,
-                                       settings.policy_max_tokens)
+                build = build_messages(
+                    state, nxt, fmt, counter, settings.policy_prompt_budget_tokens, settings.policy_max_tokens
+                )
                 row[fmt] = build.prompt_tokens
                 row[f"{fmt}_without_chunk"] = build.prompt_tokens - counter.count(nxt)
             measured[done] = row
     first, last = (measured[c] for c in CHECKPOINTS)
     repeats = " (the stream repeats: too little text)" if distinct <= max(CHECKPOINTS) else ""
-    print(f"token counter: {counter.name}; chunks of <= {args.chunk_tokens} tokens, {distinct} in the stream{repeats}; "
-          "extractive writer")
+    print(
+        f"token counter: {counter.name}; chunks of <= {args.chunk_tokens} tokens, {distinct} in the stream{repeats}; "
+        "extractive writer"
+    )
     print(f"{'':>28} | {'chunk 10':>10} | {'chunk 1,000':>11} | ratio 1,000/10")
-    print(f"{'memory tokens':>28} | {first['memory']:>10,} | {last['memory']:>11,} | {last['memory'] / first['memory']:.1f}x")
-    print(f"{'memory items':>28} | {first['items']:>10,} | {last['items']:>11,} | {last['items'] / first['items']:.1f}x")
+    print(
+        f"{'memory tokens':>28} | {first['memory']:>10,} | {last['memory']:>11,} | {last['memory'] / first['memory']:.1f}x"
+    )
+    print(
+        f"{'memory items':>28} | {first['items']:>10,} | {last['items']:>11,} | {last['items'] / first['items']:.1f}x"
+    )
     for fmt in get_args(ToolFormat):
         key = f"{fmt}_without_chunk"
-        print(f"{'prompt tokens (' + fmt + ')':>28} | {first[fmt]:>10,} | {last[fmt]:>11,} | "
-              f"{last[fmt] / first[fmt]:.2f}x   (without the chunk: {first[key]:,} -> {last[key]:,}, "
-              f"{last[key] / first[key]:.2f}x)")
+        print(
+            f"{'prompt tokens (' + fmt + ')':>28} | {first[fmt]:>10,} | {last[fmt]:>11,} | "
+            f"{last[fmt] / first[fmt]:.2f}x   (without the chunk: {first[key]:,} -> {last[key]:,}, "
+            f"{last[key] / first[key]:.2f}x)"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--chunk-tokens", type=int, default=256)
     parser.add_argument("--tokenizer-file", help="the policy model's tokenizer.json (default: word estimate)")

@@ -1,19 +1,26 @@
-"""Per-chunk service overhead (everything but the policy call) on PostgreSQL, at 1k and 10k memory items.
+"""Per-chunk service overhead (everything but the policy call) on PostgreSQL, at 1k, 10k and 100k memory items.
 
 The service runs as in production (`MemoryService`, in-process workers, Postgres, LISTEN/NOTIFY) with the
 `openai` policy backend pointed at an instant scripted OpenAI-compatible server (`tests/scripted_llm.py`:
-every request answered at once with one insert of the chunk). Two sessions are preloaded through the
-import API with 1,000 and 10,000 real sentences; chunks then go to both sessions alternately, one
-`ingest(wait=True)` at a time. Per chunk: overhead = ingest wall time − the policy call's wall time
-(prompt build + HTTP round trip to the instant server + parse), measured around `propose`.
+every request answered at once with one insert of the chunk). One session per size is preloaded through
+the import API with that many real sentences; chunks then go to the sessions in turn, one
+`ingest(wait=True)` at a time (so every chunk is a new lease). Per chunk: overhead = ingest wall time −
+the policy call's wall time (prompt build + HTTP round trip to the instant server + parse), measured
+around `propose`; overhead CPU = the same for the CPU time of the service's thread (the event loop:
+Postgres and the scripted server's thread are not counted), which the machine's load inflates less
+than wall time. `--profile FILE` writes a cProfile of the timed rounds (the service's thread only;
+the scripted server runs in a thread of its own).
 
-    python -m bench.service_overhead --data-dir ../shared/data [--chunks 40]
+    python -m bench.service_overhead --data-dir ../shared/data [--chunks 40] [--sizes 1000,10000,100000]
+        [--json FILE] [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import json
 import os
 import statistics
 import time
@@ -21,8 +28,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app.backends import make_policy
 from app.memory import MemoryState
-from app.policy import PolicyBackend, PolicyReply, make_policy
+from app.policy import PolicyBackend, PolicyReply
 from app.service import ChunkIn, MemoryService
 from app.settings import Settings
 from bench.pg import scratch_database
@@ -38,14 +46,20 @@ class TimedPolicy:
 
     inner: PolicyBackend
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # of this thread (the event loop's)
     name: str = "openai"
 
+    @property
+    def view_items(self) -> int | None:
+        return self.inner.view_items
+
     async def propose(self, state: MemoryState, chunk: str, *, model: str | None = None) -> PolicyReply:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         try:
             return await self.inner.propose(state, chunk, model=model)
         finally:
             self.seconds[chunk] = time.perf_counter() - started
+            self.cpu_seconds[chunk] = time.thread_time() - cpu
 
     async def health(self) -> bool:
         return await self.inner.health()
@@ -59,66 +73,141 @@ def import_payload(pool: TextPool, items: int) -> dict[str, object]:
     now = datetime.now(UTC).isoformat()
 
     def rows(kind_items: list) -> list[dict[str, object]]:  # type: ignore[type-arg]
-        return [{"id": item.id, "content": item.content, "created_at": now, "updated_at": now} for item in kind_items]
+        return [
+            {"id": item.id, "content": item.content, "created_at": now, "updated_at": now}
+            for item in kind_items
+        ]
 
-    return {"format": "memalpha.session.v1", "memory": {
-        "core": "", "version": state.version, "next_item": state.next_item,
-        "semantic": rows(state.semantic), "episodic": rows(state.episodic),
-    }}
+    return {
+        "format": "memalpha.session.v1",
+        "memory": {
+            "core": "",
+            "version": state.version,
+            "next_item": state.next_item,
+            "semantic": rows(state.semantic),
+            "episodic": rows(state.episodic),
+        },
+    }
 
 
-async def measure(args: argparse.Namespace, database_url: str, llm: ScriptedLLM) -> None:
+async def start_service(database_url: str, llm: ScriptedLLM) -> tuple[MemoryService, TimedPolicy]:
+    """A started service on the scripted LLM, its policy calls timed (shared with the Mem0 bench)."""
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=database_url, auto_migrate=True, policy_backend="openai", policy_url=llm.url,
-        policy_model=llm.model, workers=1, max_items_per_kind=100_000,
+        _env_file=None,
+        database_url=database_url,
+        auto_migrate=True,
+        policy_backend="openai",
+        policy_url=llm.url,
+        policy_model=llm.model,
+        workers=1,
+        max_items_per_kind=100_000,
+        ingest_wait_timeout_s=600.0,  # the slowest chunks (before issue 13, 100k items) take seconds
     )
     policy = TimedPolicy(make_policy(settings))
     service = MemoryService(settings, policy=policy)
     await service.start(run_workers=True)
+    return service, policy
+
+
+async def measure(args: argparse.Namespace, database_url: str, llm: ScriptedLLM) -> None:
+    service, policy = await start_service(database_url, llm)
     pool = load_pool(args.data_dir)
-    sizes = (1_000, 10_000)
+    sizes = args.sizes
+    profiler = cProfile.Profile() if args.profile else None
     try:
         for size in sizes:
-            await service.import_session(TENANT, f"s{size}", import_payload(pool, size))
+            await service.exchange.import_session(TENANT, f"s{size}", import_payload(pool, size))
         # Chunks are fresh text (LoCoMo turns and SQuAD paragraphs not used as preloaded items are fine:
         # the policy echoes them as new items).
         texts = iter(pool.paragraphs[::-1])
         walls: dict[int, list[float]] = {size: [] for size in sizes}
         overheads: dict[int, list[float]] = {size: [] for size in sizes}
+        cpus: dict[int, list[float]] = {size: [] for size in sizes}
         for round_ in range(args.chunks + args.warmup):
+            if profiler is not None and round_ == args.warmup:
+                profiler.enable()
             for size in sizes:
                 chunk = f"{next(texts)} (chunk {round_} of s{size})"
-                started = time.perf_counter()
-                outcome = await service.ingest(TENANT, f"s{size}", [ChunkIn(content=chunk)], wait=True)
-                wall = time.perf_counter() - started
+                started, cpu = time.perf_counter(), time.thread_time()
+                outcome = await service.ingestion.ingest(
+                    TENANT, f"s{size}", [ChunkIn(content=chunk)], wait=True
+                )
+                wall, cpu = time.perf_counter() - started, time.thread_time() - cpu
                 if outcome.chunks[0].status != "done":
                     raise RuntimeError(f"chunk not done: {outcome}")
                 if round_ >= args.warmup:
                     walls[size].append(wall)
                     overheads[size].append(wall - policy.seconds[chunk])
-        memory = {size: await service.get_session(TENANT, f"s{size}") for size in sizes}
+                    cpus[size].append(cpu - policy.cpu_seconds[chunk])
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+        memory = {size: await service.sessions.get_session(TENANT, f"s{size}") for size in sizes}
     finally:
         await service.stop()
 
-    def ms(values: list[float]) -> str:
-        return f"{statistics.median(values) * 1000:7.1f} ms (p90 {statistics.quantiles(values, n=10)[-1] * 1000:6.1f})"
+    def p50(values: list[float]) -> float:
+        return statistics.median(values) * 1000
 
-    print(f"PostgreSQL, in-process worker, instant scripted policy server; {args.chunks} chunks per size "
-          f"after {args.warmup} warm-up, one ingest(wait=True) at a time; medians; load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    def p90(values: list[float]) -> float:
+        return statistics.quantiles(values, n=10)[-1] * 1000
+
+    def ms(values: list[float]) -> str:
+        return f"{p50(values):7.1f} ms (p90 {p90(values):6.1f})"
+
+    print(
+        f"PostgreSQL, in-process worker, instant scripted policy server; {args.chunks} chunks per size "
+        f"after {args.warmup} warm-up, one ingest(wait=True) at a time; medians; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     for size in sizes:
         policy_ms = [w - o for w, o in zip(walls[size], overheads[size], strict=True)]
-        print(f"  {size:>6,} items: ingest {ms(walls[size])} | policy call {ms(policy_ms)} | "
-              f"overhead {ms(overheads[size])}   (session now: {memory[size].get('items', memory[size])})")
-    ratio = statistics.median(overheads[10_000]) / statistics.median(overheads[1_000])
-    print(f"  overhead ratio 10k / 1k items: {ratio:.2f}x")
+        print(
+            f"  {size:>6,} items: ingest {ms(walls[size])} | policy call {ms(policy_ms)} | "
+            f"overhead {ms(overheads[size])} | overhead CPU {ms(cpus[size])}   "
+            f"(session now: {memory[size].items})"
+        )
+    smallest = sizes[0]
+    for size in sizes[1:]:
+        ratio = p50(overheads[size]) / p50(overheads[smallest])
+        cpu_ratio = p50(cpus[size]) / p50(cpus[smallest])
+        print(
+            f"  overhead ratio {size:,} / {smallest:,} items (p50): {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU"
+        )
+    if args.json:
+        summary = {
+            "load_average": os.getloadavg()[0],
+            "chunks": args.chunks,
+            "sizes": {
+                str(size): {
+                    "overhead_p50_ms": p50(overheads[size]),
+                    "overhead_p90_ms": p90(overheads[size]),
+                    "overhead_cpu_p50_ms": p50(cpus[size]),
+                    "overhead_cpu_p90_ms": p90(cpus[size]),
+                    "ingest_p50_ms": p50(walls[size]),
+                    "policy_p50_ms": p50([w - o for w, o in zip(walls[size], overheads[size], strict=True)]),
+                }
+                for size in sizes
+            },
+        }
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--chunks", type=int, default=40, help="timed chunks per memory size")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=(1_000, 10_000, 100_000),
+        help="memory sizes (items), smallest first: ratios are against it",
+    )
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the timed rounds here")
     args = parser.parse_args()
     with scratch_database() as (url, _), ScriptedLLM() as llm:
         asyncio.run(measure(args, url, llm))

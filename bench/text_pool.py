@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.corpus.locomo import load_locomo
 from app.memory import Item, MemoryState, item_id
+from trainer.corpus.locomo import load_locomo
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 SQUAD_FILE = "squad/squad_dev_v1.1_articles_00-23.json"
@@ -40,14 +40,20 @@ class TextPool:
         contents = self.items(count, seed)
         items = [Item(item_id(n), content, now, now, n) for n, content in enumerate(contents)]
         half = count // 2
-        return MemoryState(core="", semantic=items[:half], episodic=items[half:], version=count, next_item=count)
+        return MemoryState(
+            core="", semantic=items[:half], episodic=items[half:], version=count, next_item=count
+        )
 
 
 def load_pool(data_dir: Path) -> TextPool:
     squad = json.loads((data_dir / SQUAD_FILE).read_text(encoding="utf-8"))["data"]
     paragraphs = [p["context"].strip() for article in squad for p in article["paragraphs"]]
-    questions = [qa["question"].strip() for article in squad for p in article["paragraphs"] for qa in p["qas"]]
-    lines = [turn.line() for conversation in load_locomo(data_dir / LOCOMO_FILE) for turn in conversation.turns]
+    questions = [
+        qa["question"].strip() for article in squad for p in article["paragraphs"] for qa in p["qas"]
+    ]
+    lines = [
+        turn.line() for conversation in load_locomo(data_dir / LOCOMO_FILE) for turn in conversation.turns
+    ]
     sentences = [s.strip() for p in paragraphs for s in _SENTENCE_END.split(p) if len(s.split()) >= 4]
     sentences += [line for line in lines if len(line.split()) >= 8]
     return TextPool(list(dict.fromkeys(sentences)), questions, paragraphs + lines)

@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Checks of deploy/validate.sh that need a few lines of Python (standard library + PyYAML).
 
-  dockerfiles   every COPY source of both Dockerfiles exists and is not excluded by .dockerignore
-  envdocs       every setting of app/settings.py and every ${VAR} of docker-compose.yml is documented
-                in .env.example, and every setting reaches the compose containers
-  dashboard     the Grafana dashboard is valid JSON whose queries name only metrics the service
-                defines (app/metrics.py) or vLLM / Prometheus ones; writes the queries as a rules file
-                for `promtool check rules` (PromQL syntax)
-  smoke         starts the service exactly as the compose `api` container does (same command and
-                environment, only the database URL and port changed) against a real Postgres, runs
-                the Dockerfile's HEALTHCHECK command until it passes, checks auth with the bootstrap
-                key, and starts `memalpha worker` as the compose worker does
+dockerfiles   every COPY source of both Dockerfiles exists and is not excluded by .dockerignore
+envdocs       every setting of app/settings.py and every ${VAR} of docker-compose.yml is documented
+              in .env.example, and every setting reaches the compose containers
+dashboard     the Grafana dashboard is valid JSON whose queries name only metrics the service
+              defines (app/metrics.py) or vLLM / Prometheus ones; writes the queries as a rules file
+              for `promtool check rules` (PromQL syntax)
+smoke         starts the service exactly as the compose `api` container does (same command and
+              environment, only the database URL and port changed) against a real Postgres, runs
+              the Dockerfile's HEALTHCHECK command until it passes, checks auth with the bootstrap
+              key, and starts `memalpha worker` as the compose worker does
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def fail(errors: list[str]) -> int:
 
 # ---------------------------------------------------------------------------------------------- dockerfiles
 
+
 def dockerignore_patterns() -> list[tuple[bool, str]]:
     patterns = []
     for line in (ROOT / ".dockerignore").read_text().splitlines():
@@ -69,7 +70,7 @@ def glob_regex(pattern: str) -> str:
             out, i = out + "[^/]", i + 1
         elif pattern[i] == "[":
             end = pattern.index("]", i)
-            out, i = out + pattern[i:end + 1], end + 1
+            out, i = out + pattern[i : end + 1], end + 1
         else:
             out, i = out + re.escape(pattern[i]), i + 1
     return out
@@ -115,7 +116,9 @@ def check_dockerfiles(_: argparse.Namespace) -> int:
                 for hit in hits:
                     rel = os.path.relpath(hit, ROOT)
                     if ignored(rel, patterns):
-                        errors.append(f"{dockerfile.relative_to(ROOT)}: COPY source {rel} is excluded by .dockerignore")
+                        errors.append(
+                            f"{dockerfile.relative_to(ROOT)}: COPY source {rel} is excluded by .dockerignore"
+                        )
                     matched_any = True
             if not matched_any:
                 errors.append(f"{dockerfile.relative_to(ROOT)}: COPY {' '.join(sources)} matches nothing")
@@ -128,18 +131,23 @@ def check_dockerfiles(_: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- envdocs
 
+
 def settings_fields() -> list[str]:
     tree = ast.parse((ROOT / "app" / "settings.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == "Settings":
-            return [s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+            return [
+                s.target.id
+                for s in node.body
+                if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+            ]
     raise SystemExit("app/settings.py: class Settings not found")
 
 
 def check_envdocs(_: argparse.Namespace) -> int:
     errors = []
     example = (ROOT / ".env.example").read_text()
-    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, flags=re.M))
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, flags=re.MULTILINE))
     compose_text = (ROOT / "docker-compose.yml").read_text()
     compose = yaml.safe_load(compose_text)
     shared_env = compose["x-memalpha-env"]
@@ -151,19 +159,23 @@ def check_envdocs(_: argparse.Namespace) -> int:
         if var not in shared_env and var not in {"MEMALPHA_HOST", "MEMALPHA_PORT"}:
             errors.append(f"docker-compose.yml x-memalpha-env does not pass {var} to the containers")
     for var in shared_env:
-        if var.startswith("MEMALPHA_") and var[len("MEMALPHA_"):].lower() not in fields:
+        if var.startswith("MEMALPHA_") and var[len("MEMALPHA_") :].lower() not in fields:
             errors.append(f"docker-compose.yml passes {var}, which app/settings.py does not define")
-    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", compose_text))
+    # The CPU profile's override file uses variables of its own (read as text: its `!reset` tag is
+    # Compose v2 syntax that a plain YAML loader rejects).
+    all_text = compose_text + (ROOT / "docker-compose.cpu.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", all_text))
     for var in sorted(used - documented):
-        errors.append(f"docker-compose.yml uses ${{{var}}}, which .env.example does not document")
+        errors.append(f"docker-compose files use ${{{var}}}, which .env.example does not document")
     for var in sorted(documented - used - {f"MEMALPHA_{f.upper()}" for f in fields}):
-        if not re.search(rf"^\s+{var}:", compose_text, flags=re.M):  # passed through by name
+        if not re.search(rf"^\s+{var}:", all_text, flags=re.MULTILINE):  # passed through by name
             errors.append(f".env.example documents {var}, which nothing uses")
     print(f"  env     {len(fields)} settings and {len(used)} compose variables documented in .env.example")
     return fail(errors)
 
 
 # ---------------------------------------------------------------------------------------------- dashboard
+
 
 def check_dashboard(args: argparse.Namespace) -> int:
     errors = []
@@ -186,15 +198,24 @@ def check_dashboard(args: argparse.Namespace) -> int:
     for name in sorted(defined):
         if not any(name in expr for _, expr in queries):
             errors.append(f"metric {name} (app/metrics.py) is on no dashboard panel")
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "5m")}
-        for i, (_, expr) in enumerate(queries)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "5m")}
+                    for i, (_, expr) in enumerate(queries)
+                ],
+            }
+        ]
+    }
     Path(args.rules_out).write_text(yaml.safe_dump(rules))
     print(f"  panels  {len(queries)} queries over {len(defined)} service metrics")
     return fail(errors)
 
 
 # ---------------------------------------------------------------------------------------------- smoke
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -204,7 +225,7 @@ def free_port() -> int:
 
 def healthcheck_command() -> list[str]:
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
-    match = re.search(r"^HEALTHCHECK\b.*?\bCMD\s+(\[.*\])\s*$", text, flags=re.M)
+    match = re.search(r"^HEALTHCHECK\b.*?\bCMD\s+(\[.*\])\s*$", text, flags=re.MULTILINE)
     if not match:
         raise SystemExit("Dockerfile: no HEALTHCHECK CMD [...] found")
     return json.loads(match.group(1))
@@ -230,11 +251,20 @@ def check_smoke(args: argparse.Namespace) -> int:
     db_url = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{database}"
     port = free_port()
     # The container's environment, with the two values that must differ on a shared machine.
-    env = {"PATH": f"{venv_bin}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8",
-           **env_file, "MEMALPHA_DATABASE_URL": db_url, "MEMALPHA_PORT": str(port)}
-    admin = [str(venv_bin / "python"), "-c",
-             "import sys, psycopg; c = psycopg.connect(sys.argv[1], autocommit=True); c.execute(sys.argv[2])",
-             admin_url]
+    env = {
+        "PATH": f"{venv_bin}:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        **env_file,
+        "MEMALPHA_DATABASE_URL": db_url,
+        "MEMALPHA_PORT": str(port),
+    }
+    admin = [
+        str(venv_bin / "python"),
+        "-c",
+        "import sys, psycopg; c = psycopg.connect(sys.argv[1], autocommit=True); c.execute(sys.argv[2])",
+        admin_url,
+    ]
     errors: list[str] = []
     subprocess.run(admin + [f'CREATE DATABASE "{database}"'], check=True)
     print(f"  db      created {database} on {admin_url.split('@')[-1]}")
@@ -244,8 +274,9 @@ def check_smoke(args: argparse.Namespace) -> int:
     try:
         print(f"  start   {shlex.join(command)}   (MEMALPHA_PORT={port}, env from docker-compose config)")
         log = open(workdir / "api.log", "wb")
-        server = subprocess.Popen(command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         probe = healthcheck_command()
         probe[0] = str(venv_bin / probe[0]) if (venv_bin / probe[0]).exists() else probe[0]
         deadline = time.monotonic() + args.timeout
@@ -256,23 +287,33 @@ def check_smoke(args: argparse.Namespace) -> int:
                 break
             time.sleep(1)
         if not healthy:
-            errors.append(f"Dockerfile HEALTHCHECK did not pass within {args.timeout}s "
-                          f"(server exit code {server.poll()}); log: {workdir / 'api.log'}")
+            errors.append(
+                f"Dockerfile HEALTHCHECK did not pass within {args.timeout}s "
+                f"(server exit code {server.poll()}); log: {workdir / 'api.log'}"
+            )
         else:
             print(f"  health  Dockerfile HEALTHCHECK passed: {shlex.join(probe[:2])} ...")
             base = f"http://127.0.0.1:{port}"
             key = env_file.get("MEMALPHA_BOOTSTRAP_API_KEY")
-            checks = [("GET /sessions without a key", http(f"{base}/sessions"), 401),
-                      ("GET /sessions with the bootstrap key", http(f"{base}/sessions", key), 200),
-                      ("GET /metrics", http(f"{base}/metrics"), 200)]
+            checks = [
+                ("GET /sessions without a key", http(f"{base}/sessions"), 401),
+                ("GET /sessions with the bootstrap key", http(f"{base}/sessions", key), 200),
+                ("GET /metrics", http(f"{base}/metrics"), 200),
+            ]
             for what, got, want in checks:
                 print(f"  http    {what}: {got}")
                 if got != want:
                     errors.append(f"{what}: HTTP {got}, expected {want}")
         # The compose worker: same image entrypoint (`memalpha`) and environment, command `worker`.
         worker_log = open(workdir / "worker.log", "wb")
-        worker = subprocess.Popen([str(venv_bin / "memalpha"), "worker"], env=env, cwd=workdir,
-                                  stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(
+            [str(venv_bin / "memalpha"), "worker"],
+            env=env,
+            cwd=workdir,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         time.sleep(5)
         if worker.poll() is not None:
             errors.append(f"memalpha worker exited with {worker.returncode}; log: {workdir / 'worker.log'}")
@@ -311,13 +352,19 @@ def main() -> int:
     sub.add_parser("dockerfiles").set_defaults(func=check_dockerfiles)
     sub.add_parser("envdocs").set_defaults(func=check_envdocs)
     dash = sub.add_parser("dashboard")
-    dash.add_argument("--dashboard", default=str(ROOT / "deploy/components/monitoring/dashboards/memalpha.json"))
+    dash.add_argument(
+        "--dashboard", default=str(ROOT / "deploy/components/monitoring/dashboards/memalpha.json")
+    )
     dash.add_argument("--rules-out", required=True)
     dash.set_defaults(func=check_dashboard)
     smoke = sub.add_parser("smoke")
-    smoke.add_argument("--venv", required=True, help="clean venv with the service installed from constraints.txt")
+    smoke.add_argument(
+        "--venv", required=True, help="clean venv with the service installed from constraints.txt"
+    )
     smoke.add_argument("--compose-config", required=True, help="output of docker-compose config")
-    smoke.add_argument("--postgres", required=True, help="admin URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres")
+    smoke.add_argument(
+        "--postgres", required=True, help="admin URL, e.g. postgresql://postgres@127.0.0.1:5432/postgres"
+    )
     smoke.add_argument("--workdir", required=True)
     smoke.add_argument("--timeout", type=int, default=60)
     smoke.set_defaults(func=check_smoke)

@@ -46,6 +46,7 @@ def ref(doc: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------- schemas
 
+
 def strictify(schema):
     """Forbid unknown properties in every object schema that lists properties (kubeconform -strict)."""
     if isinstance(schema, dict):
@@ -101,7 +102,9 @@ def check_schemas(docs: list[dict], versions: list[str], errors: list[str]) -> d
                 path = ".".join(str(p) for p in exc.path)
                 errors.append(f"{ref(doc)}: {path}: {exc.message} [kubernetes {version}, strict]")
             except kv.SchemaNotFoundError:
-                errors.append(f"{ref(doc)}: no schema for {key[0]} {key[1]} (neither built-in nor a known CRD)")
+                errors.append(
+                    f"{ref(doc)}: no schema for {key[0]} {key[1]} (neither built-in nor a known CRD)"
+                )
                 break
         else:
             label = f"kubernetes {', '.join(versions)} (strict)"
@@ -110,6 +113,7 @@ def check_schemas(docs: list[dict], versions: list[str], errors: list[str]) -> d
 
 
 # ---------------------------------------------------------------------------------------------- consistency
+
 
 def pod_templates(doc: dict) -> list[dict]:
     kind = doc.get("kind")
@@ -146,7 +150,9 @@ def check_consistency(docs: list[dict], externals: set[str], errors: list[str]) 
         if name in by_kind.get(kind, {}):
             return by_kind[kind][name]
         if f"{kind}/{name}" not in externals:
-            errors.append(f"{where}: references {kind}/{name}, which is neither rendered nor declared --external")
+            errors.append(
+                f"{where}: references {kind}/{name}, which is neither rendered nor declared --external"
+            )
         return None
 
     def data_keys(doc: dict) -> set[str]:
@@ -157,7 +163,9 @@ def check_consistency(docs: list[dict], externals: set[str], errors: list[str]) 
     pods: list[tuple[str, dict, set[str]]] = []
     for doc in docs:
         for tmpl in pod_templates(doc):
-            ports = {p.get("name") for c in tmpl["spec"].get("containers", []) for p in c.get("ports", []) or []}
+            ports = {
+                p.get("name") for c in tmpl["spec"].get("containers", []) for p in c.get("ports", []) or []
+            }
             pods.append((ref(doc), tmpl.get("metadata", {}).get("labels", {}) or {}, ports))
     for name in by_kind.get("Cluster", {}):
         pods.append((f"Cluster/{name}", {"cnpg.io/cluster": name}, {"postgresql"}))
@@ -195,14 +203,23 @@ def check_consistency(docs: list[dict], externals: set[str], errors: list[str]) 
                     for value in [var.get("value") or ""]:
                         for name in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", value):
                             if name not in defined:
-                                errors.append(f"{cwhere}: env {var['name']} uses $({name}) before it is defined")
+                                errors.append(
+                                    f"{cwhere}: env {var['name']} uses $({name}) before it is defined"
+                                )
                     source = var.get("valueFrom") or {}
                     for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
                         if key in source:
                             sel = source[key]
-                            target = exists(kind, sel["name"], cwhere) if not sel.get("optional") else \
-                                by_kind.get(kind, {}).get(sel["name"])
-                            if target is not None and not sel.get("optional") and sel["key"] not in data_keys(target):
+                            target = (
+                                exists(kind, sel["name"], cwhere)
+                                if not sel.get("optional")
+                                else by_kind.get(kind, {}).get(sel["name"])
+                            )
+                            if (
+                                target is not None
+                                and not sel.get("optional")
+                                and sel["key"] not in data_keys(target)
+                            ):
                                 errors.append(f"{cwhere}: {kind}/{sel['name']} has no key {sel['key']}")
                     defined.add(var["name"])
                 for arg in (container.get("command") or []) + (container.get("args") or []):
@@ -215,9 +232,13 @@ def check_consistency(docs: list[dict], externals: set[str], errors: list[str]) 
                 if (container.get("securityContext") or {}).get("allowPrivilegeEscalation") is not False:
                     errors.append(f"{cwhere}: must set securityContext.allowPrivilegeEscalation: false")
                 image = container.get("image", "")
-                if "@sha256:" not in image and (":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")):
+                if "@sha256:" not in image and (
+                    ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")
+                ):
                     errors.append(f"{cwhere}: image {image!r} is not pinned to a tag or digest")
-                if "memalpha" in image.rsplit("/", 1)[-1] and not (spec.get("securityContext") or {}).get("runAsNonRoot"):
+                if "memalpha" in image.rsplit("/", 1)[-1] and not (spec.get("securityContext") or {}).get(
+                    "runAsNonRoot"
+                ):
                     errors.append(f"{cwhere}: memalpha images run as non-root: set runAsNonRoot")
 
     for name, svc in by_kind.get("Service", {}).items():
@@ -228,7 +249,9 @@ def check_consistency(docs: list[dict], externals: set[str], errors: list[str]) 
         for port in svc["spec"].get("ports", []):
             target = port.get("targetPort")
             if isinstance(target, str) and matched and not any(target in p[2] for p in matched):
-                errors.append(f"Service/{name}: targetPort {target!r} is not a named port of the selected pods")
+                errors.append(
+                    f"Service/{name}: targetPort {target!r} is not a named port of the selected pods"
+                )
 
     for kind in ("PodDisruptionBudget",):
         for name, doc in by_kind.get(kind, {}).items():
@@ -246,27 +269,44 @@ def check_consistency(docs: list[dict], externals: set[str], errors: list[str]) 
             errors.append(f"{where}: podSelector matches no pod")
         for rule in pol["spec"].get("ingress", []) or []:
             for peer in rule.get("from", []) or []:
-                if "podSelector" in peer and "namespaceSelector" not in peer and not matching_pods(peer["podSelector"]):
+                if (
+                    "podSelector" in peer
+                    and "namespaceSelector" not in peer
+                    and not matching_pods(peer["podSelector"])
+                ):
                     errors.append(f"{where}: a 'from' podSelector matches no pod of this deployment")
 
     for name, mon in by_kind.get("ServiceMonitor", {}).items():
-        services = [s for s in by_kind.get("Service", {}).values()
-                    if selector_matches(mon["spec"]["selector"], s["metadata"].get("labels", {}) or {})]
+        services = [
+            s
+            for s in by_kind.get("Service", {}).values()
+            if selector_matches(mon["spec"]["selector"], s["metadata"].get("labels", {}) or {})
+        ]
         if not services:
             errors.append(f"ServiceMonitor/{name}: selector matches no Service")
         if len(services) > 1:
-            errors.append(f"ServiceMonitor/{name}: selects {len(services)} Services, every series would be scraped twice")
+            errors.append(
+                f"ServiceMonitor/{name}: selects {len(services)} Services, every series would be scraped twice"
+            )
         for endpoint in mon["spec"].get("endpoints", []):
-            if services and not any(endpoint.get("port") in {p.get("name") for p in s["spec"]["ports"]} for s in services):
-                errors.append(f"ServiceMonitor/{name}: port {endpoint.get('port')!r} is not a named Service port")
+            if services and not any(
+                endpoint.get("port") in {p.get("name") for p in s["spec"]["ports"]} for s in services
+            ):
+                errors.append(
+                    f"ServiceMonitor/{name}: port {endpoint.get('port')!r} is not a named Service port"
+                )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("files", nargs="+", help="rendered manifests (multi-document YAML)")
     parser.add_argument("--k8s-version", action="append", required=True, help="e.g. 1.30.0 (repeatable)")
-    parser.add_argument("--external", action="append", default=[],
-                        help="KIND/NAME provided outside these manifests (e.g. Secret/memalpha-secrets)")
+    parser.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        help="KIND/NAME provided outside these manifests (e.g. Secret/memalpha-secrets)",
+    )
     args = parser.parse_args()
 
     docs = load_docs(args.files)

@@ -15,8 +15,8 @@ ACTION="${1:?usage: $0 [-n NAMESPACE] run|eval|publish|rollback [ARGS...]}"
 shift
 K=(kubectl -n "$NAMESPACE")
 SERVICE_URL="http://memalpha-api:8000"
-# The journal of policy switches (read by rollback) lives on the adapters volume, shared by all Jobs.
-JOURNAL=/adapters/publish-journal.jsonl
+# The write-once adapter store on the adapters volume: vLLM's filesystem resolver reads /adapters/<name>.
+ADAPTERS_DIR=/adapters
 
 case "$ACTION" in
   run | eval) ARGS=(train "$ACTION" --config /config/train.toml "$@") ;;
@@ -25,10 +25,10 @@ case "$ACTION" in
     mapfile -t IPS < <("${K[@]}" get pods -l app.kubernetes.io/name=memalpha,app.kubernetes.io/component=vllm \
       --field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}')
     [[ ${#IPS[@]} -gt 0 && -n "${IPS[0]}" ]] || { echo "no running vLLM pod in $NAMESPACE" >&2; exit 1; }
-    ARGS=(train publish --service-url "$SERVICE_URL" --journal "$JOURNAL")
+    ARGS=(train publish --service-url "$SERVICE_URL" --adapters-dir "$ADAPTERS_DIR")
     for ip in "${IPS[@]}"; do ARGS+=(--vllm-url "http://$ip:8000/v1"); done
     ARGS+=("$@") ;;
-  rollback) ARGS=(train publish --rollback --service-url "$SERVICE_URL" --journal "$JOURNAL" "$@") ;;
+  rollback) ARGS=(train publish --rollback --service-url "$SERVICE_URL" "$@") ;;
   *) echo "unknown action $ACTION (run|eval|publish|rollback)" >&2; exit 2 ;;
 esac
 

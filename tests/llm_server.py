@@ -44,7 +44,9 @@ def served_model_name(model: str = "qwen0.5b") -> str:
 
 def must_not_skip() -> bool:
     """True in CI and under the README's test command (scripts/test.sh): a missing part fails there."""
-    return any(os.environ.get(name, "").lower() not in ("", "0", "false") for name in ("CI", "MEMALPHA_REQUIRE_ALL"))
+    return any(
+        os.environ.get(name, "").lower() not in ("", "0", "false") for name in ("CI", "MEMALPHA_REQUIRE_ALL")
+    )
 
 
 def _serves(port: int, name: str) -> bool:

@@ -3,8 +3,18 @@ in a thread of its own), each `/v1/chat/completions` request answered by the nex
 script, then by a default behaviour.
 
 Behaviours: `Echo()` (200: one alpha-format call inserting the request's `<new_chunk>` text as a
-semantic item), `Text(content)` (200 with that reply text), `Status(code)` (an HTTP error),
-`Garbage()` (200 whose body is not JSON), `Delay(seconds, then)` (answer late).
+semantic item), `JsonMemory()` (200: `{"memory": [{"text": <the chunk>}]}`, the reply shape of Mem0's
+extraction call), `Text(content)` (200 with that reply text), `Status(code)` (an HTTP error),
+`Garbage()` (200 whose body is not JSON), `Delay(seconds, then)` (answer late). The chunk is the
+last `<new_chunk>…</new_chunk>` of the last user message.
+
+`/v1/models` lists the server's model and the LoRA adapters loaded through `/v1/load_lora_adapter` (vLLM's
+runtime endpoint); with `strict_models=True` a completion for any other model gets vLLM's 404, as a
+restarted vLLM answers for an adapter it forgot. `host`/`port` choose the address (several servers on one
+port and different loopback addresses stand for the pods behind one DNS name).
+
+`/v1/embeddings` answers at once with deterministic vectors (`EMBEDDING_DIMS` floats: hashed bag of
+words, unit length), so a peer library can use the server for its embedder too (`bench/mem0_overhead.py`).
 
     with ScriptedLLM() as llm:
         llm.script(Status(500), Status(500))    # the next two requests fail, later ones echo
@@ -16,7 +26,9 @@ semantic item), `Text(content)` (200 with that reply text), `Status(code)` (an H
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import re
 import socket
 import threading
@@ -39,6 +51,12 @@ class Echo:
     def content(self, chunk: str) -> str:
         args = json.dumps({"memory_type": "semantic_memory", "content": chunk}, ensure_ascii=False)
         return f"✿FUNCTION✿: new_memory_insert\n✿ARGS✿: {args}"
+
+
+@dataclass(frozen=True)
+class JsonMemory:
+    def content(self, chunk: str) -> str:
+        return json.dumps({"memory": [{"text": chunk}]}, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -66,7 +84,17 @@ class Delay:
     then: Behaviour = field(default_factory=Echo)
 
 
-Behaviour = Echo | Text | Status | Garbage | Delay
+Behaviour = Echo | JsonMemory | Text | Status | Garbage | Delay
+
+EMBEDDING_DIMS = 1536  # OpenAI's text-embedding-3-small, Mem0's default
+
+
+def embedding(text: str, dims: int = EMBEDDING_DIMS) -> list[float]:
+    vector = [0.0] * dims
+    for word in text.lower().split():
+        vector[int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big") % dims] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
 
 
 @dataclass
@@ -82,19 +110,32 @@ class Recorded:
 class ScriptedLLM:
     model = "scripted-policy"
 
-    def __init__(self, default: Behaviour | None = None) -> None:
+    def __init__(
+        self,
+        default: Behaviour | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        strict_models: bool = False,
+    ) -> None:
         self.default: Behaviour = default or Echo()
+        self.host = host
+        self.strict_models = strict_models
+        self.adapters: dict[str, str] = {}  # loaded LoRA name → path
         self.requests: list[Recorded] = []
+        self.embedded = 0  # texts embedded by /v1/embeddings
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket.bind((host, port))
         self.port: int = self._socket.getsockname()[1]
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._complete, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/load_lora_adapter", self._load_lora_adapter, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
             ]
         )
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off")
@@ -105,7 +146,7 @@ class ScriptedLLM:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://{self.host}:{self.port}/v1"
 
     def script(self, *behaviours: Behaviour) -> None:
         """Queue behaviours for the next requests, in order."""
@@ -137,8 +178,35 @@ class ScriptedLLM:
             return self._script.popleft() if self._script else self.default
 
     async def _models(self, _: Request) -> Response:
+        names = [self.model, *self.adapters]
         return JSONResponse(
-            {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "tests"}]}
+            {
+                "object": "list",
+                "data": [{"id": name, "object": "model", "owned_by": "tests"} for name in names],
+            }
+        )
+
+    async def _load_lora_adapter(self, request: Request) -> Response:
+        body: dict[str, Any] = await request.json()
+        self.adapters[str(body["lora_name"])] = str(body["lora_path"])
+        return Response(f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
+
+    async def _embeddings(self, request: Request) -> Response:
+        body: dict[str, Any] = await request.json()
+        inputs = body.get("input", [])
+        texts = [inputs] if isinstance(inputs, str) else [str(text) for text in inputs]
+        self.embedded += len(texts)
+        data = [
+            {"object": "embedding", "index": n, "embedding": embedding(text)} for n, text in enumerate(texts)
+        ]
+        tokens = sum(len(text.split()) for text in texts)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", "scripted-embedding"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
         )
 
     async def _complete(self, request: Request) -> Response:
@@ -146,8 +214,11 @@ class ScriptedLLM:
         user = next(
             (m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), ""
         )
-        found = _CHUNK.search(user if isinstance(user, str) else "")
-        chunk = found.group(1) if found else ""
+        found = _CHUNK.findall(user if isinstance(user, str) else "")
+        chunk = found[-1] if found else ""
+        if self.strict_models and body.get("model") not in (self.model, *self.adapters):
+            error = {"message": f"The model `{body.get('model')}` does not exist.", "code": 404}
+            return JSONResponse({"error": error}, status_code=404)
         behaviour = self._next()
         record = Recorded(time.monotonic(), None, str(body.get("model", "")), chunk, behaviour, body)
         self.requests.append(record)
@@ -167,7 +238,7 @@ class ScriptedLLM:
             return JSONResponse(error, status_code=behaviour.code)
         if isinstance(behaviour, Garbage):
             return Response(behaviour.body, media_type="application/json")
-        assert isinstance(behaviour, Echo | Text)
+        assert isinstance(behaviour, Echo | JsonMemory | Text)
         content = behaviour.content(chunk)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         completion_tokens = len(content.split())

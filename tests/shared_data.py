@@ -11,6 +11,7 @@ import pytest
 DATA = Path(os.environ.get("MEMALPHA_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 LOCOMO = DATA / "locomo" / "locomo_dev.json"
 SQUAD = DATA / "squad" / "squad_dev_v1.1_articles_00-23.json"
+HOTPOTQA = DATA / "hotpotqa" / "hotpot_dev_distractor_first50.json"
 
 
 def require(path: Path) -> Path:

@@ -62,8 +62,8 @@ async def assert_exactly_once(service: MemoryService, tenant: str, session_id: s
             assert counts[chunk.seq] == chunk.usage["calls"], (chunk.seq, counts[chunk.seq], chunk.usage)
         else:
             assert counts[chunk.seq] == 0, chunk.seq
-    operations = await service.list_operations(tenant, session_id, limit=100_000)
-    seqs = [op["chunk_seq"] for op in operations if op["actor"] == "policy"]
+    operations = await service.sessions.list_operations(tenant, session_id, limit=100_000)
+    seqs = [op.chunk_seq for op in operations if op.actor == "policy"]
     assert seqs == sorted(seqs), "chunks were applied out of order"
 
 

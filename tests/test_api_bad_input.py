@@ -31,8 +31,11 @@ async def _state(api: Api, headers: dict[str, str]) -> dict[str, Any]:
     state: dict[str, Any] = {"sessions": sorted(s["id"] for s in sessions)}
     for sid in state["sessions"]:
         for part in ("chunks", "operations", "memory"):
-            response = await api.client.get(f"/sessions/{sid}/{part}", params={"limit": 1000}
-                                            if part != "memory" else None, headers=headers)
+            response = await api.client.get(
+                f"/sessions/{sid}/{part}",
+                params={"limit": 1000} if part != "memory" else None,
+                headers=headers,
+            )
             assert response.status_code == 200, response.text
             state[f"{sid}/{part}"] = response.json()
     return state
@@ -42,8 +45,11 @@ async def _ingest_counts(api: Api) -> dict[int, float]:
     text = (await api.client.get("/metrics")).text
     counts = {}
     for status in (400, 413):
-        found = re.search(r'memalpha_http_request_duration_seconds_count\{method="POST",'
-                          rf'route="/sessions/\{{session_id\}}/ingest",status="{status}"\}} (\S+)', text)
+        found = re.search(
+            r'memalpha_http_request_duration_seconds_count\{method="POST",'
+            rf'route="/sessions/\{{session_id\}}/ingest",status="{status}"\}} (\S+)',
+            text,
+        )
         counts[status] = float(found.group(1)) if found else 0.0
     return counts
 
@@ -63,13 +69,15 @@ def _json_bytes(body: bytes, headers: dict[str, str]) -> dict[str, Any]:
 async def _streamed(body: bytes, piece: int = 4096) -> AsyncIterator[bytes]:
     # A generator body goes out chunked, without Content-Length: the limit must hold while reading.
     for start in range(0, len(body), piece):
-        yield body[start:start + piece]
+        yield body[start : start + piece]
 
 
 async def test_bad_requests_change_nothing(small_api: Api) -> None:
     api = small_api
     h = await api.tenant()
-    assert (await api.client.post("/sessions/kept/ingest", headers=h, json={"chunks": [GOOD]})).status_code == 200
+    assert (
+        await api.client.post("/sessions/kept/ingest", headers=h, json={"chunks": [GOOD]})
+    ).status_code == 200
     before = await _state(api, h)
     counted = await _ingest_counts(api)
     post = api.client.post
@@ -80,14 +88,18 @@ async def test_bad_requests_change_nothing(small_api: Api) -> None:
         _expect(await post(url, **_json_bytes(b'{"chunks": ["unterminated', h)), 400, "malformed_json")
         # invalid UTF-8 in the body → 400; lone surrogates and NUL smuggled in by JSON escapes → 400
         _expect(await post(url, **_json_bytes(b'{"chunks": ["caf\xe9 au lait"]}', h)), 400, "invalid_utf8")
-        _expect(await post(url, **_json_bytes(b'{"chunks": ["half a pair \\ud83d"]}', h)), 400, "invalid_text")
+        _expect(
+            await post(url, **_json_bytes(b'{"chunks": ["half a pair \\ud83d"]}', h)), 400, "invalid_text"
+        )
         _expect(await post(url, **_json_bytes(b'{"chunks": ["nul \\u0000 byte"]}', h)), 400, "invalid_text")
         # empty and blank chunks → 400, also next to a good chunk (the whole request is refused)
         _expect(await post(url, headers=h, json={"chunks": [""]}), 400)
         _expect(await post(url, headers=h, json={"chunks": [GOOD + " again", "  \n\t "]}), 400)
         _expect(await post(url, headers=h, json={"chunks": [{"content": ""}]}), 400)
         # a chunk over the hard limit → 413, also next to a good chunk
-        _expect(await post(url, headers=h, json={"chunks": ["x" * (CHUNK_BYTES + 1)]}), 413, "payload_too_large")
+        _expect(
+            await post(url, headers=h, json={"chunks": ["x" * (CHUNK_BYTES + 1)]}), 413, "payload_too_large"
+        )
         _expect(await post(url, headers=h, json={"chunks": ["ok then.", "é" * (CHUNK_BYTES // 2 + 1)]}), 413)
         # a body over the request limit → 413, declared (Content-Length) or streamed
         big = b'{"chunks": ["' + b"y" * REQUEST_BYTES + b'"]}'
@@ -98,14 +110,18 @@ async def test_bad_requests_change_nothing(small_api: Api) -> None:
         _expect(await post(url, headers=h, json={"chunks": "not a list"}), 422, "invalid_request")
         _expect(await post(url, headers=h, json={"chunks": []}), 422)
         _expect(await post(url, headers=h, json={"chunks": [{"content": 5}]}), 422)
-        _expect(await post(url, headers=h, json={"chunks": [{"content": "x", "timestamp": "not a time"}]}), 422)
+        _expect(
+            await post(url, headers=h, json={"chunks": [{"content": "x", "timestamp": "not a time"}]}), 422
+        )
         _expect(await post(url, headers=h, json=["a bare list"]), 422)
         # unknown memory types → 4xx
         for response in (
             await post(f"/sessions/{sid}/memory/procedural", headers=h, json={"content": "a rule"}),
             await api.client.patch(f"/sessions/{sid}/memory/bogus/0000", headers=h, json={"content": "x"}),
             await api.client.delete(f"/sessions/{sid}/memory/bogus/0000", headers=h),
-            await api.client.get(f"/sessions/{sid}/search", params={"q": "teal", "memory_type": "bogus"}, headers=h),
+            await api.client.get(
+                f"/sessions/{sid}/search", params={"q": "teal", "memory_type": "bogus"}, headers=h
+            ),
         ):
             assert response.status_code in (400, 404, 422), response.text
         # a core insert is not an operation → 4xx

@@ -4,10 +4,11 @@ on SQLite and Postgres, with the embedded defaults (extractive policy and answer
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 import pytest
-from conftest import Api
+from conftest import Api, free_port, running_api, service_settings
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,10 +33,21 @@ async def _memory(api: Api, session: str, headers: dict[str, str]) -> dict[str, 
 
 async def test_ingest_then_memory_answer_and_search(api: Api) -> None:
     h = await api.tenant()
-    response = await api.client.post("/sessions/alice/ingest", headers=h, json={"chunks": [
-        ALICE,
-        {"content": MISO, "timestamp": "2023-05-04T10:00:00Z", "idempotency_key": "miso", "metadata": {"src": "t"}},
-    ]})
+    response = await api.client.post(
+        "/sessions/alice/ingest",
+        headers=h,
+        json={
+            "chunks": [
+                ALICE,
+                {
+                    "content": MISO,
+                    "timestamp": "2023-05-04T10:00:00Z",
+                    "idempotency_key": "miso",
+                    "metadata": {"src": "t"},
+                },
+            ]
+        },
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["session_id"] == "alice" and body["complete"] is True
@@ -54,12 +66,16 @@ async def test_ingest_then_memory_answer_and_search(api: Api) -> None:
     written = sum(op["status"] == "ok" for chunk in body["chunks"] for op in chunk["operations"])
     assert memory["version"] >= written > 0
 
-    response = await api.client.get("/sessions/alice/answer", params={"q": "Which city did Alice move to?"},
-                                    headers=h)
+    response = await api.client.get(
+        "/sessions/alice/answer", params={"q": "Which city did Alice move to?"}, headers=h
+    )
     assert response.status_code == 200, response.text
     answer = response.json()
     assert {"question", "answer", "evidence", "memory_version", "model"} <= set(answer)
-    assert answer["question"] == "Which city did Alice move to?" and answer["memory_version"] == memory["version"]
+    assert (
+        answer["question"] == "Which city did Alice move to?"
+        and answer["memory_version"] == memory["version"]
+    )
     assert "Lisbon" in answer["answer"]
     evidence = answer["evidence"]
     assert set(evidence) >= {"core", "semantic", "episodic"}
@@ -78,7 +94,9 @@ async def test_ingest_then_memory_answer_and_search(api: Api) -> None:
 
 async def test_wait_false_returns_202_then_chunks_finish(api: Api) -> None:
     h = await api.tenant()
-    response = await api.client.post("/sessions/later/ingest", headers=h, json={"chunks": [ALICE, MISO], "wait": False})
+    response = await api.client.post(
+        "/sessions/later/ingest", headers=h, json={"chunks": [ALICE, MISO], "wait": False}
+    )
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["complete"] is False
@@ -91,7 +109,9 @@ async def test_wait_false_returns_202_then_chunks_finish(api: Api) -> None:
 async def test_session_status_list_and_delete(api: Api) -> None:
     h = await api.tenant()
     for name in ("s-one", "s-two"):
-        assert (await api.client.post(f"/sessions/{name}/ingest", headers=h, json={"chunks": [ALICE]})).status_code == 200
+        assert (
+            await api.client.post(f"/sessions/{name}/ingest", headers=h, json={"chunks": [ALICE]})
+        ).status_code == 200
     response = await api.client.get("/sessions", headers=h)
     assert response.status_code == 200, response.text
     listing = response.json()
@@ -117,21 +137,28 @@ async def test_session_status_list_and_delete(api: Api) -> None:
 
 async def test_manual_edits_are_applied_and_audited(api: Api) -> None:
     h = await api.tenant()
-    assert (await api.client.post("/sessions/ed/ingest", headers=h, json={"chunks": [ALICE]})).status_code == 200
+    assert (
+        await api.client.post("/sessions/ed/ingest", headers=h, json={"chunks": [ALICE]})
+    ).status_code == 200
     before = await _memory(api, "ed", h)
 
-    response = await api.client.put("/sessions/ed/memory/core", headers=h, json={"content": "Alice, marine biologist."})
+    response = await api.client.put(
+        "/sessions/ed/memory/core", headers=h, json={"content": "Alice, marine biologist."}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "ok" and set(response.json()) == OPERATION_KEYS
 
-    response = await api.client.post("/sessions/ed/memory/semantic", headers=h, json={"content": "Alice likes tea."})
+    response = await api.client.post(
+        "/sessions/ed/memory/semantic", headers=h, json={"content": "Alice likes tea."}
+    )
     assert response.status_code == 201, response.text
     inserted = response.json()
     assert inserted["tool"] == "new_memory_insert" and inserted["status"] == "ok" and inserted["memory_id"]
     item_id = inserted["memory_id"]
 
-    response = await api.client.patch(f"/sessions/ed/memory/semantic/{item_id}", headers=h,
-                                      json={"content": "Alice likes green tea."})
+    response = await api.client.patch(
+        f"/sessions/ed/memory/semantic/{item_id}", headers=h, json={"content": "Alice likes green tea."}
+    )
     assert response.status_code == 200, response.text
     memory = await _memory(api, "ed", h)
     assert memory["core"] == "Alice, marine biologist."
@@ -146,7 +173,10 @@ async def test_manual_edits_are_applied_and_audited(api: Api) -> None:
     assert memory["core"] == "" and all(item["id"] != item_id for item in memory["semantic"])
     assert memory["version"] > before["version"]
 
-    _error(await api.client.patch(f"/sessions/ed/memory/semantic/{item_id}", headers=h, json={"content": "x"}), 404)
+    _error(
+        await api.client.patch(f"/sessions/ed/memory/semantic/{item_id}", headers=h, json={"content": "x"}),
+        404,
+    )
     _error(await api.client.delete("/sessions/ed/memory/episodic/zzzz", headers=h), 404)
 
     response = await api.client.get("/sessions/ed/operations", headers=h)
@@ -156,7 +186,9 @@ async def test_manual_edits_are_applied_and_audited(api: Api) -> None:
     assert ids == sorted(ids)
     manual = [op for op in operations if op["actor"] == "user"]
     assert len(manual) == 5 and all(op["status"] == "ok" for op in manual)
-    assert any(op["after"] == "Alice likes green tea." and op["before"] == "Alice likes tea." for op in manual)
+    assert any(
+        op["after"] == "Alice likes green tea." and op["before"] == "Alice likes tea." for op in manual
+    )
     assert any(op["actor"] != "user" for op in operations), "the policy's operations are logged too"
     later = (await api.client.get("/sessions/ed/operations", params={"after_id": ids[-3]}, headers=h)).json()
     assert [op["id"] for op in later["operations"]] == ids[-2:]
@@ -182,7 +214,9 @@ async def test_chunk_log_and_retry_of_a_chunk_that_did_not_fail(api: Api) -> Non
 
 async def test_export_import_roundtrip(api: Api) -> None:
     h = await api.tenant()
-    assert (await api.client.post("/sessions/src/ingest", headers=h, json={"chunks": [ALICE, MISO]})).status_code == 200
+    assert (
+        await api.client.post("/sessions/src/ingest", headers=h, json={"chunks": [ALICE, MISO]})
+    ).status_code == 200
     response = await api.client.get("/sessions/src/export", params={"include_chunks": True}, headers=h)
     assert response.status_code == 200, response.text
     exported = response.json()
@@ -193,7 +227,9 @@ async def test_export_import_roundtrip(api: Api) -> None:
     assert response.status_code == 200, response.text
     source, copy = await _memory(api, "src", h), await _memory(api, "copy", h)
     for kind in ("semantic", "episodic"):
-        assert [(i["id"], i["content"]) for i in copy[kind]] == [(i["id"], i["content"]) for i in source[kind]]
+        assert [(i["id"], i["content"]) for i in copy[kind]] == [
+            (i["id"], i["content"]) for i in source[kind]
+        ]
     assert copy["core"] == source["core"]
     _error(await api.client.post("/sessions/src/import", headers=h, json=exported), 409)
 
@@ -202,8 +238,16 @@ async def test_health_readiness_and_metrics(api: Api) -> None:
     h = await api.tenant()
     assert (await api.client.get("/healthz")).json() == {"status": "ok"}
     response = await api.client.get("/readyz")
-    assert response.status_code == 200 and response.json() == {"status": "ready", "database": True, "policy": True}
-    assert (await api.client.post("/sessions/metered-4f7a/ingest", headers=h, json={"chunks": [ALICE]})).status_code == 200
+    assert response.status_code == 200 and response.json() == {
+        "status": "ready",
+        "database": True,
+        "policy": None,  # readiness is the database's; the policy server is a detail on request
+    }
+    response = await api.client.get("/readyz", params={"full": 1})
+    assert response.status_code == 200 and response.json()["policy"] is True
+    assert (
+        await api.client.post("/sessions/metered-4f7a/ingest", headers=h, json={"chunks": [ALICE]})
+    ).status_code == 200
     response = await api.client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     text = response.text
@@ -220,6 +264,15 @@ async def test_policy_read_and_admin_switch(api: Api) -> None:
     assert response.status_code == 200, response.text
     active = response.json()
     assert active["name"]
+    # What an adapter must have been trained under (publish compares its manifest with this).
+    settings = api.settings
+    assert active["serving"] == {
+        "tool_format": settings.policy_tool_format,
+        "max_new_tokens": settings.policy_max_tokens,
+        "prompt_budget_tokens": settings.policy_prompt_budget_tokens,
+        "token_counter": "word-estimate",
+        "max_calls": settings.policy_max_calls if settings.policy_tool_format == "json" else None,
+    }
     _error(await api.client.put("/policy", headers=user, json={"name": active["name"]}), 403)
     _error(await api.client.put("/policy", headers=admin, json={"name": "no-such-policy"}), 404)
     _error(await api.client.put("/policy", headers=admin, json={}), 422)
@@ -255,9 +308,13 @@ async def test_openapi_and_docs_are_served(api: Api) -> None:
         "/sessions/{session_id}/operations": {"get"},
         "/sessions/{session_id}/export": {"get"},
         "/sessions/{session_id}/import": {"post"},
-        "/healthz": {"get"}, "/readyz": {"get"}, "/metrics": {"get"},
+        "/healthz": {"get"},
+        "/readyz": {"get"},
         "/policy": {"get", "put"},
+        "/policy/rollback": {"post"},
+        "/policy/activations": {"get"},
     }
+    assert "/metrics" not in paths  # served (test_health_readiness_and_metrics), not an API operation
     for path, methods in expected.items():
         assert path in paths, path
         assert methods <= set(paths[path]), (path, set(paths[path]))
@@ -267,3 +324,29 @@ async def test_openapi_and_docs_are_served(api: Api) -> None:
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     _error(await api.client.get("/no/such/route"), 404)
     _error(await api.client.put("/sessions"), 405)
+
+
+async def test_policy_switch_checks_every_address_of_a_dns_replica_name(store_url: str) -> None:
+    """`PUT /policy` resolves `dns+` replica names when it syncs the adapter: every address is asked
+    (none listens here), the 409 names them; a name that no longer resolves is a 409 too, not a 500."""
+    port = free_port()
+    settings = service_settings(
+        store_url,
+        policy_backend="openai",
+        policy_url=f"http://127.0.0.1:{port}/v1",
+        policy_urls=[f"dns+http://localhost:{port}/v1"],
+    )
+    async with running_api(settings) as api:
+        admin = await api.tenant(admin=True)
+        name = f"lora-{secrets.token_hex(3)}"
+        response = await api.client.post(
+            "/policies",
+            headers=admin,
+            json={"name": name, "base_model": settings.policy_model, "adapter_path": "/adapters/x"},
+        )
+        assert response.status_code in (200, 201), response.text
+        body = _error(await api.client.put("/policy", headers=admin, json={"name": name}), 409)
+        assert body["details"]["replicas"] == [f"http://127.0.0.1:{port}/v1"], body
+        api.settings.policy_urls = ["dns+http://no-such-replica.invalid:8000/v1"]
+        body = _error(await api.client.put("/policy", headers=admin, json={"name": name}), 409)
+        assert "does not resolve" in body["message"], body

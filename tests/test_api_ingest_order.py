@@ -37,8 +37,9 @@ async def test_idempotent_repost(api: Api) -> None:
 
     # Concurrent retries of the same key, next to a new chunk, still land once.
     batch = {"chunks": [chunk, {"content": SECOND, "idempotency_key": "erin-2"}]}
-    responses = await asyncio.gather(*(api.client.post("/sessions/erin/ingest", headers=h, json=batch)
-                                       for _ in range(5)))
+    responses = await asyncio.gather(
+        *(api.client.post("/sessions/erin/ingest", headers=h, json=batch) for _ in range(5))
+    )
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     results = [r.json()["chunks"] for r in responses]
     assert all(chunks[0]["seq"] == original["seq"] and chunks[0]["duplicate"] for chunks in results)
@@ -60,12 +61,34 @@ async def test_idempotent_repost(api: Api) -> None:
 async def test_concurrent_posts_are_processed_in_seq_order(api: Api) -> None:
     h = await api.tenant()
     count = 16
-    texts = [f"Fact number {i}: the locker of student {i} holds a {word} notebook."
-             for i, word in enumerate(("amber", "beige", "cobalt", "denim", "ebony", "fuchsia", "gold", "hazel",
-                                       "indigo", "jade", "khaki", "lilac", "mauve", "navy", "olive", "plum"))]
+    texts = [
+        f"Fact number {i}: the locker of student {i} holds a {word} notebook."
+        for i, word in enumerate(
+            (
+                "amber",
+                "beige",
+                "cobalt",
+                "denim",
+                "ebony",
+                "fuchsia",
+                "gold",
+                "hazel",
+                "indigo",
+                "jade",
+                "khaki",
+                "lilac",
+                "mauve",
+                "navy",
+                "olive",
+                "plum",
+            )
+        )
+    ]
 
     async def post(text: str, wait: bool) -> dict[str, Any]:
-        response = await api.client.post("/sessions/order/ingest", headers=h, json={"chunks": [text], "wait": wait})
+        response = await api.client.post(
+            "/sessions/order/ingest", headers=h, json={"chunks": [text], "wait": wait}
+        )
         assert response.status_code in (200, 202), response.text
         return dict(response.json()["chunks"][0])
 
@@ -86,6 +109,8 @@ async def test_concurrent_posts_are_processed_in_seq_order(api: Api) -> None:
         sources = [item["source_seq"] for item in memory[kind]]
         assert sources == sorted(sources), f"{kind} items must appear in the order their chunks were accepted"
     for item in memory["semantic"] + memory["episodic"]:
-        number = item["content"].split("student ")[-1].split(" ")[0] if "student " in item["content"] else None
+        number = (
+            item["content"].split("student ")[-1].split(" ")[0] if "student " in item["content"] else None
+        )
         if number is not None:
             assert f"student {number} " in text_of[item["source_seq"]], (item, text_of[item["source_seq"]])

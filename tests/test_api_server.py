@@ -35,25 +35,33 @@ def test_embedded_default(tmp_path: Path) -> None:
             before = client.get("/sessions").json()
 
             # 1 MB of session id: the HTTP server refuses the request line itself (a 4xx before the app).
-            head = _raw_request(server.port, b"POST /sessions/" + b"s" * 1_000_000 + b"/ingest HTTP/1.1\r\n"
-                                b"Host: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            head = _raw_request(
+                server.port,
+                b"POST /sessions/" + b"s" * 1_000_000 + b"/ingest HTTP/1.1\r\n"
+                b"Host: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            )
             assert head.startswith(b"HTTP/1.1 4"), head[:200]
             assert client.get("/sessions").json() == before
-        assert (tmp_path / "memalpha.db").exists(), "the embedded default keeps its SQLite file in the working directory"
+        assert (tmp_path / "memalpha.db").exists(), (
+            "the embedded default keeps its SQLite file in the working directory"
+        )
     finally:
         server.stop()
 
 
 def test_auth_is_on_off_loopback(tmp_path: Path) -> None:
     key = "ma_bootstrap-key-for-this-test-0123456789"
-    server = ServeProcess(tmp_path, {"MEMALPHA_BOOTSTRAP_API_KEY": key, "MEMALPHA_BOOTSTRAP_TENANT": "ops"},
-                          host="0.0.0.0")
+    server = ServeProcess(
+        tmp_path, {"MEMALPHA_BOOTSTRAP_API_KEY": key, "MEMALPHA_BOOTSTRAP_TENANT": "ops"}, host="0.0.0.0"
+    )
     try:
         server.wait_healthy()
         with httpx.Client(base_url=server.url, timeout=30) as client:
             response = client.get("/sessions")
             assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
-            assert client.get("/sessions", headers={"Authorization": f"Bearer {key}"}).json()["sessions"] == []
+            assert (
+                client.get("/sessions", headers={"Authorization": f"Bearer {key}"}).json()["sessions"] == []
+            )
             assert client.get("/healthz").status_code == 200
     finally:
         server.stop()
@@ -61,9 +69,17 @@ def test_auth_is_on_off_loopback(tmp_path: Path) -> None:
 
 def test_auth_off_is_refused_off_loopback(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "0.0.0.0"], cwd=tmp_path, capture_output=True,
-        text=True, timeout=60, check=False,
-        env={"PATH": "/usr/bin:/bin", "MEMALPHA_AUTH": "off", "PYTHONPATH": str(Path(__file__).parent.parent)},
+        [sys.executable, "-m", "app.cli", "serve", "--host", "0.0.0.0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "MEMALPHA_AUTH": "off",
+            "PYTHONPATH": str(Path(__file__).parent.parent),
+        },
     )
     assert result.returncode == 2, result.stderr
     assert "only allowed when bound to 127.0.0.1" in result.stderr

@@ -30,7 +30,9 @@ async def test_tenants_cannot_see_each_other(api: Api) -> None:
         "operations": await client.get("/sessions/carol/operations", headers=b),
         "export": await client.get("/sessions/carol/export", params={"include_chunks": True}, headers=b),
         "retry": await client.post(f"/sessions/carol/chunks/{seq}/retry", headers=b),
-        "update": await client.patch(f"/sessions/carol/memory/{kind}/{item['id']}", headers=b, json={"content": "x"}),
+        "update": await client.patch(
+            f"/sessions/carol/memory/{kind}/{item['id']}", headers=b, json={"content": "x"}
+        ),
         "delete item": await client.delete(f"/sessions/carol/memory/{kind}/{item['id']}", headers=b),
         "delete": await client.delete("/sessions/carol", headers=b),
     }

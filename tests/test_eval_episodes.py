@@ -30,7 +30,9 @@ def config(**sizes: object) -> BuildConfig:
 
 
 def test_squad_mixes_articles_and_keeps_their_questions() -> None:
-    episodes = build_episodes("squad", config(episodes=2, articles=2, paragraphs=4, questions=6, chunk_tokens=300))
+    episodes = build_episodes(
+        "squad", config(episodes=2, articles=2, paragraphs=4, questions=6, chunk_tokens=300)
+    )
     assert [e.instance_id for e in episodes] == ["squad-000", "squad-001"]
     articles = json.loads((DATA / "squad" / "squad_dev_v1.1_articles_00-23.json").read_text())["data"]
     by_title = {article["title"]: article for article in articles}
@@ -62,7 +64,10 @@ def test_squad_stream_is_shuffled_across_articles_and_seeded() -> None:
 
 def test_hotpotqa_stream_holds_each_questions_supporting_paragraphs() -> None:
     episodes = build_episodes("hotpotqa", config(episodes=2, records=3, chunk_tokens=400))
-    records = {r["_id"]: r for r in json.loads((DATA / "hotpotqa" / "hotpot_dev_distractor_first50.json").read_text())}
+    records = {
+        r["_id"]: r
+        for r in json.loads((DATA / "hotpotqa" / "hotpot_dev_distractor_first50.json").read_text())
+    }
     assert len(episodes) == 2
     for episode in episodes:
         stream = "\n\n".join(episode.chunks)
@@ -146,7 +151,13 @@ def test_parquet_has_the_memalpha_columns(tmp_path: Path) -> None:
     save_episodes(_sample(), path)
     table = pq.read_table(path)
     assert table.column_names == [
-        "instance_id", "prompt", "chunks", "questions_and_answers", "data_source", "metadata", "num_chunks",
+        "instance_id",
+        "prompt",
+        "chunks",
+        "questions_and_answers",
+        "data_source",
+        "metadata",
+        "num_chunks",
         "num_questions",
     ]
     row = table.to_pylist()[0]

@@ -33,7 +33,10 @@ async def test_worker_command_processes_chunks_accepted_by_another_process(store
         async with running(store_url, run_workers=False, ingest_wait_timeout_s=60.0) as service:
             texts = [f"Fact {n}: Zorg{n} owns {n} red boats." for n in range(1, 9)]
             outcomes = await asyncio.gather(
-                *(service.ingest(T, f"s{n % 2}", [ChunkIn(text)], wait=True) for n, text in enumerate(texts))
+                *(
+                    service.ingestion.ingest(T, f"s{n % 2}", [ChunkIn(text)], wait=True)
+                    for n, text in enumerate(texts)
+                )
             )
             assert all(o.complete and o.chunks[0].status == "done" for o in outcomes)
             for session_id in ("s0", "s1"):
@@ -51,5 +54,5 @@ async def test_notifications_wake_workers_and_waiters_of_other_processes(migrate
     slow = {"poll_interval_s": 30.0, "ingest_wait_timeout_s": 10.0}
     async with running(migrated_pg_url, run_workers=False, **slow) as api, running(migrated_pg_url, **slow):
         await asyncio.sleep(0.5)  # both processes' LISTEN connections are up
-        outcome = await api.ingest(T, "s", [ChunkIn("Fact 1: Zorg owns red boats.")], wait=True)
+        outcome = await api.ingestion.ingest(T, "s", [ChunkIn("Fact 1: Zorg owns red boats.")], wait=True)
         assert outcome.complete and outcome.chunks[0].status == "done"

@@ -30,7 +30,9 @@ def insert(kind: str, content: object) -> Operation:
 
 
 def update(kind: str, content: object, memory_id: object = None) -> Operation:
-    return Operation.from_call("memory_update", {"memory_type": kind, "new_content": content, "memory_id": memory_id})
+    return Operation.from_call(
+        "memory_update", {"memory_type": kind, "new_content": content, "memory_id": memory_id}
+    )
 
 
 def delete(kind: str, memory_id: object = None) -> Operation:
@@ -39,8 +41,12 @@ def delete(kind: str, memory_id: object = None) -> Operation:
 
 def test_insert_appends_with_unique_id_and_bumps_version() -> None:
     state, applier = MemoryState(), make_applier()
-    first = applier.apply(state, insert("semantic_memory", "Caroline is a counsellor."), now=NOW, source_seq=3)
-    second = applier.apply(state, insert("episodic_memory", "On 8 May 2023 Caroline went to a support group."), now=NOW)
+    first = applier.apply(
+        state, insert("semantic_memory", "Caroline is a counsellor."), now=NOW, source_seq=3
+    )
+    second = applier.apply(
+        state, insert("episodic_memory", "On 8 May 2023 Caroline went to a support group."), now=NOW
+    )
     assert (first.status, second.status) == ("ok", "ok")
     assert first.item_id != second.item_id
     assert [i.content for i in state.semantic] == ["Caroline is a counsellor."]
@@ -76,7 +82,9 @@ def test_empty_or_non_text_content_is_an_error(content: object) -> None:
 
 def test_unknown_tool_and_memory_type_are_errors() -> None:
     state, applier = MemoryState(), make_applier()
-    bad_tool = applier.apply(state, Operation.from_call("memory_merge", {"memory_type": "semantic_memory"}), now=NOW)
+    bad_tool = applier.apply(
+        state, Operation.from_call("memory_merge", {"memory_type": "semantic_memory"}), now=NOW
+    )
     bad_kind = applier.apply(state, insert("procedural_memory", "x"), now=NOW)
     assert bad_tool.status == "error" and "memory_merge" in (bad_tool.error or "")
     assert bad_kind.status == "error" and bad_kind.memory_type == "procedural_memory"
@@ -94,9 +102,15 @@ def test_update_replaces_content_and_reports_before_after() -> None:
     state, applier = MemoryState(), make_applier()
     created = applier.apply(state, insert("semantic_memory", "Bob likes tea."), now=NOW)
     later = datetime(2027, 1, 1, tzinfo=UTC)
-    result = applier.apply(state, update("semantic_memory", "Bob likes coffee.", f"[{created.item_id}]"), now=later)
+    result = applier.apply(
+        state, update("semantic_memory", "Bob likes coffee.", f"[{created.item_id}]"), now=later
+    )
     assert result.status == "ok"
-    assert (result.before, result.after, result.item_id) == ("Bob likes tea.", "Bob likes coffee.", created.item_id)
+    assert (result.before, result.after, result.item_id) == (
+        "Bob likes tea.",
+        "Bob likes coffee.",
+        created.item_id,
+    )
     assert state.semantic[0].content == "Bob likes coffee." and state.semantic[0].updated_at == later
     assert state.semantic[0].created_at == NOW
 
@@ -118,7 +132,10 @@ def test_update_and_delete_with_unknown_or_missing_id_are_errors() -> None:
 def test_update_to_identical_content_is_skipped() -> None:
     state, applier = MemoryState(), make_applier()
     created = applier.apply(state, insert("semantic_memory", "A fact."), now=NOW)
-    assert applier.apply(state, update("semantic_memory", "A fact.", created.item_id), now=NOW).status == "skipped"
+    assert (
+        applier.apply(state, update("semantic_memory", "A fact.", created.item_id), now=NOW).status
+        == "skipped"
+    )
     applier.apply(state, update("core_memory", "Core."), now=NOW)
     assert applier.apply(state, update("core_memory", "Core."), now=NOW).status == "skipped"
     assert state.version == 2
@@ -157,7 +174,9 @@ def test_item_over_max_length_is_an_error() -> None:
     assert applier.apply(state, insert("semantic_memory", "one two three four five"), now=NOW).status == "ok"
     too_long = applier.apply(state, insert("semantic_memory", "one two three four five six"), now=NOW)
     assert too_long.status == "error" and "limit" in (too_long.error or "")
-    update_long = applier.apply(state, update("semantic_memory", "a b c d e f", state.semantic[0].id), now=NOW)
+    update_long = applier.apply(
+        state, update("semantic_memory", "a b c d e f", state.semantic[0].id), now=NOW
+    )
     assert update_long.status == "error" and state.semantic[0].content == "one two three four five"
 
 

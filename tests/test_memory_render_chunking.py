@@ -28,11 +28,17 @@ SQUAD = DATA / "squad" / "squad_dev_v1.1_articles_00-23.json"
 def filled_state(semantic: int, episodic: int) -> MemoryState:
     state = MemoryState()
     applier = Applier(MemoryLimits(), COUNTER)
-    ops = [Operation.from_call("new_memory_insert", {"memory_type": "semantic_memory", "content": f"Fact {n}."})
-           for n in range(semantic)]
-    ops += [Operation.from_call("new_memory_insert", {"memory_type": "episodic_memory", "content": f"Event {n}."})
-            for n in range(episodic)]
-    ops.append(Operation.from_call("memory_update", {"memory_type": "core_memory", "new_content": "User is Ana."}))
+    ops = [
+        Operation.from_call("new_memory_insert", {"memory_type": "semantic_memory", "content": f"Fact {n}."})
+        for n in range(semantic)
+    ]
+    ops += [
+        Operation.from_call("new_memory_insert", {"memory_type": "episodic_memory", "content": f"Event {n}."})
+        for n in range(episodic)
+    ]
+    ops.append(
+        Operation.from_call("memory_update", {"memory_type": "core_memory", "new_content": "User is Ana."})
+    )
     applier.apply_all(state, ops, now=NOW)
     return state
 

@@ -37,8 +37,15 @@ def locomo_chunk(turns: int = 5) -> str:
 
 async def propose(local_llm: tuple[str, str], fmt: ToolFormat, max_tokens: int) -> PolicyReply:
     url, model = local_llm
-    config = OpenAIPolicyConfig(base_url=url, model=model, tool_format=fmt, max_tokens=max_tokens,
-                                timeout_s=600, max_retries=1, max_calls=6)
+    config = OpenAIPolicyConfig(
+        base_url=url,
+        model=model,
+        tool_format=fmt,
+        max_tokens=max_tokens,
+        timeout_s=600,
+        max_retries=1,
+        max_calls=6,
+    )
     backend = OpenAIPolicy(config, COUNTER)
     try:
         assert await backend.health()
@@ -60,7 +67,9 @@ def describe(reply: PolicyReply) -> str:
 
 
 @pytest.mark.parametrize("fmt", ["json", "native"])
-async def test_constrained_formats_write_valid_operations(local_llm: tuple[str, str], fmt: ToolFormat) -> None:
+async def test_constrained_formats_write_valid_operations(
+    local_llm: tuple[str, str], fmt: ToolFormat
+) -> None:
     reply = await propose(local_llm, fmt, max_tokens=192)
     assert reply.calls, describe(reply)
     # Constrained decoding (json_schema / tool_choice="required") admits only our three tools.

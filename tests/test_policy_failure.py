@@ -1,6 +1,6 @@
 """A failing policy endpoint (timeouts, HTTP 500, a body that is not JSON) over real HTTP: the chunk is
-retried, then `failed` with its error visible in `/chunks`; later chunks wait behind it; the service
-stays healthy; `POST …/chunks/{seq}/retry` finishes the work once the endpoint recovers."""
+retried, then `failed` with its error visible in `/chunks` (so does a reply with no parseable tool
+call); later chunks wait behind it; the service stays healthy; `POST …/chunks/{seq}/retry` finishes the work once the endpoint recovers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import Api, free_port, running_api, service_settings
+from prometheus_client import REGISTRY
 from scripted_llm import Delay, Echo, Garbage, ScriptedLLM, Status, Text
 
 pytestmark = pytest.mark.timeout(180)
@@ -27,8 +28,14 @@ FAILURES = {
 
 def _settings(url: str, llm: ScriptedLLM) -> Any:
     return service_settings(
-        url, policy_backend="openai", policy_url=llm.url, policy_model=llm.model, policy_tool_format="alpha",
-        policy_timeout_s=0.5, policy_max_retries=TRIES - 1, policy_retry_backoff_s=0.01,
+        url,
+        policy_backend="openai",
+        policy_url=llm.url,
+        policy_model=llm.model,
+        policy_tool_format="alpha",
+        policy_timeout_s=0.5,
+        policy_max_retries=TRIES - 1,
+        policy_retry_backoff_s=0.01,
         chunk_max_attempts=ATTEMPTS,
     )
 
@@ -39,7 +46,9 @@ async def _chunks(api: Api, headers: dict[str, str]) -> dict[int, dict[str, Any]
     return {chunk["seq"]: chunk for chunk in response.json()["chunks"]}
 
 
-async def _until_failed(api: Api, headers: dict[str, str], seq: int, timeout: float = 60) -> dict[int, dict[str, Any]]:
+async def _until_failed(
+    api: Api, headers: dict[str, str], seq: int, timeout: float = 60
+) -> dict[int, dict[str, Any]]:
     deadline = asyncio.get_running_loop().time() + timeout
     while (chunks := await _chunks(api, headers))[seq]["status"] != "failed":
         assert asyncio.get_running_loop().time() < deadline, chunks
@@ -53,7 +62,9 @@ async def test_failing_policy_then_retry(store_url: str, scripted_llm: ScriptedL
     scripted_llm.default = behaviour
     async with running_api(_settings(store_url, scripted_llm)) as api:
         h = await api.tenant()
-        response = await api.client.post("/sessions/gina/ingest", headers=h, json={"chunks": [FIRST, SECOND], "wait": False})
+        response = await api.client.post(
+            "/sessions/gina/ingest", headers=h, json={"chunks": [FIRST, SECOND], "wait": False}
+        )
         assert response.status_code == 202, response.text
         first, second = (chunk["seq"] for chunk in response.json()["chunks"])
 
@@ -87,34 +98,60 @@ async def test_failing_policy_then_retry(store_url: str, scripted_llm: ScriptedL
         assert response.status_code == 409, response.text
 
 
-async def test_model_garbage_is_a_recorded_parse_error_not_a_failure(store_url: str, scripted_llm: ScriptedLLM) -> None:
-    scripted_llm.script(Text("I think this chunk is about lighthouses {{{ memory_insert(oops"))
+async def test_a_reply_without_a_parseable_tool_call_is_a_failed_attempt(
+    store_url: str, scripted_llm: ScriptedLLM
+) -> None:
+    """Prose with a broken call: the attempt fails (retried, the chunk is not `done` with its content
+    never stored); the next reply parses and the chunk is done on its second attempt. Garbage every
+    time ends `failed` with the parse error visible in `/chunks`."""
+    garbled = Text("I think this chunk is about lighthouses {{{ memory_insert(oops")
+    counted_before = REGISTRY.get_sample_value("memalpha_parse_failures_total") or 0.0
+    scripted_llm.script(garbled)
     async with running_api(_settings(store_url, scripted_llm)) as api:
         h = await api.tenant()
         response = await api.client.post("/sessions/gina/ingest", headers=h, json={"chunks": [FIRST, SECOND]})
         assert response.status_code == 200, response.text
-        garbled, echoed = response.json()["chunks"]
-        assert garbled["status"] == "done" and garbled["operations"] == []
+        retried, echoed = response.json()["chunks"]
+        assert retried["status"] == "done" and [op["status"] for op in retried["operations"]] == ["ok"]
         assert echoed["status"] == "done" and [op["status"] for op in echoed["operations"]] == ["ok"]
         chunks = await _chunks(api, h)
-        assert chunks[garbled["seq"]]["usage"]["parse_errors"], chunks[garbled["seq"]]
-        assert chunks[garbled["seq"]]["attempts"] == 1
+        assert chunks[retried["seq"]]["attempts"] == 2 and chunks[echoed["seq"]]["attempts"] == 1
+
+        scripted_llm.script(*[garbled] * ATTEMPTS)
+        response = await api.client.post("/sessions/gina/ingest", headers=h, json={"chunks": [FIRST]})
+        assert response.status_code == 200, response.text
+        (failed,) = response.json()["chunks"]
+        assert failed["status"] == "failed" and failed["operations"] == []
+        chunk = (await _chunks(api, h))[failed["seq"]]
+        assert chunk["attempts"] == ATTEMPTS and "no parseable tool call" in chunk["error"], chunk
+        counted = REGISTRY.get_sample_value("memalpha_parse_failures_total") or 0.0
+        assert counted - counted_before == 1 + ATTEMPTS  # every garbled reply, failed attempt or not
 
 
 async def test_unreachable_policy_endpoint_is_not_ready_but_accepts_chunks(store_url: str) -> None:
     settings = service_settings(
-        store_url, policy_backend="openai", policy_url=f"http://127.0.0.1:{free_port()}/v1", policy_model="nobody",
-        policy_timeout_s=0.5, policy_max_retries=0, chunk_max_attempts=50, retry_backoff_s=1.0,
+        store_url,
+        policy_backend="openai",
+        policy_url=f"http://127.0.0.1:{free_port()}/v1",
+        policy_model="nobody",
+        policy_timeout_s=0.5,
+        policy_max_retries=0,
+        chunk_max_attempts=50,
+        retry_backoff_s=1.0,
     )
     async with running_api(settings) as api:
         h = await api.tenant()
         assert (await api.client.get("/healthz")).status_code == 200
+        # Ready without the policy server (ingestion is durable); its health is a detail and a metric.
         response = await api.client.get("/readyz")
-        assert response.status_code == 503, response.text
-        assert response.json()["error"] == {
-            "code": "unavailable", "message": "not ready", "details": {"database": True, "policy": False}}
+        assert response.status_code == 200 and response.json()["policy"] is None, response.text
+        response = await api.client.get("/readyz", params={"full": "1"})
+        assert response.status_code == 200 and response.json()["policy"] is False, response.text
+        assert "memalpha_policy_up 0.0" in (await api.client.get("/metrics")).text
         # Accepting is durable without the policy: the chunk waits in the log.
-        response = await api.client.post("/sessions/gina/ingest", headers=h, json={"chunks": [FIRST], "wait": False})
+        response = await api.client.post(
+            "/sessions/gina/ingest", headers=h, json={"chunks": [FIRST], "wait": False}
+        )
         assert response.status_code == 202, response.text
         (chunk,) = (await _chunks(api, h)).values()
         assert chunk["status"] in ("pending", "processing") and chunk["content"] == FIRST
@@ -122,12 +159,21 @@ async def test_unreachable_policy_endpoint_is_not_ready_but_accepts_chunks(store
 
 async def test_failing_answering_model_is_a_503(store_url: str, scripted_llm: ScriptedLLM) -> None:
     scripted_llm.default = Status(500)
-    settings = service_settings(store_url, answerer_backend="openai", answerer_url=scripted_llm.url,
-                                answerer_model=scripted_llm.model, answerer_max_retries=0)
+    settings = service_settings(
+        store_url,
+        answerer_backend="openai",
+        answerer_url=scripted_llm.url,
+        answerer_model=scripted_llm.model,
+        answerer_max_retries=0,
+    )
     async with running_api(settings) as api:
         h = await api.tenant()
-        assert (await api.client.post("/sessions/gina/ingest", headers=h, json={"chunks": [FIRST]})).status_code == 200
-        response = await api.client.get("/sessions/gina/answer", params={"q": "What did Gina repair?"}, headers=h)
+        assert (
+            await api.client.post("/sessions/gina/ingest", headers=h, json={"chunks": [FIRST]})
+        ).status_code == 200
+        response = await api.client.get(
+            "/sessions/gina/answer", params={"q": "What did Gina repair?"}, headers=h
+        )
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "unavailable"
         search = await api.client.get("/sessions/gina/search", params={"q": "lighthouse lamp"}, headers=h)

@@ -15,21 +15,34 @@ from typing import Any
 
 import pytest
 
+from app.backends import openai_policy_config
 from app.memory import MemoryState, WordTokenCounter
 from app.policy.backend import PolicyError
 from app.policy.openai_backend import OpenAIPolicy, OpenAIPolicyConfig
 from app.settings import Settings
 
 CHUNK = "[1:56 pm on 8 May, 2023] Caroline: I went to a LGBTQ support group yesterday."
-INSERT_ARGS = {"memory_type": "episodic_memory", "content": "On 7 May 2023, Caroline went to a support group."}
+INSERT_ARGS = {
+    "memory_type": "episodic_memory",
+    "content": "On 7 May 2023, Caroline went to a support group.",
+}
 
 
-def completion(content: str | None = None, tool_calls: list[dict] | None = None,
-               finish_reason: str = "stop") -> dict[str, Any]:
+def completion(
+    content: str | None = None, tool_calls: list[dict] | None = None, finish_reason: str = "stop"
+) -> dict[str, Any]:
     return {
-        "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": "served-model",
-        "choices": [{"index": 0, "finish_reason": finish_reason,
-                     "message": {"role": "assistant", "content": content, "tool_calls": tool_calls or []}}],
+        "id": "cmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "served-model",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": finish_reason,
+                "message": {"role": "assistant", "content": content, "tool_calls": tool_calls or []},
+            }
+        ],
         "usage": {"prompt_tokens": 321, "completion_tokens": 45, "total_tokens": 366},
     }
 
@@ -64,7 +77,9 @@ def endpoint() -> Iterator[tuple[str, Script]]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             script.requests.append(json.loads(self.rfile.read(length)))
-            status, body, delay = script.replies.pop(0) if script.replies else (500, {"error": "no script"}, 0)
+            status, body, delay = (
+                script.replies.pop(0) if script.replies else (500, {"error": "no script"}, 0)
+            )
             time.sleep(delay)
             self._send(status, body)
 
@@ -110,14 +125,20 @@ async def test_alpha_request_shape_usage_and_model_override(endpoint: tuple[str,
 
 async def test_native_request_and_tool_calls(endpoint: tuple[str, Script]) -> None:
     url, script = endpoint
-    tool_call = {"id": "call_1", "type": "function",
-                 "function": {"name": "new_memory_insert", "arguments": json.dumps(INSERT_ARGS)}}
+    tool_call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "new_memory_insert", "arguments": json.dumps(INSERT_ARGS)},
+    }
     script.replies.append((200, completion(None, [tool_call], finish_reason="tool_calls"), 0))
     reply = await policy(url, tool_format="native").propose(MemoryState(), CHUNK)
     request = script.requests[0]
     assert request["tool_choice"] == "required"
     assert [tool["function"]["name"] for tool in request["tools"]] == [
-        "new_memory_insert", "memory_update", "memory_delete"]
+        "new_memory_insert",
+        "memory_update",
+        "memory_delete",
+    ]
     # strict: vLLM then constrains the arguments too, not only the call envelope
     assert all(tool["function"]["strict"] is True for tool in request["tools"])
     assert all(tool["function"]["parameters"]["additionalProperties"] is False for tool in request["tools"])
@@ -139,8 +160,11 @@ async def test_json_request_and_truncation_is_reported(endpoint: tuple[str, Scri
 
 async def test_transient_failures_are_retried_with_backoff(endpoint: tuple[str, Script]) -> None:
     url, script = endpoint
-    script.replies += [(503, {"error": "loading"}, 0), (429, {"error": "busy"}, 0),
-                       (200, completion('[{"name": "memory_delete", "arguments": {"memory_type": "core"}}]'), 0)]
+    script.replies += [
+        (503, {"error": "loading"}, 0),
+        (429, {"error": "busy"}, 0),
+        (200, completion('[{"name": "memory_delete", "arguments": {"memory_type": "core"}}]'), 0),
+    ]
     reply = await policy(url, max_retries=2).propose(MemoryState(), CHUNK)
     assert len(script.requests) == 3
     assert reply.calls[0].arguments == {"memory_type": "core_memory"}
@@ -191,8 +215,19 @@ async def test_health_and_connection_refused(endpoint: tuple[str, Script]) -> No
 
 
 def test_config_from_settings() -> None:
-    settings = Settings(policy_backend="openai", policy_url="http://vllm:8000/v1", policy_tool_format="json",
-                        policy_max_retries=4, policy_retry_backoff_s=2.0, policy_max_calls=9)
-    config = OpenAIPolicyConfig.from_settings(settings)
-    assert (config.base_url, config.tool_format, config.max_retries, config.retry_backoff_s, config.max_calls) == (
-        "http://vllm:8000/v1", "json", 4, 2.0, 9)
+    settings = Settings(
+        policy_backend="openai",
+        policy_url="http://vllm:8000/v1",
+        policy_tool_format="json",
+        policy_max_retries=4,
+        policy_retry_backoff_s=2.0,
+        policy_max_calls=9,
+    )
+    config = openai_policy_config(settings)
+    assert (
+        config.base_url,
+        config.tool_format,
+        config.max_retries,
+        config.retry_backoff_s,
+        config.max_calls,
+    ) == ("http://vllm:8000/v1", "json", 4, 2.0, 9)

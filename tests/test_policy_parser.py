@@ -12,7 +12,9 @@ from openai.types.chat import ChatCompletionMessageToolCall
 from app.memory import Applier, MemoryLimits, MemoryState, Operation, WordTokenCounter
 from app.policy.parser import ToolCall, calls_as_json, parse_reply
 
-INSERT_SEMANTIC = ToolCall("new_memory_insert", {"memory_type": "semantic_memory", "content": "Caroline is a counselor."})
+INSERT_SEMANTIC = ToolCall(
+    "new_memory_insert", {"memory_type": "semantic_memory", "content": "Caroline is a counselor."}
+)
 
 
 def _apply(calls: list[ToolCall], state: MemoryState | None = None) -> list[str]:
@@ -23,6 +25,7 @@ def _apply(calls: list[ToolCall], state: MemoryState | None = None) -> list[str]
 
 
 # --- alpha (✿ markers, what Memalpha-4B emits) ---
+
 
 def test_alpha_several_calls_in_order_with_prose_and_a_fence() -> None:
     reply = (
@@ -37,7 +40,10 @@ def test_alpha_several_calls_in_order_with_prose_and_a_fence() -> None:
     result = parse_reply(reply)
     assert result.errors == []
     assert [call.name for call in result.calls] == ["new_memory_insert", "memory_update", "memory_delete"]
-    assert result.calls[1].arguments == {"memory_type": "core_memory", "new_content": "Caroline: transgender woman."}
+    assert result.calls[1].arguments == {
+        "memory_type": "core_memory",
+        "new_content": "Caroline: transgender woman.",
+    }
     assert result.calls[2].arguments["memory_id"] == "k3x9"
 
 
@@ -73,9 +79,13 @@ def test_alpha_missing_suffix_broken_json_and_missing_args() -> None:
     )
     result = parse_reply(reply)
     assert result.calls == [
-        ToolCall("new_memory_insert", {"memory_type": "semantic_memory", "content": "Melanie paints sunsets."}),
-        ToolCall("new_memory_insert",
-                 {"memory_type": "episodic_memory", "content": "On 8 May 2023, Melanie swam with her kids."}),
+        ToolCall(
+            "new_memory_insert", {"memory_type": "semantic_memory", "content": "Melanie paints sunsets."}
+        ),
+        ToolCall(
+            "new_memory_insert",
+            {"memory_type": "episodic_memory", "content": "On 8 May 2023, Melanie swam with her kids."},
+        ),
     ]
     assert len(result.errors) == 1 and "memory_update" in result.errors[0] and "✿ARGS✿" in result.errors[0]
 
@@ -93,7 +103,9 @@ def test_fifty_calls_in_one_reply_keep_their_order() -> None:
     lines = []
     for number in range(50):
         lines.append("✿FUNCTION✿: new_memory_insert")
-        lines.append("✿ARGS✿: " + json.dumps({"memory_type": "semantic_memory", "content": f"Fact number {number}."}))
+        lines.append(
+            "✿ARGS✿: " + json.dumps({"memory_type": "semantic_memory", "content": f"Fact number {number}."})
+        )
     alpha = parse_reply("\n".join(lines))
     as_json = parse_reply(json.dumps([{"name": c.name, "arguments": c.arguments} for c in alpha.calls]))
     assert alpha.errors == [] and as_json.errors == []
@@ -103,6 +115,7 @@ def test_fifty_calls_in_one_reply_keep_their_order() -> None:
 
 
 # --- hermes ---
+
 
 def test_hermes_blocks_with_prose_and_a_missing_closing_tag() -> None:
     reply = (
@@ -117,7 +130,10 @@ def test_hermes_blocks_with_prose_and_a_missing_closing_tag() -> None:
     assert result.errors == []
     assert result.calls == [
         INSERT_SEMANTIC,
-        ToolCall("memory_update", {"memory_type": "core_memory", "new_content": "Caroline and Melanie are friends."}),
+        ToolCall(
+            "memory_update",
+            {"memory_type": "core_memory", "new_content": "Caroline and Melanie are friends."},
+        ),
     ]
 
 
@@ -139,28 +155,46 @@ def test_hermes_double_braces_parameters_key_and_an_empty_block() -> None:
 
 # --- native tool_calls ---
 
+
 def test_native_sdk_objects_and_dicts() -> None:
-    sdk_call = ChatCompletionMessageToolCall.model_validate({
-        "id": "call_1", "type": "function",
-        "function": {"name": "new_memory_insert",
-                     "arguments": '{"memory_type": "semantic_memory", "content": "Caroline is a counselor."}'},
-    })
-    dict_call = {"id": "call_2", "type": "function",
-                 "function": {"name": "memory_update",
-                              "arguments": {"memory_type": "semantic", "memory_id": "k3x9", "new_content": "x"}}}
-    flat_call = {"name": "memory_delete", "arguments": '{"memory_type": "episodic_memory", "memory_id": "0a1b"'}
+    sdk_call = ChatCompletionMessageToolCall.model_validate(
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {
+                "name": "new_memory_insert",
+                "arguments": '{"memory_type": "semantic_memory", "content": "Caroline is a counselor."}',
+            },
+        }
+    )
+    dict_call = {
+        "id": "call_2",
+        "type": "function",
+        "function": {
+            "name": "memory_update",
+            "arguments": {"memory_type": "semantic", "memory_id": "k3x9", "new_content": "x"},
+        },
+    }
+    flat_call = {
+        "name": "memory_delete",
+        "arguments": '{"memory_type": "episodic_memory", "memory_id": "0a1b"',
+    }
     result = parse_reply(None, [sdk_call, dict_call, flat_call])
     assert result.errors == []
     assert result.calls == [
         INSERT_SEMANTIC,
-        ToolCall("memory_update", {"memory_type": "semantic_memory", "memory_id": "k3x9", "new_content": "x"}),
+        ToolCall(
+            "memory_update", {"memory_type": "semantic_memory", "memory_id": "k3x9", "new_content": "x"}
+        ),
         ToolCall("memory_delete", {"memory_type": "episodic_memory", "memory_id": "0a1b"}),
     ]
 
 
 def test_native_calls_take_precedence_over_text_and_bad_arguments_are_errors() -> None:
-    native = [{"function": {"name": "new_memory_insert", "arguments": '["not", "an", "object"]'}},
-              {"function": {"name": "", "arguments": "{}"}}]
+    native = [
+        {"function": {"name": "new_memory_insert", "arguments": '["not", "an", "object"]'}},
+        {"function": {"name": "", "arguments": "{}"}},
+    ]
     result = parse_reply('<tool_call>{"name": "memory_delete", "arguments": {}}</tool_call>', native)
     assert result.calls == []
     assert len(result.errors) == 2
@@ -169,27 +203,50 @@ def test_native_calls_take_precedence_over_text_and_bad_arguments_are_errors() -
 
 def test_text_is_parsed_when_the_server_left_native_calls_empty() -> None:
     # vLLM's hermes parser leaves content as text when it cannot parse a call itself.
-    result = parse_reply('<tool_call>\n{"name": "new_memory_insert", "arguments": '
-                         '{"memory_type": "semantic_memory", "content": "Caroline is a counselor."}}', [])
+    result = parse_reply(
+        '<tool_call>\n{"name": "new_memory_insert", "arguments": '
+        '{"memory_type": "semantic_memory", "content": "Caroline is a counselor."}}',
+        [],
+    )
     assert result.calls == [INSERT_SEMANTIC]
 
 
 # --- json format ---
 
-@pytest.mark.parametrize("reply", [
-    '[{"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory", "content": "Caroline is a counselor."}}]',
-    '{"calls": [{"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory", "content": "Caroline is a counselor."}}]}',
-    ('{"tool_calls": [{"name": "new_memory_insert", "arguments": "{\\"memory_type\\": \\"semantic_memory\\", '
-    '\\"content\\": \\"Caroline is a counselor.\\"}"}]}'),
-    '{"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory", "content": "Caroline is a counselor."}}',
-    ('Here is the JSON:\n```json\n[\n  {"name": "new_memory_insert", "arguments": {"memory_type": "semantic", '
-    '"content": "Caroline is a counselor."}}\n]\n```\nLet me know if you need more.'),
-    ('<think>\nThe user wants facts.\n</think>\n[{"name": "new_memory_insert", "arguments": '
-    '{"memory_type": "semantic_memory", "content": "Caroline is a counselor."}}]'),
-    ("I stored it: {'name': 'new_memory_insert', 'arguments': {'memory_type': 'semantic_memory', "
-    "'content': 'Caroline is a counselor.'}}"),
-], ids=["list", "calls-key", "tool_calls-key-string-args", "single-object", "fenced-with-prose", "think-block",
-        "python-quotes-after-prose"])
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '[{"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory", "content": "Caroline is a counselor."}}]',
+        '{"calls": [{"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory", "content": "Caroline is a counselor."}}]}',
+        (
+            '{"tool_calls": [{"name": "new_memory_insert", "arguments": "{\\"memory_type\\": \\"semantic_memory\\", '
+            '\\"content\\": \\"Caroline is a counselor.\\"}"}]}'
+        ),
+        '{"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory", "content": "Caroline is a counselor."}}',
+        (
+            'Here is the JSON:\n```json\n[\n  {"name": "new_memory_insert", "arguments": {"memory_type": "semantic", '
+            '"content": "Caroline is a counselor."}}\n]\n```\nLet me know if you need more.'
+        ),
+        (
+            '<think>\nThe user wants facts.\n</think>\n[{"name": "new_memory_insert", "arguments": '
+            '{"memory_type": "semantic_memory", "content": "Caroline is a counselor."}}]'
+        ),
+        (
+            "I stored it: {'name': 'new_memory_insert', 'arguments': {'memory_type': 'semantic_memory', "
+            "'content': 'Caroline is a counselor.'}}"
+        ),
+    ],
+    ids=[
+        "list",
+        "calls-key",
+        "tool_calls-key-string-args",
+        "single-object",
+        "fenced-with-prose",
+        "think-block",
+        "python-quotes-after-prose",
+    ],
+)
 def test_json_format_shapes(reply: str) -> None:
     result = parse_reply(reply)
     assert result.calls == [INSERT_SEMANTIC]
@@ -209,10 +266,15 @@ def test_json_truncated_by_max_tokens_keeps_the_complete_calls() -> None:
 
 
 def test_unknown_tool_is_kept_and_apply_reports_it() -> None:
-    reply = json.dumps([
-        {"name": "search_memory", "arguments": {"query": "Caroline"}},
-        {"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory", "content": "Caroline is a counselor."}},
-    ])
+    reply = json.dumps(
+        [
+            {"name": "search_memory", "arguments": {"query": "Caroline"}},
+            {
+                "name": "new_memory_insert",
+                "arguments": {"memory_type": "semantic_memory", "content": "Caroline is a counselor."},
+            },
+        ]
+    )
     result = parse_reply(reply)
     assert [call.name for call in result.calls] == ["search_memory", "new_memory_insert"]
     assert result.errors == []
@@ -220,11 +282,15 @@ def test_unknown_tool_is_kept_and_apply_reports_it() -> None:
 
 
 def test_calls_as_json_round_trips() -> None:
-    calls = [INSERT_SEMANTIC, ToolCall("memory_update", {"memory_type": "core_memory", "new_content": "Ünïcode ✓"})]
+    calls = [
+        INSERT_SEMANTIC,
+        ToolCall("memory_update", {"memory_type": "core_memory", "new_content": "Ünïcode ✓"}),
+    ]
     assert parse_reply(calls_as_json(calls)).calls == calls
 
 
 # --- nothing usable ---
+
 
 @pytest.mark.parametrize("reply", [None, "", "   \n\t "])
 def test_empty_reply_is_a_recorded_error(reply: str | None) -> None:
@@ -255,10 +321,17 @@ def test_binary_garbage_never_raises(seed: int) -> None:
     assert result.calls or result.errors
 
 
-@pytest.mark.parametrize("text", [
-    "[" * 100_000, "{" * 50_000 + '"a"', '{"name": "x", "arguments": ' + "[" * 100_000,
-    "✿FUNCTION✿" * 10_000, "<tool_call>" * 10_000, "\x00" * 1000,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,
+        "{" * 50_000 + '"a"',
+        '{"name": "x", "arguments": ' + "[" * 100_000,
+        "✿FUNCTION✿" * 10_000,
+        "<tool_call>" * 10_000,
+        "\x00" * 1000,
+    ],
+)
 def test_pathological_inputs_never_raise(text: str) -> None:
     result = parse_reply(text)
     assert result.calls or result.errors

@@ -20,15 +20,18 @@ CHUNK = "[1:56 pm on 8 May, 2023] Caroline: I went to a LGBTQ support group yest
 # SPEC §2, written out independently of app/policy/tools.py.
 SPEC_TOOLS: dict[str, dict[str, Any]] = {
     "new_memory_insert": {
-        "params": {"memory_type", "content"}, "required": {"memory_type", "content"},
+        "params": {"memory_type", "content"},
+        "required": {"memory_type", "content"},
         "types": ["semantic_memory", "episodic_memory"],
     },
     "memory_update": {
-        "params": {"memory_type", "new_content", "memory_id"}, "required": {"memory_type", "new_content"},
+        "params": {"memory_type", "new_content", "memory_id"},
+        "required": {"memory_type", "new_content"},
         "types": ["core_memory", "semantic_memory", "episodic_memory"],
     },
     "memory_delete": {
-        "params": {"memory_type", "memory_id"}, "required": {"memory_type"},
+        "params": {"memory_type", "memory_id"},
+        "required": {"memory_type"},
         "types": ["core_memory", "semantic_memory", "episodic_memory"],
     },
 }
@@ -44,6 +47,7 @@ def _state(items_per_kind: int, words_per_item: int = 5) -> MemoryState:
 
 
 # --- tool schemas ---
+
 
 def test_tool_schemas_match_spec_exactly() -> None:
     assert TOOL_NAMES == tuple(SPEC_TOOLS)
@@ -73,6 +77,7 @@ def test_openai_tools_format_and_independence() -> None:
 
 def _matches(variant: dict[str, Any], call: dict[str, Any]) -> bool:
     """A small validator for the schema subset the list-of-calls schema uses."""
+
     def fits(schema: dict[str, Any], value: Any) -> bool:
         if schema["type"] == "string":
             return isinstance(value, str) and ("enum" not in schema or value in schema["enum"])
@@ -83,6 +88,7 @@ def _matches(variant: dict[str, Any], call: dict[str, Any]) -> bool:
                 return False
             return all(fits(schema["properties"][key], item) for key, item in value.items())
         raise AssertionError(f"unexpected schema type {schema['type']}")
+
     return fits(variant, call)
 
 
@@ -105,26 +111,44 @@ def test_list_of_calls_schema_structure() -> None:
     assert names == set(TOOL_NAMES)
 
 
-@pytest.mark.parametrize(("call", "valid"), [
-    ({"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory", "content": "x"}}, True),
-    ({"name": "new_memory_insert", "arguments": {"memory_type": "core_memory", "content": "x"}}, False),
-    ({"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory"}}, False),
-    ({"name": "memory_update", "arguments": {"memory_type": "core_memory", "new_content": "x"}}, True),
-    ({"name": "memory_update", "arguments": {"memory_type": "semantic_memory", "new_content": "x"}}, False),
-    ({"name": "memory_update",
-      "arguments": {"memory_type": "episodic_memory", "new_content": "x", "memory_id": "k3x9"}}, True),
-    ({"name": "memory_delete", "arguments": {"memory_type": "core_memory"}}, True),
-    ({"name": "memory_delete", "arguments": {"memory_type": "semantic_memory"}}, False),
-    ({"name": "memory_delete", "arguments": {"memory_type": "semantic_memory", "memory_id": "k3x9"}}, True),
-    ({"name": "memory_delete", "arguments": {"memory_type": "core_memory", "extra": 1}}, False),
-    ({"name": "search_memory", "arguments": {"memory_type": "core_memory"}}, False),
-])
+@pytest.mark.parametrize(
+    ("call", "valid"),
+    [
+        (
+            {"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory", "content": "x"}},
+            True,
+        ),
+        ({"name": "new_memory_insert", "arguments": {"memory_type": "core_memory", "content": "x"}}, False),
+        ({"name": "new_memory_insert", "arguments": {"memory_type": "semantic_memory"}}, False),
+        ({"name": "memory_update", "arguments": {"memory_type": "core_memory", "new_content": "x"}}, True),
+        (
+            {"name": "memory_update", "arguments": {"memory_type": "semantic_memory", "new_content": "x"}},
+            False,
+        ),
+        (
+            {
+                "name": "memory_update",
+                "arguments": {"memory_type": "episodic_memory", "new_content": "x", "memory_id": "k3x9"},
+            },
+            True,
+        ),
+        ({"name": "memory_delete", "arguments": {"memory_type": "core_memory"}}, True),
+        ({"name": "memory_delete", "arguments": {"memory_type": "semantic_memory"}}, False),
+        (
+            {"name": "memory_delete", "arguments": {"memory_type": "semantic_memory", "memory_id": "k3x9"}},
+            True,
+        ),
+        ({"name": "memory_delete", "arguments": {"memory_type": "core_memory", "extra": 1}}, False),
+        ({"name": "search_memory", "arguments": {"memory_type": "core_memory"}}, False),
+    ],
+)
 def test_list_of_calls_schema_accepts_exactly_valid_calls(call: dict[str, Any], valid: bool) -> None:
     variants = tool_calls_json_schema(max_calls=32)["items"]["anyOf"]
     assert any(_matches(variant, call) for variant in variants) is valid
 
 
 # --- prompt structure per format ---
+
 
 @pytest.mark.parametrize("fmt", ["alpha", "hermes", "native", "json"])
 def test_prompt_structure(fmt: str) -> None:
@@ -158,15 +182,41 @@ def test_prompt_structure(fmt: str) -> None:
         assert "JSON array" in text and "✿" not in text
 
 
-def test_json_one_shot_example_is_valid_under_the_schema_and_parses() -> None:
+def test_json_reply_shape_is_valid_under_the_schema_and_parses() -> None:
     build = build_messages(MemoryState(), CHUNK, "json", COUNTER, budget_tokens=6144, max_new_tokens=512)
     system = build.messages[0]["content"]
-    example_line = next(line for line in system.splitlines() if line.startswith('[{"name"'))
-    example = json.loads(example_line)
+    shape_line = next(line for line in system.splitlines() if line.startswith('[{"name"'))
+    shape = json.loads(shape_line)
     variants = tool_calls_json_schema(max_calls=32)["items"]["anyOf"]
-    assert all(any(_matches(variant, call) for variant in variants) for call in example)
-    parsed = parse_reply(example_line)
-    assert parsed.errors == [] and len(parsed.calls) == len(example) == 3
+    assert all(any(_matches(variant, call) for variant in variants) for call in shape)
+    parsed = parse_reply(shape_line)
+    assert parsed.errors == [] and len(parsed.calls) == len(shape) == 3
+
+
+@pytest.mark.parametrize("fmt", ["hermes", "native", "json"])
+def test_prompt_holds_no_example_content_that_could_leak_into_memory(fmt: str) -> None:
+    """Small models store an example's names and events as if they came from the stream: the formats an
+    LLM writer uses show only shapes (`<placeholders>`), no names, dates or events. (`alpha` keeps the
+    prompt Memalpha-4B was trained with.)"""
+    build = build_messages(MemoryState(), "x", fmt, COUNTER, budget_tokens=6144, max_new_tokens=512)  # type: ignore[arg-type]
+    text = "\n".join(message["content"] for message in build.messages)
+    for word in ("Alice", "Rex", "beagle", "puppy", "2024", "March"):
+        assert word not in text
+    if fmt == "json":
+        shape = json.loads(next(line for line in text.splitlines() if line.startswith('[{"name"')))
+        contents = [
+            value for call in shape for key, value in call["arguments"].items() if key != "memory_type"
+        ]
+        assert contents and all(value.startswith("<") and value.endswith(">") for value in contents)
+
+
+def test_alpha_prompt_keeps_its_episodic_example() -> None:
+    """The `alpha` prompt is the one Memalpha-4B was trained on: its wording stays as it was."""
+    system = build_messages(MemoryState(), CHUNK, "alpha", COUNTER, 6144, 512).messages[0]["content"]
+    assert (
+        'each with when it happened and who was involved, e.g. "On 2 March 2024, Alice adopted a beagle named Rex."'
+        in system
+    )
 
 
 def test_empty_memory_is_shown_as_empty() -> None:
@@ -176,6 +226,7 @@ def test_empty_memory_is_shown_as_empty() -> None:
 
 
 # --- budget ---
+
 
 def test_prompt_tokens_are_the_counted_messages() -> None:
     build = build_messages(_state(3), CHUNK, "alpha", COUNTER, 6144, 512)
@@ -188,7 +239,9 @@ def test_prompt_tokens_are_the_counted_messages() -> None:
 def _size_at(state: MemoryState, visible: int) -> int:
     """Prompt tokens with a `visible`-item window, from the unbounded prompt with its memory view swapped."""
     full = build_messages(state, CHUNK, "alpha", COUNTER, budget_tokens=10**9, max_new_tokens=512)
-    system = full.messages[0]["content"].replace(render_policy_memory(state, 5), render_policy_memory(state, visible))
+    system = full.messages[0]["content"].replace(
+        render_policy_memory(state, 5), render_policy_memory(state, visible)
+    )
     return COUNTER.count(system) + COUNTER.count(full.messages[1]["content"])
 
 
@@ -209,3 +262,10 @@ def test_budget_too_small_even_for_no_items_still_builds() -> None:
     assert build.visible_items == 0
     assert build.prompt_tokens > 10
     assert CHUNK in build.messages[1]["content"]
+
+
+def test_prompt_states_the_configured_core_limit() -> None:
+    default = build_messages(MemoryState(), CHUNK, "alpha", COUNTER, 6144, 512).messages[0]["content"]
+    assert "at most 512 tokens" in default  # the prompt Memalpha-4B was trained on
+    smaller = build_messages(MemoryState(), CHUNK, "alpha", COUNTER, 6144, 512, core_tokens=200)
+    assert "at most 200 tokens" in smaller.messages[0]["content"]

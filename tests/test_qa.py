@@ -51,8 +51,13 @@ CAROLINE = _memory(
 
 async def test_extractive_answer_is_the_best_supported_sentence_with_evidence() -> None:
     result = await answer_question(
-        CAROLINE, "What is Caroline researching?", retriever=Retriever(), answerer=ExtractiveAnswerer(),
-        k=20, budget_tokens=30_000, counter=COUNTER,
+        CAROLINE,
+        "What is Caroline researching?",
+        retriever=Retriever(),
+        answerer=ExtractiveAnswerer(),
+        k=20,
+        budget_tokens=30_000,
+        counter=COUNTER,
     )
     assert result.answer == "She is researching adoption agencies."
     assert result.model == "extractive" and result.usage == {}
@@ -66,20 +71,56 @@ async def test_extractive_answer_is_the_best_supported_sentence_with_evidence() 
 
 async def test_extractive_answer_picks_dated_event_and_is_deterministic() -> None:
     answers = {
-        (await answer_question(
-            CAROLINE, "When did Caroline go to the LGBTQ support group?", retriever=Retriever(),
-            answerer=ExtractiveAnswerer(), k=20, budget_tokens=30_000, counter=COUNTER,
-        )).answer
+        (
+            await answer_question(
+                CAROLINE,
+                "When did Caroline go to the LGBTQ support group?",
+                retriever=Retriever(),
+                answerer=ExtractiveAnswerer(),
+                k=20,
+                budget_tokens=30_000,
+                counter=COUNTER,
+            )
+        ).answer
         for _ in range(3)
     }
-    assert answers == {"[1:56 pm on 8 May, 2023] Caroline went to an LGBTQ support group on 7 May 2023."}
+    assert answers == {"7 May 2023"}  # a "when" question gets the date out of the best sentence
+
+
+async def test_a_when_question_is_answered_from_a_dated_sentence_when_one_has_support() -> None:
+    state = _memory(
+        "",
+        ["Her name is Shadow and Maria adopted her as a puppy!"],  # matches more words, has no date
+        ["On 13 August 2023, Maria adopted Shadow last week (the week before 13 August 2023)."],
+    )
+    answers = [
+        (
+            await answer_question(
+                state,
+                question,
+                retriever=Retriever(scorer="lucene"),
+                answerer=ExtractiveAnswerer(),
+                k=None,
+                budget_tokens=1000,
+                counter=COUNTER,
+                mode="budget",
+            )
+        ).answer
+        for question in ("When did Maria adopt Shadow as a puppy?", "Who did Maria adopt as a puppy?")
+    ]
+    assert answers == ["13 August 2023", "Her name is Shadow and Maria adopted her as a puppy!"]
 
 
 async def test_extractive_answer_says_when_memory_has_nothing() -> None:
     for state in (CAROLINE, MemoryState()):
         result = await answer_question(
-            state, "Which volcano erupted?", retriever=Retriever(), answerer=ExtractiveAnswerer(),
-            k=20, budget_tokens=30_000, counter=COUNTER,
+            state,
+            "Which volcano erupted?",
+            retriever=Retriever(),
+            answerer=ExtractiveAnswerer(),
+            k=20,
+            budget_tokens=30_000,
+            counter=COUNTER,
         )
         assert result.answer == NO_INFORMATION
 
@@ -99,7 +140,11 @@ def test_context_rendering_numbers_items_without_ids() -> None:
     assert text in user["content"]
     # Task hints travel inside the question.
     hinted = assemble_context(
-        CAROLINE, "Classify it. Answer as \\boxed{label}.", retriever=Retriever(), k=1, budget_tokens=30_000,
+        CAROLINE,
+        "Classify it. Answer as \\boxed{label}.",
+        retriever=Retriever(),
+        k=1,
+        budget_tokens=30_000,
         counter=COUNTER,
     )
     assert hinted.messages()[1]["content"].endswith("Answer as \\boxed{label}.")
@@ -107,12 +152,17 @@ def test_context_rendering_numbers_items_without_ids() -> None:
 
 def test_budget_shrinks_k_to_the_largest_that_fits() -> None:
     filler = " ".join(f"word{n}" for n in range(30))
-    state = _memory("core", [f"fact {n} about apples {filler}" for n in range(25)],
-                    [f"event {n} with apples {filler}" for n in range(25)])
+    state = _memory(
+        "core",
+        [f"fact {n} about apples {filler}" for n in range(25)],
+        [f"event {n} with apples {filler}" for n in range(25)],
+    )
     retriever = Retriever()
 
     def context(k: int, budget: int):
-        return assemble_context(state, "apples?", retriever=retriever, k=k, budget_tokens=budget, counter=COUNTER)
+        return assemble_context(
+            state, "apples?", retriever=retriever, k=k, budget_tokens=budget, counter=COUNTER
+        )
 
     full = context(20, 100_000)
     assert full.k == 20 and len(full.semantic) == len(full.episodic) == 20
@@ -132,7 +182,12 @@ def test_budget_shrinks_k_to_the_largest_that_fits() -> None:
 async def test_answer_result_reports_the_evidence_that_was_shown() -> None:
     state = _memory("", [f"apples fact {n} " + "pad " * 40 for n in range(10)], [])
     result = await answer_question(
-        state, "apples", retriever=Retriever(), answerer=ExtractiveAnswerer(), k=20, budget_tokens=300,
+        state,
+        "apples",
+        retriever=Retriever(),
+        answerer=ExtractiveAnswerer(),
+        k=20,
+        budget_tokens=300,
         counter=COUNTER,
     )
     assert 0 < result.k < 10 and len(result.semantic) == result.k and result.context_tokens <= 300
@@ -143,7 +198,13 @@ async def test_openai_answerer_reports_an_unreachable_server_as_unavailable() ->
     try:
         with pytest.raises(Unavailable, match="answering model 'nobody' failed"):
             await answer_question(
-                CAROLINE, "Who?", retriever=Retriever(), answerer=answerer, k=5, budget_tokens=1000, counter=COUNTER
+                CAROLINE,
+                "Who?",
+                retriever=Retriever(),
+                answerer=answerer,
+                k=5,
+                budget_tokens=1000,
+                counter=COUNTER,
             )
     finally:
         await answerer.aclose()
@@ -167,8 +228,13 @@ async def test_openai_answerer_answers_from_memory_with_the_local_model(local_ll
     answerer = OpenAIAnswerer(base_url=url, model=model, timeout_s=300, max_tokens=48)
     try:
         result = await answer_question(
-            CAROLINE, "How many kids does Melanie have?", retriever=Retriever(), answerer=answerer,
-            k=20, budget_tokens=3000, counter=COUNTER,
+            CAROLINE,
+            "How many kids does Melanie have?",
+            retriever=Retriever(),
+            answerer=answerer,
+            k=20,
+            budget_tokens=3000,
+            counter=COUNTER,
         )
     finally:
         await answerer.aclose()
@@ -176,3 +242,40 @@ async def test_openai_answerer_answers_from_memory_with_the_local_model(local_ll
     assert result.usage["prompt_tokens"] > 0 and 0 < result.usage["completion_tokens"] <= 48
     assert result.answer and "<think>" not in result.answer
     assert "two" in result.answer.lower() or "2" in result.answer
+
+
+def test_budget_mode_fills_by_score_across_kinds_collapses_duplicates_and_orders_events() -> None:
+    state = _memory(
+        "core",
+        ["Apples grow on trees.", "apples grow on TREES", "Pears are sweet.", "Apple pie needs apples."],
+        ["Ann picked apples on 2 May.", "Ann baked on 1 May.", "Ann sold apples on 3 May."],
+    )
+    retriever = Retriever(scorer="lucene")
+
+    def context(budget: int):
+        return assemble_context(
+            state,
+            "apples?",
+            retriever=retriever,
+            k=None,
+            budget_tokens=budget,
+            counter=COUNTER,
+            mode="budget",
+        )
+
+    full = context(10_000)
+    shown = [s.item.content for s in full.semantic] + [s.item.content for s in full.episodic]
+    # Only items that match, one of the two duplicates, and events in the order they were written.
+    assert "Pears are sweet." not in shown and "Ann baked on 1 May." not in shown
+    assert sum(content.lower() == "apples grow on trees." for content in shown) == 1
+    assert [s.item.content for s in full.episodic] == [
+        "Ann picked apples on 2 May.",
+        "Ann sold apples on 3 May.",
+    ]
+    assert full.semantic == sorted(full.semantic, key=lambda s: -s.score)
+    # A smaller budget keeps the best-scored items and stays within the budget.
+    base = context(0).tokens
+    small = context(base + 12)
+    assert small.tokens <= base + 12 and 0 < len(small.semantic) + len(small.episodic) < len(shown)
+    best = max((s for s in full.semantic + full.episodic), key=lambda s: s.score)
+    assert best.item.id in {s.item.id for s in small.semantic + small.episodic}

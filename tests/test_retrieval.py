@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,9 +12,9 @@ import pytest
 from rank_bm25 import BM25Okapi
 from shared_data import DATA
 
-from app.corpus import load_conversation
 from app.memory import Item, MemoryKind, MemoryState
-from app.retrieval import BM25Index, Retriever, bm25_tokens
+from app.retrieval import LUCENE, BM25Index, Retriever, bm25_tokens
+from trainer.corpus import load_conversation
 
 SQUAD = DATA / "squad" / "squad_dev_v1.1_articles_00-23.json"
 LOCOMO = DATA / "locomo" / "locomo_dev.json"
@@ -103,7 +104,15 @@ def test_edge_cases() -> None:
 
 def test_tokenizer_is_lowercased_word_regex() -> None:
     assert bm25_tokens("Hello, World! It's Caroline's 2023_plan; naïve CAFÉ") == [
-        "hello", "world", "it", "s", "caroline", "s", "2023_plan", "naïve", "café",
+        "hello",
+        "world",
+        "it",
+        "s",
+        "caroline",
+        "s",
+        "2023_plan",
+        "naïve",
+        "café",
     ]
     assert bm25_tokens("  ...  ") == []
 
@@ -159,7 +168,9 @@ def test_cache_never_serves_a_stale_index_for_a_reused_version() -> None:
     # A recreated session (or a rollout reusing a key) can reach the same version with other items.
     retriever = Retriever()
     first = _state(["the cat sleeps"])
-    assert retriever.search(first, "cat", k=1, key="s")[MemoryKind.SEMANTIC][0].item.content == "the cat sleeps"
+    assert (
+        retriever.search(first, "cat", k=1, key="s")[MemoryKind.SEMANTIC][0].item.content == "the cat sleeps"
+    )
     second = _state(["the dog barks"])
     assert second.version == first.version
     hit = retriever.search(second, "dog", k=1, key="s")[MemoryKind.SEMANTIC][0]
@@ -176,3 +187,73 @@ def test_cache_is_lru_bounded() -> None:
     assert retriever.cache_info().hits == 1
     retriever.search(states[0], "fact", k=1, kinds=[MemoryKind.SEMANTIC], key=0)  # evicted: rebuilt
     assert retriever.cache_info().misses == 4
+
+
+def test_lucene_idf_is_positive_on_tiny_memories_where_okapi_inverts_the_ranking() -> None:
+    docs = [bm25_tokens("Mira keeps bees on her roof."), bm25_tokens("Jonas repairs bicycles.")]
+    query = bm25_tokens("Jonas bicycles")
+    okapi, lucene = BM25Index(docs), BM25Index(docs, LUCENE)
+    # rank-bm25 (kept bit-identical for the paper): with 2 items every idf is ln(1.5) - ln(1.5) = 0, so
+    # nothing scores and the item that does not match ranks first (ties go by position).
+    assert okapi.idf("jonas") == 0 and okapi.ranked(query, 1) == [(0, 0.0)]
+    assert lucene.idf("jonas") > 0 and lucene.ranked(query, 2, matching=True) == [
+        (1, lucene.scores(query)[1])
+    ]
+
+
+def test_stemmed_analyzer_meets_word_forms_and_drops_query_stopwords() -> None:
+    retriever = Retriever(scorer="lucene")
+    assert retriever.query_terms("What instrument does he play?") == ["instrument", "play"]
+    assert retriever.scorer.analyzer.index_terms("He plays the cello") == ["he", "play", "the", "cello"]
+    state = MemoryState(
+        semantic=[
+            Item("m1", "He plays the cello.", NOW, NOW),
+            Item("m2", "The weather is the best.", NOW, NOW),
+        ]
+    )
+    found = retriever.search(state, "Who played the cello?", k=5, matching=True)[MemoryKind.SEMANTIC]
+    assert [hit.item.id for hit in found] == ["m1"]  # "the" no longer matches m2
+    # A question made only of stopwords keeps them: there is nothing else to search for.
+    assert retriever.query_terms("Who is he?") == ["who", "is", "he"]
+
+
+def test_a_question_word_meets_the_compound_that_ends_in_it() -> None:
+    state = MemoryState(
+        semantic=[
+            Item("m1", "During the spring he trained for the race.", NOW, NOW),
+            Item("m2", "He sails his sailboat, the Kestrel.", NOW, NOW),
+        ]
+    )
+    found = Retriever(scorer="lucene").search(state, "What is his boat called?", k=5, matching=True)
+    assert [hit.item.id for hit in found[MemoryKind.SEMANTIC]] == ["m2"]
+    # A short part or a short head is no compound: "ring" does not meet "during" or "spring".
+    found = Retriever(scorer="lucene").search(state, "Which ring?", k=5, matching=True)
+    assert found[MemoryKind.SEMANTIC] == []
+    # The paper's scorer stays as it was (SPEC §4): plain words only.
+    found = Retriever(scorer="okapi").search(state, "boat", k=5, matching=True)
+    assert found[MemoryKind.SEMANTIC] == []
+
+
+def test_partial_top_k_equals_the_full_sort_with_ties_by_position() -> None:
+    rng = random.Random(7)
+    words = ["bee", "hive", "honey", "wax", "queen", "drone"]
+    # Few distinct documents, many copies: most scores tie, zeros included.
+    docs = [rng.sample(words, rng.randint(0, 3)) for _ in range(300)]
+    index = BM25Index(docs, LUCENE)
+    for query in (["bee"], ["honey", "wax"], ["absent"], ["queen", "queen", "hive"]):
+        score = index.scores(query)
+        full = [(int(p), float(score[p])) for p in np.lexsort((np.arange(len(docs)), -score))]
+        matching = set(index.matches(query).tolist())
+        for k in (1, 2, 5, 17, 299, 300, 301):
+            assert index.ranked(query, k) == full[:k]
+            assert index.ranked(query, k, matching=True) == [hit for hit in full if hit[0] in matching][:k]
+
+
+def test_cache_follows_a_copy_at_the_same_version_and_rebuilds_for_other_items() -> None:
+    retriever = Retriever()
+    state = _state(["the cat sleeps", "the dog barks"])
+    retriever.search(state, "cat", k=1, key="s")
+    copied = state.copy()  # another object, same items: the fingerprint is compared once, then a hit
+    retriever.search(copied, "cat", k=1, key="s")
+    retriever.search(copied, "dog", k=1, key="s")
+    assert (retriever.cache_info().hits, retriever.cache_info().misses) == (4, 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.qa.scorers import (
+from trainer.evaluate.scorers import (
     UnknownDataSource,
     boxed_label,
     keywords_fraction,

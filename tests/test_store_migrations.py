@@ -54,8 +54,8 @@ async def test_service_refuses_an_unmigrated_database_unless_auto_migrate(empty_
     service = MemoryService(settings.model_copy(update={"auto_migrate": True}))
     await service.start(run_workers=False)
     try:
-        assert (await service.get_policy())["name"] == "extractive"  # the registry's seeded default
-        assert await service.ready() == {"database": True, "policy": True}
+        assert (await service.policies.get_policy()).name == "extractive"  # the registry's seeded default
+        assert await service.ready(full=True) == {"database": True, "policy": True}
     finally:
         await service.stop()
 

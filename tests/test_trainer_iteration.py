@@ -20,7 +20,7 @@ from app.settings import Settings
 from trainer.config import TrainConfig
 from trainer.episodes import QA, Episode, save_episodes
 from trainer.grpo import completion_logprobs
-from trainer.loop import Trainer
+from trainer.loop import InfrastructureFailure, Trainer
 from trainer.manifest import read_manifest
 from trainer.models import load_policy
 
@@ -38,22 +38,30 @@ def _episodes(path: Path) -> Path:
     episodes = []
     for number in range(4):
         first, second = FACTS[number], FACTS[(number + 1) % len(FACTS)]
-        episodes.append(Episode(f"capitals-{number}", "squad", [first[0], second[0]],
-                                [QA(first[1], first[2]), QA(second[1], second[2])]))
+        episodes.append(
+            Episode(
+                f"capitals-{number}",
+                "squad",
+                [first[0], second[0]],
+                [QA(first[1], first[2]), QA(second[1], second[2])],
+            )
+        )
     save_episodes(episodes, path)
     return path
 
 
 def _config(tmp_path: Path, out: str, iterations: int) -> TrainConfig:
     data = f"jsonl:{_episodes(tmp_path / 'episodes.jsonl')}"
-    return TrainConfig.model_validate({
-        "model": {"source": "tiny", "name": "tiny-qwen2", "path": str(tmp_path / "tiny-base")},
-        "lora": {"r": 4, "alpha": 8},
-        "data": {"train": [data], "eval": [data], "eval_episodes": 1},
-        "rollout": {"group_size": 4, "instances_per_iteration": 2, "max_new_tokens": 12},
-        "grpo": {"learning_rate": 0.01, "kl_coef": 0.01, "warmup_ratio": 0.0},
-        "run": {"out_dir": str(tmp_path / out), "iterations": iterations, "seed": 7},
-    })
+    return TrainConfig.model_validate(
+        {
+            "model": {"source": "tiny", "name": "tiny-qwen2", "path": str(tmp_path / "tiny-base")},
+            "lora": {"r": 4, "alpha": 8},
+            "data": {"train": [data], "eval": [data], "eval_episodes": 1},
+            "rollout": {"group_size": 4, "instances_per_iteration": 2, "max_new_tokens": 12},
+            "grpo": {"learning_rate": 0.01, "kl_coef": 0.01, "warmup_ratio": 0.0},
+            "run": {"out_dir": str(tmp_path / out), "iterations": iterations, "seed": 7},
+        }
+    )
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -73,8 +81,10 @@ async def test_one_iteration_moves_log_probs_with_the_advantages_and_registers(t
         negative = [s for s in samples if s.advantage < -0.1]
         assert positive and negative, "the rewards of a group must differ for GRPO to learn"
         with torch.no_grad():
-            delta = {id(s): float(completion_logprobs(trainer.loaded.model, s).sum() - sum(s.old_logprobs))
-                     for s in samples}
+            delta = {
+                id(s): float(completion_logprobs(trainer.loaded.model, s).sum() - sum(s.old_logprobs))
+                for s in samples
+            }
         gained = sum(delta[id(s)] for s in positive) / len(positive)
         lost = sum(delta[id(s)] for s in negative) / len(negative)
         assert gained > 0 > lost, f"mean Δlog-prob: positive advantage {gained:+.4f}, negative {lost:+.4f}"
@@ -92,22 +102,30 @@ async def test_one_iteration_moves_log_probs_with_the_advantages_and_registers(t
     assert manifest["reward_curve"][0]["iteration"] == 1 and manifest["config"]["grpo"]["clip_eps"] == 0.2
     assert "off" in manifest["r4"]
     assert [row["iteration"] for row in manifest["eval"]] == [0, 1]
-    assert finished.registry_row is not None and finished.registry_row["name"] == finished.name
+    assert finished.registry_row is not None and finished.registry_row.name == finished.name
 
     # The saved adapter reproduces the trained model's log-probs.
-    reloaded = load_policy(config.model, config.lora, adapter_dir=finished.adapter_dir, trainable=False,
-                           tiny_dir=Path(config.model.path or ""))
+    reloaded = load_policy(
+        config.model,
+        config.lora,
+        adapter_dir=finished.adapter_dir,
+        trainable=False,
+        tiny_dir=Path(config.model.path or ""),
+    )
     with torch.no_grad():
         for sample in samples[:3]:
-            assert torch.allclose(completion_logprobs(reloaded.model, sample),
-                                  completion_logprobs(trainer.loaded.model, sample), atol=1e-5)
+            assert torch.allclose(
+                completion_logprobs(reloaded.model, sample),
+                completion_logprobs(trainer.loaded.model, sample),
+                atol=1e-5,
+            )
 
     service = MemoryService(settings)
     await service.start(run_workers=False)
     try:
-        switched = await service.set_policy(finished.name)
-        assert switched["name"] == finished.name
-        assert (await service.get_policy())["name"] == finished.name
+        switched = await service.policies.set_policy(finished.name)
+        assert switched.name == finished.name
+        assert (await service.policies.get_policy()).name == finished.name
     finally:
         await service.stop()
 
@@ -141,8 +159,9 @@ async def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path) -> None:
     assert [row["iteration"] for row in history] == [1, 2]
 
 
-def test_cli_run_writes_curve_adapter_and_registry_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_writes_curve_adapter_and_registry_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from app.cli import main
 
     config = _config(tmp_path, "cli", iterations=2)
@@ -160,12 +179,36 @@ def test_cli_run_writes_curve_adapter_and_registry_row(tmp_path: Path, monkeypat
 
     get_settings.cache_clear()
     try:
-        assert main(["train", "run", "--config", str(path), "--set", "run.iterations=2", "--no-progress"]) == 0
+        assert (
+            main(["train", "run", "--config", str(path), "--set", "run.iterations=2", "--no-progress"]) == 0
+        )
     finally:
         get_settings.cache_clear()
     out = Path(config.run.out_dir)
     assert (out / "reward_curve.png").stat().st_size > 10_000
-    assert [json.loads(line)["iteration"] for line in (out / "history.jsonl").read_text().splitlines()] == [1, 2]
+    assert [json.loads(line)["iteration"] for line in (out / "history.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+    ]
     manifest = read_manifest(out / "adapter")
     assert [row["iteration"] for row in manifest["eval"]] == [0, 2]
     assert f"registered policy {manifest['name']!r}" in capsys.readouterr().out
+
+
+async def test_run_stops_when_the_infrastructure_fails_too_many_rollouts(tmp_path: Path) -> None:
+    """An unreachable answerer (real HTTP, closed port): every rollout is dropped, the iteration stops
+    before the update, nothing is trained and nothing is logged as if the policy had scored 0."""
+    config = _config(tmp_path, "down", iterations=1)
+    config.reward.answerer, config.reward.answerer_url, config.reward.answerer_model = (
+        "openai",
+        "http://127.0.0.1:9/v1",
+        "m",
+    )
+    trainer = Trainer(config, _settings(tmp_path), progress=False)
+    try:
+        with pytest.raises(InfrastructureFailure, match="100% of the rollouts"):
+            await trainer.iteration()
+    finally:
+        await trainer.aclose()
+    assert trainer.state.optimizer_steps == 0 and trainer.state.history == []
+    assert not (tmp_path / "down" / "history.jsonl").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 from pathlib import Path
 
 import httpx
@@ -21,18 +22,28 @@ from conftest import ServeProcess
 from llm_server import _script
 
 from app.memory import WordTokenCounter
+from app.policy.vllm_admin import served_models, unload_lora_adapter
 from app.settings import Settings
 from trainer.config import GRPOConfig, LoraConfig, ModelConfig
 from trainer.grpo import TrainSample, optimizer_step, warmup_schedule
-from trainer.manifest import adapter_digest, policy_name, write_manifest
+from trainer.manifest import adapter_digest, policy_name, read_manifest, write_manifest
 from trainer.models import chat_template_sha256, load_policy
-from trainer.publish import PublishError, publish, read_journal, rollback
+from trainer.publish import PublishError, publish, rollback
 from trainer.registry import register_adapter
 from trainer.sampling.record import chat_prompt_ids
 from trainer.sampling.transformers_policy import TransformersPolicy
-from trainer.vllm_admin import served_models, unload_lora_adapter
 
 pytestmark = [pytest.mark.llm, pytest.mark.timeout(2400)]
+
+
+# What the adapter was "trained" under, and what the service below is started with.
+SERVING = {
+    "tool_format": "json",
+    "max_new_tokens": 96,
+    "prompt_budget_tokens": 6144,
+    "token_counter": "word-estimate",
+    "max_calls": 3,  # MEMALPHA_POLICY_MAX_CALLS: the json format's schema constraint
+}
 
 
 def _train_adapter(out: Path, base_name: str) -> tuple[Path, str]:
@@ -43,11 +54,23 @@ def _train_adapter(out: Path, base_name: str) -> tuple[Path, str]:
     torch.manual_seed(0)
     messages = [{"role": "user", "content": "Name one fruit."}]
     prompt_ids = chat_prompt_ids(loaded.tokenizer, messages, "json")
-    sampler = TransformersPolicy(loaded.model, loaded.tokenizer, model_name=base_name, tool_format="json",
-                                 counter=WordTokenCounter(), prompt_budget_tokens=6144, max_new_tokens=8)
+    sampler = TransformersPolicy(
+        loaded.model,
+        loaded.tokenizer,
+        model_name=base_name,
+        tool_format="json",
+        counter=WordTokenCounter(),
+        prompt_budget_tokens=6144,
+        max_new_tokens=8,
+    )
     token_sample = sampler.sample(prompt_ids)
-    sample = TrainSample(prompt_ids=token_sample.prompt_ids, completion_ids=token_sample.completion_ids,
-                         old_logprobs=token_sample.logprobs, advantage=1.0, temperature=1.0)
+    sample = TrainSample(
+        prompt_ids=token_sample.prompt_ids,
+        completion_ids=token_sample.completion_ids,
+        old_logprobs=token_sample.logprobs,
+        advantage=1.0,
+        temperature=1.0,
+    )
     trainable = [p for p in loaded.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-3)
     config = GRPOConfig(kl_coef=0.0)
@@ -56,8 +79,15 @@ def _train_adapter(out: Path, base_name: str) -> tuple[Path, str]:
     adapter = out / "adapter"
     loaded.model.save_pretrained(adapter)
     name = policy_name("memalpha-lora", f"publish-test-{secrets.token_hex(3)}", 1, adapter_digest(adapter))
-    write_manifest(adapter, {"name": name, "base_model": base_name,
-                             "chat_template_sha256": chat_template_sha256(loaded.tokenizer)})
+    write_manifest(
+        adapter,
+        {
+            "name": name,
+            "base_model": base_name,
+            "chat_template_sha256": chat_template_sha256(loaded.tokenizer),
+            "serving": SERVING,
+        },
+    )
     return adapter, name
 
 
@@ -76,42 +106,92 @@ async def test_publish_ingest_rollback(local_llm: tuple[str, str], tmp_path: Pat
     database = f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
     admin_key = secrets.token_urlsafe(24)
     env = {
-        "MEMALPHA_DATABASE_URL": database, "MEMALPHA_AUTH": "on", "MEMALPHA_BOOTSTRAP_API_KEY": admin_key,
-        "MEMALPHA_POLICY_BACKEND": "openai", "MEMALPHA_POLICY_URL": url, "MEMALPHA_POLICY_MODEL": base_name,
-        "MEMALPHA_POLICY_TOOL_FORMAT": "json", "MEMALPHA_POLICY_MAX_TOKENS": "96", "MEMALPHA_POLICY_MAX_CALLS": "3",
-        "MEMALPHA_POLICY_TIMEOUT_S": "900", "MEMALPHA_INGEST_WAIT_TIMEOUT_S": "1500", "MEMALPHA_CHUNK_MAX_ATTEMPTS": "1",
+        "MEMALPHA_DATABASE_URL": database,
+        "MEMALPHA_AUTH": "on",
+        "MEMALPHA_BOOTSTRAP_API_KEY": admin_key,
+        "MEMALPHA_POLICY_BACKEND": "openai",
+        "MEMALPHA_POLICY_URL": url,
+        "MEMALPHA_POLICY_MODEL": base_name,
+        "MEMALPHA_POLICY_TOOL_FORMAT": "json",
+        "MEMALPHA_POLICY_MAX_TOKENS": "96",
+        "MEMALPHA_POLICY_MAX_CALLS": "3",
+        "MEMALPHA_POLICY_TIMEOUT_S": "900",
+        "MEMALPHA_INGEST_WAIT_TIMEOUT_S": "1500",
+        "MEMALPHA_CHUNK_MAX_ATTEMPTS": "1",
     }
     serve = ServeProcess(tmp_path, env)
     loaded_on_vllm = False
     try:
         serve.wait_healthy(timeout=120)
         # The registry row, written while the service runs (the trainer does this at the end of a run).
-        row = await register_adapter(Settings(_env_file=None, database_url=database), name=name,  # type: ignore[call-arg]
-                                     base_model=base_name, adapter_path=str(adapter.resolve()),
-                                     metrics={"test": True}, manifest={"name": name})
-        assert row["name"] == name and not row.get("active")
+        row = await register_adapter(
+            Settings(_env_file=None, database_url=database),
+            name=name,  # type: ignore[call-arg]
+            base_model=base_name,
+            adapter_path=str(adapter.resolve()),
+            metrics={"test": True},
+            manifest={"name": name},
+        )
+        assert row.name == name and not row.active
 
-        journal = tmp_path / "journal.jsonl"
-        switch = await publish(adapter, vllm_urls=[url], service_url=serve.url, admin_key=admin_key,
-                               journal=journal)
+        store = tmp_path / "adapters"
+        # The same weights trained under another response budget (the prompt states it): refused.
+        other = tmp_path / "other-budget"
+        shutil.copytree(adapter, other)
+        write_manifest(other, {**read_manifest(adapter), "serving": {**SERVING, "max_new_tokens": 2048}})
+        with pytest.raises(PublishError, match="max_new_tokens: trained 2048, served 96"):
+            await publish(
+                other,
+                vllm_urls=[url],
+                service_url=serve.url,
+                admin_key=admin_key,
+                adapters_dir=store,
+                canary=None,
+            )
+        assert name not in await served_models(url) and not store.exists()
+
+        switch = await publish(
+            adapter,
+            vllm_urls=[url],
+            service_url=serve.url,
+            admin_key=admin_key,
+            adapters_dir=store,
+            canary=None,
+        )
         loaded_on_vllm = True
         assert (switch.previous, switch.active) == (base_name, name)
+        assert switch.adapter_path == str((store / name).resolve())
         assert name in await served_models(url)
-        with pytest.raises(PublishError, match="never reused"):
-            await publish(adapter, vllm_urls=[url], service_url=serve.url, admin_key=admin_key, journal=journal)
+        # Publishing again (a re-run after a crash) completes without changing anything.
+        again = await publish(
+            adapter,
+            vllm_urls=[url],
+            service_url=serve.url,
+            admin_key=admin_key,
+            adapters_dir=store,
+            canary=None,
+        )
+        assert (again.previous, again.active, again.adapter_path) == (name, name, switch.adapter_path)
 
         headers = {"Authorization": f"Bearer {admin_key}"}
         async with httpx.AsyncClient(base_url=serve.url, headers=headers, timeout=1800) as client:
             assert (await client.get("/policy")).json()["name"] == name
-            through_adapter = await _ingest(client, "publish-a", "Alice adopted a beagle named Rex on 2 March 2024.")
+            through_adapter = await _ingest(
+                client, "publish-a", "Alice adopted a beagle named Rex on 2 March 2024."
+            )
             assert through_adapter["model"] == name
 
-            back = await rollback(service_url=serve.url, admin_key=admin_key, journal=journal)
+            assert (await client.get("/policy")).json()["adapter_path"] == switch.adapter_path
+            back = await rollback(service_url=serve.url, admin_key=admin_key)
             assert (back.previous, back.active) == (name, base_name)
             assert (await client.get("/policy")).json()["name"] == base_name
             through_base = await _ingest(client, "publish-b", "Bob moved to Lisbon in May 2023.")
             assert through_base["model"] == base_name
-        assert [s.action for s in read_journal(journal)] == ["publish", "rollback"]
+            history = (await client.get("/policy/activations")).json()["activations"]
+        assert [(a["action"], a["from_name"], a["to_name"]) for a in history] == [
+            ("rollback", name, base_name),
+            ("switch", base_name, name),
+        ]
         print(f"\npublished {name}, ingested through it, rolled back to {base_name}")
     finally:
         serve.stop()

@@ -10,7 +10,7 @@ import pytest
 
 from app.memory import OpResult, WordTokenCounter
 from app.memory.state import MemoryState
-from app.policy.backend import Usage
+from app.policy.backend import PolicyError, Usage
 from app.policy.parser import ToolCall
 from app.settings import Settings
 from trainer.config import RewardConfig
@@ -25,7 +25,7 @@ from trainer.rewards import (
     step_reward,
     tool_success_reward,
 )
-from trainer.rollouts import collect_group, make_engine
+from trainer.rollouts import collect_group, infra_drop_rate, make_engine, mean_rewards
 from trainer.sampling.record import SampledReply, TokenSample
 
 
@@ -54,7 +54,10 @@ def test_r4_judges_applied_writes_and_scores_deletes_zero() -> None:
         OpResult("memory_delete", "semantic", "ok", item_id="a", before="Paris is in France."),
         OpResult("new_memory_insert", "episodic", "error", error="content must be a non-empty string"),
     ]
-    assert judged_writes(results) == [(0, "semantic", "Paris is in France."), (1, "core", "Alice lives in Paris.")]
+    assert judged_writes(results) == [
+        (0, "semantic", "Paris is in France."),
+        (1, "core", "Alice lives in Paris."),
+    ]
     assert content_reward(len(results), {0: True, 1: False}) == pytest.approx(0.25)
     assert content_reward(len(results), {0: True, 1: True}) == pytest.approx(0.5)
     assert content_reward(0, {}) == 0.0
@@ -87,15 +90,26 @@ class ScriptedPolicy:
     """Replies from a script, in call order (rollouts run one after the other)."""
 
     name = "scripted"
+    view_items: int | None = None
 
-    def __init__(self, script: Sequence[list[ToolCall]]) -> None:
+    def __init__(self, script: Sequence[list[ToolCall] | PolicyError]) -> None:
         self.script = list(script)
 
     async def propose(self, state: MemoryState, chunk: str, *, model: str | None = None) -> SampledReply:
         calls = self.script.pop(0)
-        sample = TokenSample(prompt_ids=[1, 2], completion_ids=[3, 4], logprobs=[-0.5, -0.25], temperature=1.0)
-        return SampledReply(calls=calls, raw_text="", usage=Usage(), model="scripted", latency_s=0.0,
-                            extras=sample.as_extras())
+        if isinstance(calls, PolicyError):
+            raise calls
+        sample = TokenSample(
+            prompt_ids=[1, 2], completion_ids=[3, 4], logprobs=[-0.5, -0.25], temperature=1.0
+        )
+        return SampledReply(
+            calls=calls,
+            raw_text="",
+            usage=Usage(),
+            model="scripted",
+            latency_s=0.0,
+            extras=sample.as_extras(),
+        )
 
     async def health(self) -> bool:
         return True
@@ -116,8 +130,12 @@ class KindJudge:
 
 @pytest.mark.parametrize("with_judge", [False, True])
 async def test_group_rewards_through_the_engine(with_judge: bool) -> None:
-    episode = Episode("caps", "squad", [PARIS, BERLIN], [QA("What is the capital of France?", "Paris"),
-                                                          QA("What is the capital of Germany?", "Berlin")])
+    episode = Episode(
+        "caps",
+        "squad",
+        [PARIS, BERLIN],
+        [QA("What is the capital of France?", "Paris"), QA("What is the capital of Germany?", "Berlin")],
+    )
     script = [
         [_insert(PARIS)],  # rollout 0, chunk 0: ok
         [_insert(BERLIN), _insert(BERLIN)],  # rollout 0, chunk 1: ok + duplicate (skipped)
@@ -125,8 +143,14 @@ async def test_group_rewards_through_the_engine(with_judge: bool) -> None:
         [ToolCall("memory_update", {"memory_type": "core_memory", "new_content": BERLIN})],  # ok
     ]
     engine = make_engine(RewardConfig(), Settings(), WordTokenCounter())
-    group = await collect_group(episode, ScriptedPolicy(script), engine, group_size=2, weights=RewardWeights(),
-                                judge=KindJudge() if with_judge else None)
+    group = await collect_group(
+        episode,
+        ScriptedPolicy(script),
+        engine,
+        group_size=2,
+        weights=RewardWeights(),
+        judge=KindJudge() if with_judge else None,
+    )
     # Word counts: each sentence is 7 tokens, input 14. Rollout 0 keeps both sentences as items (r3 = 0)
     # and the extractive reader answers both questions (r1 = 1). Rollout 1 keeps one sentence in core
     # (r3 = 0.5), which the extractive reader does not search (r1 = 0).
@@ -145,7 +169,46 @@ async def test_group_rewards_through_the_engine(with_judge: bool) -> None:
     assert [step.total for step in got] == pytest.approx(expected)
     mean = sum(expected) / 4
     std = math.sqrt(sum((r - mean) ** 2 for r in expected) / 3)
-    assert [step.advantage for step in group.steps] == pytest.approx([(r - mean) / (std + 1e-6) for r in expected])
+    assert [step.advantage for step in group.steps] == pytest.approx(
+        [(r - mean) / (std + 1e-6) for r in expected]
+    )
     samples = group.train_samples()
     assert len(samples) == 4 and samples[0].old_logprobs == [-0.5, -0.25]
     assert [s.advantage for s in samples] == [step.advantage for step in group.steps]
+
+
+async def test_rollouts_failed_by_the_infrastructure_are_dropped_not_scored() -> None:
+    """A failed policy call drops its rollout: the others' advantages are computed without it (it would
+    otherwise score r1 = 0 and hand the policy a negative advantage for a server's outage)."""
+    episode = Episode("caps", "squad", [PARIS], [QA("What is the capital of France?", "Paris")])
+    script: list[list[ToolCall] | PolicyError] = [
+        [_insert(PARIS)],
+        PolicyError("rollout endpoint: connection refused"),
+        [],
+    ]
+    engine = make_engine(RewardConfig(), Settings(), WordTokenCounter())
+    group = await collect_group(
+        episode, ScriptedPolicy(script), engine, group_size=3, weights=RewardWeights()
+    )
+    assert group.dropped == ["rollout endpoint: connection refused"]
+    assert [step.rollout for step in group.steps] == [0, 2]
+    totals = [step.reward.total for step in group.steps]
+    assert [step.advantage for step in group.steps] == pytest.approx(group_advantages(totals))
+    assert infra_drop_rate([group]) == pytest.approx(1 / 3)
+    assert mean_rewards([group])["infra_dropped"] == 1
+
+
+async def test_an_unreachable_answerer_drops_every_rollout() -> None:
+    """Real HTTP to a closed port: the answerer's failure is the infrastructure's, not a score of 0."""
+    episode = Episode("caps", "squad", [PARIS], [QA("What is the capital of France?", "Paris")])
+    reward = RewardConfig(answerer="openai", answerer_url="http://127.0.0.1:9/v1", answerer_model="m")
+    engine = make_engine(reward, Settings(), WordTokenCounter())
+    try:
+        group = await collect_group(
+            episode, ScriptedPolicy([[_insert(PARIS)], []]), engine, group_size=2, weights=RewardWeights()
+        )
+    finally:
+        await engine.answerer.aclose()
+    assert len(group.dropped) == 2 and all("answering model" in reason for reason in group.dropped)
+    assert group.steps == [] and group.train_samples() == []
+    assert infra_drop_rate([group]) == 1.0

@@ -33,8 +33,11 @@ class TrainerState:
 
 
 def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -58,16 +61,25 @@ def checkpoints_dir(out_dir: Path) -> Path:
     return out_dir / "checkpoints"
 
 
-def save_checkpoint(out_dir: Path, model: PeftModel, optimizer: Optimizer, scheduler: LambdaLR,
-                    state: TrainerState, *, keep: int = 2) -> Path:
+def save_checkpoint(
+    out_dir: Path,
+    model: PeftModel,
+    optimizer: Optimizer,
+    scheduler: LambdaLR,
+    state: TrainerState,
+    *,
+    keep: int = 2,
+) -> Path:
     root = checkpoints_dir(out_dir)
     final = root / f"{_PREFIX}{state.iteration:06d}"
     partial = root / f".{final.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     model.save_pretrained(partial / "adapter")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
-               partial / "optim.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+        partial / "optim.pt",
+    )
     (partial / "state.json").write_text(json.dumps(asdict(state), indent=1))
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
@@ -81,12 +93,15 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, model: PeftModel, optimizer: Optimizer, scheduler: LambdaLR,
-                    fingerprint: str) -> TrainerState:
+def load_checkpoint(
+    path: Path, model: PeftModel, optimizer: Optimizer, scheduler: LambdaLR, fingerprint: str
+) -> TrainerState:
     state = TrainerState(**json.loads((path / "state.json").read_text()))
     if state.fingerprint != fingerprint:
-        raise ValueError(f"checkpoint {path} was written under another config ({state.fingerprint} != "
-                         f"{fingerprint}); use a new run.out_dir")
+        raise ValueError(
+            f"checkpoint {path} was written under another config ({state.fingerprint} != "
+            f"{fingerprint}); use a new run.out_dir"
+        )
     device = next(model.parameters()).device
     set_peft_model_state_dict(model, load_peft_weights(str(path / "adapter"), device=str(device)))
     saved = torch.load(path / "optim.pt", map_location=device, weights_only=False)

@@ -56,6 +56,9 @@ class DataConfig(_Section):
     questions: int | None = None  # per episode
     train_episodes: int | None = None  # per data set
     eval_episodes: int = 4  # per data set, taken from the END of the built list, disjoint from training
+    # Hold out whole groups of episodes that share this metadata key (`article` for squad-paragraphs): the
+    # last groups until eval_episodes is reached, and training never sees an episode of those groups.
+    eval_group: str | None = None
     max_chunks: int | None = None  # cut every episode to its first N chunks (short CPU runs)
     # builder knobs (trainer.episodes.BuildConfig)
     articles: int = 3
@@ -73,18 +76,30 @@ class RolloutConfig(_Section):
     max_new_tokens: int = 2048
     prompt_budget_tokens: int = 6144
     tool_format: ToolFormat = "alpha"
+    # `json`: the schema's most calls per reply, as the service's MEMALPHA_POLICY_MAX_CALLS (the decoding
+    # constraint is built from it on both sides).
+    max_calls: int = Field(default=32, gt=0)
     # vllm backend: OpenAI-compatible base URL (…/v1) and the served base model; the current adapter is
     # loaded there under a fresh name each iteration.
     vllm_url: str | None = None
+    # More vLLM servers of the same base model (all of them, vllm_url included or not): the rollouts go
+    # round robin over every live one, the adapter is loaded on each, and a server that fails at the
+    # transport level leaves the pool for the rest of that pass (trainer/rollout_pool.py).
+    vllm_urls: list[str] = Field(default_factory=list)
     # transformers backend: most sequences in one batched `generate` (every rollout of an iteration runs
     # concurrently; the vllm backend sends them all and the server schedules them)
     batch_size: int = 8
 
     @model_validator(mode="after")
     def _vllm_needs_url(self) -> RolloutConfig:
-        if self.backend == "vllm" and not self.vllm_url:
-            raise ValueError("rollout.vllm_url is required for backend='vllm'")
+        if self.backend == "vllm" and not self.urls:
+            raise ValueError("rollout.vllm_url (or vllm_urls) is required for backend='vllm'")
         return self
+
+    @property
+    def urls(self) -> list[str]:
+        """Every rollout server, in order, each once."""
+        return list(dict.fromkeys([*([self.vllm_url] if self.vllm_url else []), *self.vllm_urls]))
 
 
 class RewardConfig(_Section):
@@ -110,8 +125,39 @@ class GRPOConfig(_Section):
     epochs: int = 1  # passes over one iteration's samples
     mini_batches: int = 1  # optimizer steps per pass (gradient accumulation within each)
     # Old log-probs of the PPO ratio: the sampler's own (transformers rollouts) or recomputed by the trainer
-    # before the update (vLLM rollouts: its kernels differ numerically from the trainer's).
+    # before the update (vLLM rollouts: its kernels differ numerically from the trainer's). With recompute,
+    # the sampler's log-probs still give the sampler↔trainer |Δ log p| and KL of every iteration.
     old_logprobs: Literal["sampler", "recompute"] = "sampler"
+    # With recompute: truncated importance sampling, each token's policy loss weighted by
+    # min(p_trainer_old / p_sampler, tis_cap) (the samples came from the sampler's distribution). None: off.
+    tis_cap: float | None = Field(default=None, gt=0)
+    # How token losses make the mini-batch loss. seq-mean-token-mean (upstream verl / Mem-alpha): each
+    # sequence's token mean, then the mean over sequences - every chunk step weighs the same, however long.
+    # token-mean: one mean over all tokens (long completions weigh more). seq-mean-token-sum-norm: each
+    # sequence's token sum over the constant loss_norm_tokens (Dr. GRPO; no length bias either way).
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = (
+        "seq-mean-token-mean"
+    )
+    loss_norm_tokens: int = Field(default=2048, gt=0)  # seq-mean-token-sum-norm's constant (the budget)
+    # Completions cut at max_new_tokens are left out of the update (their reward judges a reply the model
+    # never finished); they still count in the truncation rate.
+    mask_truncated: bool = False
+    # Groups whose rewards are all equal have zero advantages: no signal, yet they dilute the loss mean.
+    filter_zero_variance: bool = True
+    # A control run, not a training setting: each group's advantages are permuted (seeded) before the
+    # update, so it moves the weights as much as a real run but without the rewards' signal.
+    shuffle_advantages: bool = False
+    # Vocabulary projection of the update in chunks of this many positions, recomputed in backward: no
+    # [G, L, V] fp32 logits (a 4B model's group of 8 long completions needs tens of GB). None: per sample.
+    logprob_chunk_tokens: int | None = Field(default=None, gt=0)
+    # Completions of one prompt group run in micro-batches of at most this many padded positions (rows x
+    # the longest row), each with its own backward; the shared prompt runs once and its backward once.
+    # The gradient equals one batch's. None: the whole group at once.
+    micro_batch_tokens: int | None = Field(default=None, gt=0)
+    # Activation checkpointing of every decoder layer in the update: a layer keeps only its input and is
+    # recomputed in backward (about a third more compute for activations of one hidden state per token
+    # and layer). The shared prompt's cache stays exact under it.
+    gradient_checkpointing: bool = False
 
 
 class RunConfig(_Section):
@@ -123,10 +169,16 @@ class RunConfig(_Section):
     # Held-out evaluation is one greedy rollout per episode (as served); eval_samples > 0 adds that many
     # rollouts per episode at the rollout temperature: the expected reward of the policy being trained.
     eval_samples: int = 0
+    # Evaluate only this many held-out episodes per `data.eval_group` (evenly spaced within each group; the
+    # groups, the split and training are unchanged): a CPU-sized evaluation. 0: every held-out episode.
+    eval_per_group: int = Field(default=0, ge=0)
     policy_prefix: str = "memalpha-lora"  # registry / served names: <prefix>-<run>-<step>-<hash>
     register_policy: bool = True
     database_url: str | None = None  # registry database; None: the service settings' (MEMALPHA_DATABASE_URL)
     time_limit_s: float | None = None  # stop cleanly (checkpoint + adapter) when exceeded
+    # Rollouts failed by the infrastructure (policy server, answerer, judge, a lost adapter) are dropped and
+    # counted; above this share of one iteration's (or evaluation's) rollouts the run stops before updating.
+    max_infra_drop_rate: float = Field(default=0.1, ge=0.0, le=1.0)
 
 
 class TrainConfig(_Section):
@@ -140,7 +192,17 @@ class TrainConfig(_Section):
 
     def fingerprint(self) -> str:
         """Hash of the settings that shape training; resuming under another config is refused."""
-        shaping = self.model_dump(exclude={"run": {"iterations", "time_limit_s", "register_policy", "database_url"}})
+        shaping = self.model_dump(
+            exclude={
+                "run": {
+                    "iterations",
+                    "time_limit_s",
+                    "register_policy",
+                    "database_url",
+                    "max_infra_drop_rate",
+                }
+            }
+        )
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 

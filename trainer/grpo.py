@@ -1,31 +1,48 @@
-"""The GRPO update on a PEFT LoRA adapter: PPO-clip policy loss, token-mean, optional k3 KL to the reference.
+"""The GRPO update on a PEFT LoRA adapter: PPO-clip policy loss, optional k3 KL to the reference.
 
 Every chunk step is one sample (its own prompt and completion). For completion token t with advantage A:
 
     ratio_t = exp(logp_t − old_logp_t)
-    pg_t    = −min(ratio_t·A, clip(ratio_t, 1 − ε, 1 + ε)·A)
+    pg_t    = −min(ratio_t·A, clip(ratio_t, 1 − ε, 1 + ε)·A) · w_t   (w_t: truncated IS weight, else 1)
     kl_t    = exp(ref_t − logp_t) − (ref_t − logp_t) − 1        (k3, always ≥ 0)
-    loss    = Σ_t (pg_t + β_kl·kl_t) / (number of completion tokens in the mini-batch)
+    loss    = Σ_s c_s Σ_t (pg_t + β_kl·kl_t)
+
+with c_s set by `loss_agg_mode`: 1/(S·|s|) for seq-mean-token-mean (upstream), 1/T for token-mean (T tokens
+in the mini-batch), 1/(S·C) for seq-mean-token-sum-norm (S sequences, constant C). Under a decoding
+constraint (`json`) every log p is of the masked distribution the service samples (`TrainSample.allowed`).
 
 The reference is the base model itself: the same weights with the adapter disabled, so no second copy of
 the model is held. A mini-batch is accumulated one prompt group at a time (the samples that share a
-prompt run as one batch over one pass of that prompt) and makes one optimizer step; the token-mean runs
-over the whole mini-batch.
+prompt run over one pass of that prompt) and makes one optimizer step.
+
+Memory of the update (what makes one GPU enough; every knob leaves the gradient unchanged): the prompt
+runs once per group and its keys and values are read by the completions through a cache that never
+grows (`_SegmentLayer`), so decoder layers can be checkpointed (`gradient_checkpointing`); the
+completions run in micro-batches of a token budget (`micro_batch_tokens`), each with its own backward,
+the prompt's backward once at the end with the gradients they left on its keys and values; the
+vocabulary projection runs in recomputed chunks (`logprob_chunk_tokens`), never as [G, L, V] fp32 logits.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import torch
 from peft import PeftModel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.checkpoint import checkpoint
+from transformers.cache_utils import Cache, DynamicLayer
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from trainer.config import GRPOConfig
+from trainer.sampling.mask import masked
 
 
 @dataclass
@@ -36,6 +53,22 @@ class TrainSample:
     advantage: float
     temperature: float  # the sampler's: log-probs are of softmax(logits / temperature)
     ref_logprobs: list[float] | None = None
+    truncated: bool = False  # cut at max_new_tokens
+    # The sampler's own log-probs when the old ones were recomputed by the trainer (vLLM rollouts).
+    sampler_logprobs: list[float] | None = None
+    # Constrained decoding (`json`): the packed mask of each completion step; every log-prob is then of
+    # the masked distribution the service samples (trainer/sampling/constraint.py says why).
+    allowed: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SamplerGap:
+    """How far the sampler's log-probs are from the trainer's on the same tokens, before any update."""
+
+    abs_dlogp: float  # mean |log p_sampler − log p_trainer| per token
+    kl: float  # KL(sampler ‖ trainer) per token, k3 estimate on the sampler's own tokens (≥ 0)
+    max_abs_dlogp: float
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -59,59 +92,290 @@ def prompt_groups(samples: Sequence[TrainSample]) -> list[list[TrainSample]]:
     return list(groups.values())
 
 
-def shared_prompt_logprobs(model: torch.nn.Module, group: Sequence[TrainSample]) -> list[torch.Tensor]:
-    """Log-probs of the completion tokens of samples that share one prompt, one tensor per sample.
+def _token_logprobs(
+    lm_head: torch.nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    chunk: int | None,
+    allowed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log p(target) at each position from the final hidden states [n, H]. With `chunk`, the vocabulary
+    projection runs `chunk` positions at a time and is recomputed in backward (activation checkpointing),
+    so no [n, V] fp32 logits tensor is ever held for the gradient: only [n] log-probs and [n, H] states."""
 
-    The prompt (most of the tokens on a memory-writing step) runs once; its key/value cache is repeated
-    for every completion, which then runs as one right-padded batch (causal attention: a padded tail is
-    never attended to by the tokens before it). Exact: every completion's gradient reaches the prompt's
-    activations through the repeated cache, so backward also crosses the prompt once.
-    """
+    def piece(h: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
+        logits = masked(lm_head(h).float() / temperature, a)
+        return torch.log_softmax(logits, dim=-1).gather(-1, t.unsqueeze(-1)).squeeze(-1)
+
+    if chunk is None or len(targets) <= chunk:
+        return piece(hidden, targets, allowed)
+    parts = []
+    for start in range(0, len(targets), chunk):
+        h, t = hidden[start : start + chunk], targets[start : start + chunk]
+        a = None if allowed is None else allowed[start : start + chunk]
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(piece, h, t, a, use_reentrant=False))
+        else:
+            parts.append(piece(h, t, a))
+    return torch.cat(parts)
+
+
+class _SegmentLayer(DynamicLayer):
+    """One layer's key/value cache that never grows: `update` returns the fixed prefix (a prompt's keys and
+    values, or nothing) joined with the new states and only notes the new states in `written`. A decoder
+    layer's forward is then a pure function of its inputs, so activation checkpointing can replay it in
+    backward; a growing cache would be appended to a second time by the replay, which is why transformers
+    turns the cache off under checkpointing."""
+
+    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.written: tuple[torch.Tensor, torch.Tensor] | None = None
+        if keys is not None and values is not None:
+            self.keys, self.values = keys, values
+            self.device = keys.device
+            self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.written = (key_states, value_states)
+        if not self.is_initialized:
+            return key_states, value_states
+        rows = key_states.shape[0]  # the prefix is one prompt, shared by every row: a view, no copy
+        keys = torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2)
+        values = torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2)
+        return keys, values
+
+
+@dataclass
+class _PromptSegment:
+    """The shared prompt's pass: its last position's final hidden state (which predicts every completion's
+    first token) and every layer's keys and values. With gradients on, the completions read detached copies
+    (`head`, `prefix`) that collect their gradients, and `backward` sends those through the prompt's own
+    graph once, after all completion micro-batches: the result equals one backward of the whole group."""
+
+    head: torch.Tensor
+    prefix: list[tuple[torch.Tensor, torch.Tensor]]
+    graph: list[torch.Tensor] | None  # the prompt pass's outputs, in the order of `leaves`
+
+    def leaves(self) -> list[torch.Tensor]:
+        return [self.head, *(tensor for pair in self.prefix for tensor in pair)]
+
+    def backward(self) -> None:
+        if self.graph is None:
+            return
+        # An output the adapter does not reach (e.g. layer 0's keys when LoRA leaves k_proj alone) has no
+        # graph to send its gradient through.
+        pairs = [
+            (out, leaf.grad)
+            for out, leaf in zip(self.graph, self.leaves(), strict=True)
+            if leaf.grad is not None and out.requires_grad
+        ]
+        if pairs:
+            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
+        self.graph = None
+
+
+def _decoder(model: torch.nn.Module) -> torch.nn.Module:
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    decoder = base.get_decoder()
+    if any(kind != "full_attention" for kind in getattr(decoder.config, "layer_types", None) or []):
+        raise ValueError("the shared-prompt pass supports full-attention layers only (no sliding window)")
+    return decoder
+
+
+def _prompt_segment(model: torch.nn.Module, prompt_ids: list[int]) -> _PromptSegment:
+    decoder = _decoder(model)
     device = next(model.parameters()).device
-    prompt = torch.tensor([group[0].prompt_ids], device=device)
-    # The prompt's last position predicts every completion's first token; no other prompt logits are needed
-    # (the vocabulary projection of a long prompt would be the largest tensor of the pass).
-    head = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-    first = head.logits[0, -1].float()
-    width = max(len(sample.completion_ids) for sample in group)
-    rest: torch.Tensor | None = None
+    layers = [_SegmentLayer() for _ in range(decoder.config.num_hidden_layers)]
+    hidden = decoder(
+        input_ids=torch.tensor([prompt_ids], device=device), cache=Cache(layers=list(layers)), use_cache=False
+    ).last_hidden_state
+    head = hidden[0, -1]
+    prefix = [layer.written for layer in layers]
+    if any(pair is None for pair in prefix):
+        raise RuntimeError("a decoder layer did not write its keys and values")
+    pairs = [pair for pair in prefix if pair is not None]
+    if not torch.is_grad_enabled():
+        return _PromptSegment(head, pairs, None)
+    graph = [head, *(tensor for pair in pairs for tensor in pair)]
+    leaves = [tensor.detach().requires_grad_() for tensor in graph]
+    return _PromptSegment(leaves[0], [(leaves[i], leaves[i + 1]) for i in range(1, len(leaves), 2)], graph)
+
+
+def token_budget_batches(lengths: Sequence[int], budget: int | None) -> list[list[int]]:
+    """Indices of completions packed into micro-batches of at most `budget` padded positions (rows × the
+    longest row's positions, where a completion of n tokens takes n − 1: its last token predicts nothing).
+    Longest first, so rows of like length share a batch; a completion longer than the budget runs alone.
+    None: one batch."""
+    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+    if budget is None:
+        return [order] if order else []
+    batches: list[list[int]] = []
+    for index in order:
+        # The batch's first row is its longest: its positions are every row's padded width.
+        if batches and (len(batches[-1]) + 1) * (lengths[batches[-1][0]] - 1) <= budget:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def _completion_logprobs(
+    model: torch.nn.Module,
+    segment: _PromptSegment,
+    samples: Sequence[TrainSample],
+    chunk_tokens: int | None,
+) -> list[torch.Tensor]:
+    """Log-probs of the completions of `samples` after the segment's prompt: one right-padded batch over the
+    prompt's keys and values (causal attention: a padded tail is never attended to by the tokens before it);
+    the vocabulary projection per sample from the final hidden states (`_token_logprobs`), never as one
+    [rows, L, V] tensor."""
+    device = segment.head.device
+    lm_head = model.get_output_embeddings()
+    first = lm_head(segment.head).float()
+    width = max(len(sample.completion_ids) for sample in samples)
+    hidden: torch.Tensor | None = None
     if width > 1:
-        cache = head.past_key_values
-        cache.batch_repeat_interleave(len(group))
         # The last completion token predicts nothing: feed the first width-1 tokens, padded with token 0.
-        rows = [(sample.completion_ids + [0] * width)[: width - 1] for sample in group]
-        rest = model(input_ids=torch.tensor(rows, device=device), past_key_values=cache, use_cache=True).logits.float()
+        rows = [(sample.completion_ids + [0] * width)[: width - 1] for sample in samples]
+        layers = [_SegmentLayer(keys, values) for keys, values in segment.prefix]
+        hidden = _decoder(model)(
+            input_ids=torch.tensor(rows, device=device), cache=Cache(layers=list(layers)), use_cache=False
+        ).last_hidden_state
     out = []
-    for row, sample in enumerate(group):
+    for row, sample in enumerate(samples):
         count = len(sample.completion_ids)
-        logits = first.unsqueeze(0) if rest is None else torch.cat([first.unsqueeze(0), rest[row, : count - 1]])
-        targets = torch.tensor(sample.completion_ids, device=device).unsqueeze(-1)
-        out.append(torch.log_softmax(logits[:count] / sample.temperature, dim=-1).gather(-1, targets).squeeze(-1))
+        targets = torch.tensor(sample.completion_ids, device=device)
+        allowed = None if sample.allowed is None else sample.allowed.to(device)
+        head_allowed = None if allowed is None else allowed[0]
+        logprobs = torch.log_softmax(masked(first / sample.temperature, head_allowed), dim=-1)[targets[:1]]
+        if hidden is not None and count > 1:
+            tail_allowed = None if allowed is None else allowed[1:]
+            tail = _token_logprobs(
+                lm_head, hidden[row, : count - 1], targets[1:], sample.temperature, chunk_tokens, tail_allowed
+            )
+            logprobs = torch.cat([logprobs, tail])
+        out.append(logprobs)
     return out
 
 
+def shared_prompt_logprobs(
+    model: torch.nn.Module,
+    group: Sequence[TrainSample],
+    *,
+    chunk_tokens: int | None = None,
+    micro_batch_tokens: int | None = None,
+) -> list[torch.Tensor]:
+    """Log-probs of the completion tokens of samples that share one prompt, one tensor per sample, without
+    gradients (old and reference log-probs; `backward_group` is the update's counterpart).
+
+    The prompt (most of the tokens on a memory-writing step) runs once; its keys and values serve every
+    completion, which run in right-padded micro-batches of at most `micro_batch_tokens` positions."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("shared_prompt_logprobs is for no-grad passes; the update uses backward_group")
+    segment = _prompt_segment(model, group[0].prompt_ids)
+    out: list[torch.Tensor | None] = [None] * len(group)
+    for batch in token_budget_batches([len(s.completion_ids) for s in group], micro_batch_tokens):
+        logprobs = _completion_logprobs(model, segment, [group[i] for i in batch], chunk_tokens)
+        for index, value in zip(batch, logprobs, strict=True):
+            out[index] = value
+    return [value for value in out if value is not None]
+
+
+def backward_group(
+    model: torch.nn.Module,
+    group: Sequence[TrainSample],
+    loss_of: Callable[[Sequence[TrainSample], list[torch.Tensor]], torch.Tensor],
+    config: GRPOConfig,
+) -> None:
+    """Accumulate the gradient of a prompt group's loss: the prompt runs once, the completions in
+    micro-batches of at most `config.micro_batch_tokens` positions, each with its own backward
+    (`loss_of(samples, logprobs)` is that micro-batch's share of the loss), then the prompt's backward
+    once with the gradients the micro-batches left on its keys, values and last state. Equal to one
+    backward of the whole group's loss; only one micro-batch's activations are held at a time. With
+    `config.gradient_checkpointing` the decoder layers keep only their inputs and replay in backward."""
+    with _layer_checkpointing(model, config.gradient_checkpointing):
+        segment = _prompt_segment(model, group[0].prompt_ids)
+        lengths = [len(sample.completion_ids) for sample in group]
+        for batch in token_budget_batches(lengths, config.micro_batch_tokens):
+            samples = [group[index] for index in batch]
+            logprobs = _completion_logprobs(model, segment, samples, config.logprob_chunk_tokens)
+            loss_of(samples, logprobs).backward()
+        segment.backward()
+
+
+@contextmanager
+def _layer_checkpointing(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Activation checkpointing of every decoder layer (non-reentrant: the LoRA weights inside need no
+    input that requires grad), the segment cache allowed through (`_SegmentLayer` is replay-safe)."""
+    layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+    if enabled:
+        for layer in layers:
+            layer.gradient_checkpointing = True
+            layer._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+            layer._can_checkpoint_with_cache = True
+    try:
+        yield
+    finally:
+        if enabled:
+            for layer in layers:
+                layer.gradient_checkpointing = False
+
+
+@torch.no_grad()
 def completion_logprobs(model: torch.nn.Module, sample: TrainSample) -> torch.Tensor:
     """Log-probs of the sample's completion tokens under `model`, one per token."""
     return shared_prompt_logprobs(model, [sample])[0]
 
 
-def _fill_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample], field: str) -> None:
+def _fill_logprobs(
+    model: torch.nn.Module, samples: Sequence[TrainSample], field: str, config: GRPOConfig | None
+) -> None:
+    sizes = {}
+    if config is not None:
+        sizes = {"chunk_tokens": config.logprob_chunk_tokens, "micro_batch_tokens": config.micro_batch_tokens}
     for group in prompt_groups(samples):
-        for sample, logprobs in zip(group, shared_prompt_logprobs(model, group), strict=True):
+        for sample, logprobs in zip(group, shared_prompt_logprobs(model, group, **sizes), strict=True):
             setattr(sample, field, logprobs.tolist())
 
 
 @torch.no_grad()
-def reference_logprobs(model: PeftModel, samples: Sequence[TrainSample]) -> None:
+def reference_logprobs(
+    model: PeftModel, samples: Sequence[TrainSample], config: GRPOConfig | None = None
+) -> None:
     """Fill `ref_logprobs` with the base model's log-probs (adapter disabled)."""
     with model.disable_adapter():
-        _fill_logprobs(model, samples, "ref_logprobs")
+        _fill_logprobs(model, samples, "ref_logprobs", config)
 
 
 @torch.no_grad()
-def recompute_old_logprobs(model: torch.nn.Module, samples: Sequence[TrainSample]) -> None:
-    """Replace the sampler's log-probs with the trainer's own, before any update of this batch."""
-    _fill_logprobs(model, samples, "old_logprobs")
+def recompute_old_logprobs(
+    model: torch.nn.Module, samples: Sequence[TrainSample], config: GRPOConfig | None = None
+) -> SamplerGap | None:
+    """Replace the sampler's log-probs with the trainer's own, before any update of this batch; the
+    sampler's are kept in `sampler_logprobs` and compared."""
+    for sample in samples:
+        sample.sampler_logprobs = sample.old_logprobs
+    _fill_logprobs(model, samples, "old_logprobs", config)
+    return sampler_gap(samples)
+
+
+def sampler_gap(samples: Sequence[TrainSample]) -> SamplerGap | None:
+    sampler = [lp for s in samples for lp in (s.sampler_logprobs or [])]
+    trainer = [lp for s in samples if s.sampler_logprobs is not None for lp in s.old_logprobs]
+    if not sampler:
+        return None
+    delta = torch.tensor(trainer, dtype=torch.float64) - torch.tensor(sampler, dtype=torch.float64)
+    # k3 of KL(sampler ‖ trainer) on tokens drawn from the sampler: exp(Δ) − Δ − 1 with Δ = log p_t − log p_s.
+    kl = torch.exp(delta) - delta - 1.0
+    return SamplerGap(
+        abs_dlogp=float(delta.abs().mean()),
+        kl=float(kl.mean()),
+        max_abs_dlogp=float(delta.abs().max()),
+        tokens=len(sampler),
+    )
 
 
 def token_losses(
@@ -124,6 +388,9 @@ def token_losses(
     unclipped = -advantage * ratio
     clipped = -advantage * torch.clamp(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
     policy = torch.maximum(unclipped, clipped)
+    if config.tis_cap is not None and sample.sampler_logprobs is not None:
+        sampler = torch.tensor(sample.sampler_logprobs, device=logprobs.device, dtype=logprobs.dtype)
+        policy = policy * torch.clamp(torch.exp(old - sampler), max=config.tis_cap)
     loss = policy
     kl = torch.zeros_like(policy)
     if config.kl_coef > 0:
@@ -142,15 +409,19 @@ def token_losses(
     return loss, stats
 
 
-def mini_batches(samples: Sequence[TrainSample], count: int, rng: random.Random) -> Iterator[list[TrainSample]]:
+def mini_batches(
+    samples: Sequence[TrainSample], count: int, rng: random.Random
+) -> Iterator[list[TrainSample]]:
     """`count` near-equal mini-batches in shuffled order; samples of one prompt group stay next to each
     other, so a mini-batch mostly holds whole groups and runs each shared prompt once."""
     groups = prompt_groups(samples)
     rng.shuffle(groups)
     order = [sample for group in groups for sample in group]
+    if not order:  # every sample filtered out (zero-variance groups, masked truncations): no step
+        return
     size = math.ceil(len(order) / max(count, 1))
     for start in range(0, len(order), size):
-        yield order[start:start + size]
+        yield order[start : start + size]
 
 
 def warmup_schedule(optimizer: Optimizer, warmup_steps: int) -> LambdaLR:
@@ -158,27 +429,44 @@ def warmup_schedule(optimizer: Optimizer, warmup_steps: int) -> LambdaLR:
     return LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
 
 
+def sequence_weight(sample: TrainSample, batch: Sequence[TrainSample], config: GRPOConfig) -> float:
+    """c_s: what one token loss of `sample` weighs in the mini-batch loss (`loss_agg_mode`)."""
+    if config.loss_agg_mode == "token-mean":
+        return 1.0 / sum(len(s.completion_ids) for s in batch)
+    if config.loss_agg_mode == "seq-mean-token-mean":
+        return 1.0 / (len(batch) * len(sample.completion_ids))
+    return 1.0 / (len(batch) * config.loss_norm_tokens)
+
+
 def optimizer_step(
-    model: torch.nn.Module, optimizer: Optimizer, scheduler: LambdaLR, batch: Sequence[TrainSample],
+    model: torch.nn.Module,
+    optimizer: Optimizer,
+    scheduler: LambdaLR,
+    batch: Sequence[TrainSample],
     config: GRPOConfig,
 ) -> UpdateStats:
-    """One optimizer step over a mini-batch: gradients accumulated sequence by sequence, token-mean loss."""
+    """One optimizer step over a mini-batch: gradients accumulated prompt group by prompt group, the loss
+    aggregated as `loss_agg_mode` says."""
     tokens = sum(len(sample.completion_ids) for sample in batch)
-    if tokens == 0:
-        raise ValueError("a mini-batch without completion tokens")
+    if tokens == 0 or not all(sample.completion_ids for sample in batch):
+        raise ValueError("a mini-batch with an empty completion")
     model.train()
     optimizer.zero_grad(set_to_none=True)
     totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clipped": 0.0, "ratio": 0.0}
-    for group in prompt_groups(batch):
+
+    def loss_of(samples: Sequence[TrainSample], logprobs_of: list[torch.Tensor]) -> torch.Tensor:
         sums = []
-        for sample, logprobs in zip(group, shared_prompt_logprobs(model, group), strict=True):
+        for sample, logprobs in zip(samples, logprobs_of, strict=True):
             losses, stats = token_losses(logprobs, sample, config)
-            sums.append(losses.sum())
+            sums.append(losses.sum() * sequence_weight(sample, batch, config))
             for key, value in stats.items():
                 totals[key] += float(value)
-        loss = torch.stack(sums).sum() / tokens
-        loss.backward()
+        loss = torch.stack(sums).sum()
         totals["loss"] += float(loss.detach())
+        return loss
+
+    for group in prompt_groups(batch):
+        backward_group(model, group, loss_of, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm))
     learning_rate = scheduler.get_last_lr()[0]
@@ -186,25 +474,38 @@ def optimizer_step(
     scheduler.step()
     model.eval()
     return UpdateStats(
-        loss=totals["loss"], policy_loss=totals["policy_loss"] / tokens, kl=totals["kl"] / tokens,
-        clip_fraction=totals["clipped"] / tokens, ratio_mean=totals["ratio"] / tokens, grad_norm=grad_norm,
-        tokens=tokens, learning_rate=learning_rate,
+        loss=totals["loss"],
+        policy_loss=totals["policy_loss"] / tokens,
+        kl=totals["kl"] / tokens,
+        clip_fraction=totals["clipped"] / tokens,
+        ratio_mean=totals["ratio"] / tokens,
+        grad_norm=grad_norm,
+        tokens=tokens,
+        learning_rate=learning_rate,
     )
 
 
 def grpo_update(
-    model: PeftModel, optimizer: Optimizer, scheduler: LambdaLR, samples: Sequence[TrainSample],
-    config: GRPOConfig, rng: random.Random,
-) -> list[UpdateStats]:
+    model: PeftModel,
+    optimizer: Optimizer,
+    scheduler: LambdaLR,
+    samples: Sequence[TrainSample],
+    config: GRPOConfig,
+    rng: random.Random,
+) -> tuple[list[UpdateStats], SamplerGap | None]:
     """All optimizer steps of one iteration: `epochs` passes of `mini_batches` steps over the samples.
-    Old (and reference) log-probs stay fixed for the whole iteration, as PPO's clipping needs."""
-    usable = [sample for sample in samples if sample.completion_ids]
-    if config.old_logprobs == "recompute":
-        recompute_old_logprobs(model, usable)
+    Old (and reference) log-probs stay fixed for the whole iteration, as PPO's clipping needs. Returns the
+    steps' statistics and, with recomputed old log-probs, the sampler↔trainer gap."""
+    usable = [
+        sample
+        for sample in samples
+        if sample.completion_ids and not (config.mask_truncated and sample.truncated)
+    ]
+    gap = recompute_old_logprobs(model, usable, config) if config.old_logprobs == "recompute" else None
     if config.kl_coef > 0:
-        reference_logprobs(model, usable)
+        reference_logprobs(model, usable, config)
     stats = []
     for _ in range(config.epochs):
         for batch in mini_batches(usable, config.mini_batches, rng):
             stats.append(optimizer_step(model, optimizer, scheduler, batch, config))
-    return stats
+    return stats, gap

@@ -40,8 +40,15 @@ class OneWordJudge:
     """A judge LLM behind any OpenAI-compatible endpoint that answers with one word (temperature 0,
     thinking off); shared by the r4 content judge and the evaluator's answer judge."""
 
-    def __init__(self, base_url: str, model: str, *, api_key: str = "EMPTY", timeout_s: float = 60.0,
-                 concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str = "EMPTY",
+        timeout_s: float = 60.0,
+        concurrency: int = 8,
+    ) -> None:
         self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=2)
         self.model = model
         self._slots = asyncio.Semaphore(concurrency)

@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.contracts.policy import PolicyServing, format_max_calls
+from trainer.config import TrainConfig
+
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "memalpha-policy-manifest/1"
 
@@ -37,3 +40,27 @@ def read_manifest(adapter_dir: Path) -> dict[str, Any]:
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{adapter_dir / MANIFEST_FILE} is not a {MANIFEST_FORMAT} manifest")
     return manifest
+
+
+def trained_serving(config: TrainConfig, token_counter: str) -> PolicyServing:
+    """The serving settings an adapter was trained under: the service must serve it with the same."""
+    rollout = config.rollout
+    return PolicyServing(
+        tool_format=rollout.tool_format,
+        max_new_tokens=rollout.max_new_tokens,
+        prompt_budget_tokens=rollout.prompt_budget_tokens,
+        token_counter=token_counter,
+        max_calls=format_max_calls(rollout.tool_format, rollout.max_calls),
+    )
+
+
+def serving_differences(manifest: dict[str, Any], served: dict[str, Any]) -> list[str]:
+    """What differs between an adapter's training settings (manifest) and a service's (GET /policy)."""
+    trained = manifest.get("serving")
+    if not isinstance(trained, dict):
+        return ["the manifest records no serving settings (trained before they were recorded)"]
+    return [
+        f"{key}: trained {trained.get(key)!r}, served {served.get(key)!r}"
+        for key in PolicyServing.model_fields
+        if trained.get(key) != served.get(key)
+    ]

@@ -43,7 +43,9 @@ def chat_template_sha256(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(template.encode("utf-8")).hexdigest()
 
 
-def load_base(config: ModelConfig, tiny_dir: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+def load_base(
+    config: ModelConfig, tiny_dir: Path | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """The base model and tokenizer. A `tiny` model is read from `tiny_dir`, where the caller built it."""
     dtype = _DTYPES[config.dtype]
     if config.source == "gguf":
@@ -64,13 +66,21 @@ def load_base(config: ModelConfig, tiny_dir: Path | None = None) -> tuple[PreTra
 
 def peft_config(lora: LoraConfig) -> PeftLoraConfig:
     return PeftLoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
-        bias="none", task_type="CAUSAL_LM",
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
     )
 
 
 def load_policy(
-    config: ModelConfig, lora: LoraConfig, *, adapter_dir: Path | None = None, trainable: bool = True,
+    config: ModelConfig,
+    lora: LoraConfig,
+    *,
+    adapter_dir: Path | None = None,
+    trainable: bool = True,
     tiny_dir: Path | None = None,
 ) -> LoadedPolicy:
     """Base model + LoRA adapter: a fresh one, or the one saved in `adapter_dir`."""

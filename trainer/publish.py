@@ -1,103 +1,141 @@
 """Hand a trained adapter to the serving side, and take it back.
 
-publish: on every vLLM server, `POST /v1/load_lora_adapter` under the adapter's versioned name (refused if
-the server already has that name: a name is never reused, so a name always means one set of weights),
-check that the name answers a chat completion, then switch the service's active policy to it
-(`PUT /policy`, admin key). rollback: switch the service back to the policy that was active before the
-last publish of the currently active one. Every switch is appended to a journal (JSON lines), which is
-what rollback reads: the registry keeps which row is active, not the order they were activated in.
+publish runs ordered, idempotent steps, so that a crash between any two leaves nothing wedged and running
+it again completes: (0) refuse unless the service serves the policy with the settings the adapter was
+trained under (`GET /policy`'s `serving` against the manifest's; `force` accepts a mismatch) and every
+vLLM server serves its base model; (1) copy the adapter into the write-once store `<adapters_dir>/<name>/` (what vLLM's filesystem
+resolver reads, so restarted or new replicas find it); (2) register it (`POST /policies`: the same name
+again just points the row at the store's copy); (3) on every vLLM server, load it where it is not listed,
+check it is listed and answers a chat completion; (4) the canary (trainer/canary.py): K held-out chunks
+through the serving prompt path against the loaded adapter, compared with the manifest's evaluation — a
+failed canary refuses the switch (the adapter stays stored, registered and loaded; publish again with
+`force`, or after fixing the adapter); (5) switch the service's active policy to it (`PUT /policy`, which
+checks a replica serves it; switching to the active policy again changes nothing, and runs no canary).
+
+rollback asks the service (`POST /policy/rollback`): the history of switches lives in its database
+(`policy_activations`), and the service loads the target again where a restarted server forgot it.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+import asyncio
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
+from app.client import AsyncMemoryClient, MemalphaError
+from app.contracts.schemas import PolicyOut, PolicyRegistration
+from app.policy.replicas import expand_replicas
+from app.policy.vllm_admin import check_answers, ensure_served, served_models
+from trainer.adapter_store import store_adapter
+from trainer.canary import CanaryConfig, CanaryError, CanaryResult, run_canary
+from trainer.manifest import read_manifest, serving_differences
 
-from trainer.manifest import read_manifest
-from trainer.vllm_admin import check_answers, load_lora_adapter, served_models
-
-_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+_TIMEOUT_S = 600.0  # PUT /policy may load an adapter on every replica
 
 
 class PublishError(RuntimeError):
     """Publishing or rolling back failed; nothing after the failing step was done."""
 
 
+class CanaryRefused(PublishError):
+    """The canary failed: the adapter is stored, registered and loaded, but the service was not switched."""
+
+    def __init__(self, name: str, result: CanaryResult) -> None:
+        super().__init__(
+            f"{result.summary()}; {name!r} was not switched to (it stays stored, registered and loaded): "
+            "publish a fixed adapter, or this one again with --force"
+        )
+        self.result = result
+
+
 @dataclass(frozen=True)
 class Switch:
-    at: str
     action: str  # publish | rollback
     previous: str
     active: str
-    servers: list[str]
+    adapter_path: str | None
+    canary: CanaryResult | None = None  # None: no canary ran (rollback, already active, or none asked)
 
 
-async def _service(method: str, service_url: str, admin_key: str | None, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
-    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
-        response = await client.request(method, f"{service_url.rstrip('/')}/policy", json=body, headers=headers)
-    if response.status_code != 200:
-        raise PublishError(f"{method} {service_url}/policy → HTTP {response.status_code}: {response.text[:1000]}")
-    payload: dict[str, Any] = response.json()
-    return payload
+def _client(service_url: str, admin_key: str | None) -> AsyncMemoryClient:
+    return AsyncMemoryClient(service_url, admin_key, timeout=_TIMEOUT_S)
 
 
-async def active_policy(service_url: str, admin_key: str | None) -> str:
-    return str((await _service("GET", service_url, admin_key))["name"])
+async def served_policy(service_url: str, admin_key: str | None) -> PolicyOut:
+    try:
+        async with _client(service_url, admin_key) as client:
+            return await client.get_policy()
+    except MemalphaError as exc:
+        raise PublishError(f"GET {service_url}/policy: {exc}") from exc
 
 
-async def switch_policy(service_url: str, admin_key: str | None, name: str) -> dict[str, Any]:
-    return await _service("PUT", service_url, admin_key, {"name": name})
-
-
-def _append(journal: Path, switch: Switch) -> None:
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    with open(journal, "a", encoding="utf-8") as out:
-        out.write(json.dumps(asdict(switch)) + "\n")
-
-
-def read_journal(journal: Path) -> list[Switch]:
-    if not journal.exists():
-        return []
-    return [Switch(**json.loads(line)) for line in journal.read_text().splitlines() if line.strip()]
-
-
-async def publish(adapter_dir: Path, *, vllm_urls: list[str], service_url: str, admin_key: str | None,
-                  journal: Path, name: str | None = None) -> Switch:
+async def publish(
+    adapter_dir: Path,
+    *,
+    vllm_urls: list[str],
+    service_url: str,
+    admin_key: str | None,
+    adapters_dir: Path,
+    canary: CanaryConfig | None,
+    name: str | None = None,
+    force: bool = False,
+) -> Switch:
+    """`canary` None publishes without one (say so to the operator: nothing checks the serving path)."""
     manifest = read_manifest(adapter_dir)
+    vllm_urls = await asyncio.to_thread(expand_replicas, vllm_urls)  # `dns+` names: every pod
     name = name or str(manifest["name"])
     base = str(manifest["base_model"])
-    path = str(adapter_dir.resolve())
-    for url in vllm_urls:  # check every server before changing any
+    current = await served_policy(service_url, admin_key)
+    differences = serving_differences(manifest, current.serving.model_dump())
+    if differences and not force:
+        raise PublishError(
+            f"{name} was trained under other prompt/decoding settings than {service_url} serves: "
+            + "; ".join(differences)
+            + " (serve it with the trained settings, or publish with --force to accept the mismatch)"
+        )
+    for url in vllm_urls:  # check every server before changing anything
         served = await served_models(url)
         if base not in served:
             raise PublishError(f"{url} serves {served}, not the adapter's base model {base!r}")
-        if name in served:
-            raise PublishError(f"{url} already serves {name!r}; a published name is never reused")
-    for url in vllm_urls:
-        await load_lora_adapter(url, name, path)
-        await check_answers(url, name)
-    previous = await active_policy(service_url, admin_key)
-    await switch_policy(service_url, admin_key, name)
-    switch = Switch(at=datetime.now(UTC).isoformat(), action="publish", previous=previous, active=name,
-                    servers=list(vllm_urls))
-    _append(journal, switch)
-    return switch
+    stored = str(store_adapter(adapter_dir, adapters_dir, name, base).resolve())
+    registration = PolicyRegistration(
+        name=name,
+        base_model=base,
+        adapter_path=stored,
+        metrics=dict(manifest.get("eval_metrics") or {}),
+        manifest=manifest,
+    )
+    try:
+        async with _client(service_url, admin_key) as client:
+            await client.register_policy(registration)
+            missing = sorted(set(vllm_urls) - set(await ensure_served(vllm_urls, name, stored)))
+            if missing:
+                raise PublishError(f"{name!r} could not be loaded on {missing}")
+            for url in vllm_urls:
+                await check_answers(url, name)
+            result = None
+            if canary is not None and current.name != name:
+                try:
+                    result = await run_canary(
+                        canary, manifest=manifest, model=name, replica=vllm_urls[0], serving=current.serving
+                    )
+                except CanaryError as exc:
+                    raise PublishError(
+                        f"canary of {name!r} could not run: {exc}; nothing was switched"
+                    ) from exc
+                if not result.passed and not canary.force:
+                    raise CanaryRefused(name, result)
+            await client.set_policy(name)
+    except MemalphaError as exc:
+        raise PublishError(f"{service_url}: {exc}") from exc
+    return Switch(action="publish", previous=current.name, active=name, adapter_path=stored, canary=result)
 
 
-async def rollback(*, service_url: str, admin_key: str | None, journal: Path) -> Switch:
-    current = await active_policy(service_url, admin_key)
-    publishes = [s for s in read_journal(journal) if s.action == "publish" and s.active == current]
-    if not publishes:
-        raise PublishError(f"the journal {journal} has no publish of the active policy {current!r}")
-    target = publishes[-1].previous
-    await switch_policy(service_url, admin_key, target)
-    switch = Switch(at=datetime.now(UTC).isoformat(), action="rollback", previous=current, active=target,
-                    servers=publishes[-1].servers)
-    _append(journal, switch)
-    return switch
+async def rollback(*, service_url: str, admin_key: str | None) -> Switch:
+    try:
+        async with _client(service_url, admin_key) as client:
+            previous = (await client.get_policy()).name
+            row = await client.rollback_policy()
+    except MemalphaError as exc:
+        raise PublishError(f"POST {service_url}/policy/rollback: {exc}") from exc
+    return Switch(action="rollback", previous=previous, active=row.name, adapter_path=row.adapter_path)

@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.errors import Unavailable
-from app.memory import LIST_KINDS, Applier, MemoryState, Operation, OpResult, TokenCounter
+from app.memory import LIST_KINDS, Applier, MemoryState, OpResult, TokenCounter
 from app.policy.backend import PolicyBackend, PolicyError, PolicyReply
 from app.policy.parser import ToolCall
-from app.qa import AnswerContext, Answerer, AnswerResult, answer_question
-from app.qa.scorers import score
+from app.qa import AnswerContext, Answerer, AnswerResult, ContextMode, answer_question
 from app.retrieval import Retriever
 from trainer.episodes import QA, Episode
 from trainer.evaluate.evidence import evidence_recall
+from trainer.evaluate.scorers import score
 
 StepExtras = Callable[[PolicyReply], Any]
 PromptRecorder = Callable[[MemoryState, str], list[dict[str, str]]]
@@ -84,6 +84,15 @@ class EpisodeRun:
     policy: str = ""  # the policy backend's name; "" for the baselines (no writer)
 
     @property
+    def infra_error(self) -> str | None:
+        """The first failure of the infrastructure (a policy call or an answer that could not be made, after
+        their retries), if any: such a run measures the servers, not the policy, and must not be scored."""
+        for error in [step.error for step in self.steps] + [answer.error for answer in self.answers]:
+            if error is not None:
+                return error
+        return None
+
+    @property
     def score(self) -> float | None:
         return sum(a.score for a in self.answers) / len(self.answers) if self.answers else None
 
@@ -113,6 +122,9 @@ class QASettings:
     k: int = 20
     budget_tokens: int = 30_000
     concurrency: int = 4  # questions in flight at once (an LLM server batches them)
+    # "top-k": SPEC §4 as the paper and the trainer's reward use it; "budget": the service default
+    # (`memalpha eval` follows the settings), where k does not cap the items
+    mode: ContextMode = "top-k"
 
 
 def memory_tokens(state: MemoryState, counter: TokenCounter) -> int:
@@ -137,8 +149,12 @@ async def write_memory(
     steps: list[StepRecord] = []
     for index, chunk in enumerate(episode.chunks):
         step = StepRecord(
-            index=index, chunk_tokens=counter.count(chunk), memory_tokens_before=memory_tokens(state, counter),
-            calls=[], results=[], messages=record_prompt(state, chunk) if record_prompt else None,
+            index=index,
+            chunk_tokens=counter.count(chunk),
+            memory_tokens_before=memory_tokens(state, counter),
+            calls=[],
+            results=[],
+            messages=record_prompt(state, chunk) if record_prompt else None,
         )
         started = time.perf_counter()
         try:
@@ -146,11 +162,14 @@ async def write_memory(
         except PolicyError as error:
             step.error, step.latency_s = str(error), time.perf_counter() - started
         else:
-            operations = [Operation.from_call(call.name, call.arguments) for call in reply.calls]
             step.calls = list(reply.calls)
-            step.results = applier.apply_all(state, operations, now=datetime.now(UTC), source_seq=index)
+            # seq is 1-based, as in the service's chunk log, so both write the same items.
+            step.results = applier.apply_calls(state, reply.calls, now=datetime.now(UTC), seq=index + 1)
             step.raw_text, step.parse_errors = reply.raw_text, list(reply.parse_errors)
-            step.prompt_tokens, step.completion_tokens = reply.usage.prompt_tokens, reply.usage.completion_tokens
+            step.prompt_tokens, step.completion_tokens = (
+                reply.usage.prompt_tokens,
+                reply.usage.completion_tokens,
+            )
             step.latency_s, step.visible_items, step.model = reply.latency_s, reply.visible_items, reply.model
             step.extras = step_extras(reply) if step_extras else None
         steps.append(step)
@@ -159,9 +178,14 @@ async def write_memory(
     return state, steps
 
 
-def record_answer(episode: Episode, qa: QA, prediction: str, context_text: str, **fields: Any) -> AnswerRecord:
+def record_answer(
+    episode: Episode, qa: QA, prediction: str, context_text: str, **fields: Any
+) -> AnswerRecord:
     return AnswerRecord(
-        question=qa.question, gold=qa.answer, category=qa.category, prediction=prediction,
+        question=qa.question,
+        gold=qa.answer,
+        category=qa.category,
+        prediction=prediction,
         score=score(episode.data_source, prediction, qa.answer, category=qa.category),
         evidence_recall=evidence_recall(episode.data_source, context_text, qa.answers, category=qa.category),
         **fields,
@@ -169,10 +193,19 @@ def record_answer(episode: Episode, qa: QA, prediction: str, context_text: str, 
 
 
 def _from_result(episode: Episode, qa: QA, result: AnswerResult) -> AnswerRecord:
-    context = "\n".join([result.core, *(e.content for e in result.semantic), *(e.content for e in result.episodic)])
+    context = "\n".join(
+        [result.core, *(e.content for e in result.semantic), *(e.content for e in result.episodic)]
+    )
     return record_answer(
-        episode, qa, result.answer, context, context_tokens=result.context_tokens, k=result.k,
-        latency_s=result.latency_s, model=result.model, prompt_tokens=result.usage.get("prompt_tokens", 0),
+        episode,
+        qa,
+        result.answer,
+        context,
+        context_tokens=result.context_tokens,
+        k=result.k,
+        latency_s=result.latency_s,
+        model=result.model,
+        prompt_tokens=result.usage.get("prompt_tokens", 0),
         completion_tokens=result.usage.get("completion_tokens", 0),
     )
 
@@ -180,27 +213,53 @@ def _from_result(episode: Episode, qa: QA, result: AnswerResult) -> AnswerRecord
 def failed_answer(qa: QA, error: Exception) -> AnswerRecord:
     """One unreachable answer must not end a long evaluation: it scores 0 and the report counts it."""
     return AnswerRecord(
-        question=qa.question, gold=qa.answer, category=qa.category, prediction="", score=0.0, evidence_recall=0.0,
-        context_tokens=0, k=0, latency_s=0.0, model="", error=str(error),
+        question=qa.question,
+        gold=qa.answer,
+        category=qa.category,
+        prediction="",
+        score=0.0,
+        evidence_recall=0.0,
+        context_tokens=0,
+        k=0,
+        latency_s=0.0,
+        model="",
+        error=str(error),
     )
 
 
-async def answer_context(episode: Episode, qa: QA, context: AnswerContext, answerer: Answerer) -> AnswerRecord:
+async def answer_context(
+    episode: Episode, qa: QA, context: AnswerContext, answerer: Answerer
+) -> AnswerRecord:
     """Answer from a context that was assembled outside retrieval (the long- and full-context baselines)."""
     started = time.perf_counter()
     try:
         reply = await answerer.answer(context)
     except Unavailable as error:
         return failed_answer(qa, error)
-    text = "\n".join([context.core, *(s.item.content for s in context.semantic), *(s.item.content for s in context.episodic)])
+    text = "\n".join(
+        [
+            context.core,
+            *(s.item.content for s in context.semantic),
+            *(s.item.content for s in context.episodic),
+        ]
+    )
     return record_answer(
-        episode, qa, reply.text, text, context_tokens=context.tokens, k=context.k,
-        latency_s=time.perf_counter() - started, model=reply.model,
-        prompt_tokens=reply.usage.get("prompt_tokens", 0), completion_tokens=reply.usage.get("completion_tokens", 0),
+        episode,
+        qa,
+        reply.text,
+        text,
+        context_tokens=context.tokens,
+        k=context.k,
+        latency_s=time.perf_counter() - started,
+        model=reply.model,
+        prompt_tokens=reply.usage.get("prompt_tokens", 0),
+        completion_tokens=reply.usage.get("completion_tokens", 0),
     )
 
 
-async def gather_limited(jobs: Sequence[Callable[[], Awaitable[AnswerRecord]]], limit: int) -> list[AnswerRecord]:
+async def gather_limited(
+    jobs: Sequence[Callable[[], Awaitable[AnswerRecord]]], limit: int
+) -> list[AnswerRecord]:
     """Run the jobs with at most `limit` in flight; results in job order."""
     gate = asyncio.Semaphore(max(limit, 1))
 
@@ -221,18 +280,27 @@ async def answer_from_memory(
     counter: TokenCounter,
     key: Hashable,
 ) -> list[AnswerRecord]:
-    """Every question through the service's own answer path (BM25 top-k per kind, budget, answerer)."""
+    """Every question through the service's own answer path (retrieval, context in `qa.mode` within the
+    budget, answerer)."""
 
     def job(item: QA) -> Callable[[], Awaitable[AnswerRecord]]:
         async def run() -> AnswerRecord:
             try:
                 result = await answer_question(
-                    state, item.question, retriever=retriever, answerer=answerer, k=qa.k,
-                    budget_tokens=qa.budget_tokens, counter=counter, key=key,
+                    state,
+                    item.question,
+                    retriever=retriever,
+                    answerer=answerer,
+                    k=qa.k if qa.mode == "top-k" else None,
+                    budget_tokens=qa.budget_tokens,
+                    counter=counter,
+                    key=key,
+                    mode=qa.mode,
                 )
             except Unavailable as error:
                 return failed_answer(item, error)
             return _from_result(episode, item, result)
+
         return run
 
     return await gather_limited([job(item) for item in episode.questions], qa.concurrency)
@@ -258,23 +326,50 @@ async def run_episode(
     memory in the retriever's cache: concurrent rollouts of one episode need distinct keys."""
     started = time.perf_counter()
     state, steps = await write_memory(
-        episode, policy, applier=applier, counter=counter, model=model, step_extras=step_extras,
-        record_prompt=record_prompt, on_step=on_step,
+        episode,
+        policy,
+        applier=applier,
+        counter=counter,
+        model=model,
+        step_extras=step_extras,
+        record_prompt=record_prompt,
+        on_step=on_step,
     )
     written = time.perf_counter()
     answers = await answer_from_memory(
-        episode, state, retriever=retriever, answerer=answerer, qa=qa, counter=counter,
+        episode,
+        state,
+        retriever=retriever,
+        answerer=answerer,
+        qa=qa,
+        counter=counter,
         key=key if key is not None else (method, episode.instance_id),
     )
     return EpisodeRun(
-        instance_id=episode.instance_id, data_source=episode.data_source, method=method,
-        input_tokens=sum(step.chunk_tokens for step in steps), memory_tokens=memory_tokens(state, counter),
-        steps=steps, answers=answers, state=state, write_s=written - started,
-        answer_s=time.perf_counter() - written, policy=policy.name,
+        instance_id=episode.instance_id,
+        data_source=episode.data_source,
+        method=method,
+        input_tokens=sum(step.chunk_tokens for step in steps),
+        memory_tokens=memory_tokens(state, counter),
+        steps=steps,
+        answers=answers,
+        state=state,
+        write_s=written - started,
+        answer_s=time.perf_counter() - written,
+        policy=policy.name,
     )
 
 
 __all__ = [
-    "AnswerRecord", "EpisodeRun", "QASettings", "StepRecord", "answer_context", "answer_from_memory",
-    "gather_limited", "memory_tokens", "record_answer", "run_episode", "write_memory",
+    "AnswerRecord",
+    "EpisodeRun",
+    "QASettings",
+    "StepRecord",
+    "answer_context",
+    "answer_from_memory",
+    "gather_limited",
+    "memory_tokens",
+    "record_answer",
+    "run_episode",
+    "write_memory",
 ]

@@ -53,10 +53,12 @@ def build_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     fragments = "|".join(re.escape(fragment) for fragment in CALL_FRAGMENTS)
     backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     # The matches are the tokens (fragments first); whitespace between them is dropped.
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(f"{fragments}|{_WORD.pattern}"), behavior="removed",
-                                                 invert=True)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=UNK, eos_token=IM_END,
-                                        pad_token=END_OF_TEXT)
+    backend.pre_tokenizer = pre_tokenizers.Split(
+        Regex(f"{fragments}|{_WORD.pattern}"), behavior="removed", invert=True
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token=UNK, eos_token=IM_END, pad_token=END_OF_TEXT
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": [IM_START]})
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
@@ -64,9 +66,17 @@ def build_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
 
 def build_model(vocab_size: int, seed: int, *, eos_token_id: int, pad_token_id: int) -> Qwen2ForCausalLM:
     config = Qwen2Config(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16384, tie_word_embeddings=True,
-        eos_token_id=eos_token_id, pad_token_id=pad_token_id, bos_token_id=None,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=16384,
+        tie_word_embeddings=True,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
     )
     with torch.random.fork_rng():  # the caller's random stream stays untouched
         torch.manual_seed(seed)
@@ -76,8 +86,9 @@ def build_model(vocab_size: int, seed: int, *, eos_token_id: int, pad_token_id: 
 def create_tiny_model(out_dir: Path, texts: Iterable[str], *, seed: int = 0, max_words: int = 48) -> Path:
     """Build and save the tiny model and its tokenizer into `out_dir` (a transformers model directory)."""
     tokenizer = build_tokenizer(vocabulary(texts, max_words))
-    model = build_model(len(tokenizer), seed, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
+    model = build_model(
+        len(tokenizer), seed, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Forbidden, Unauthorized
@@ -21,14 +21,20 @@ def get_service(request: Request) -> MemoryService:
     return service
 
 
+async def principal_for(app: FastAPI, api_key: str | None) -> Principal:
+    """The caller a bearer key names; shared by the routes and the mounted MCP endpoint."""
+    if not app.state.auth_enabled:
+        return Principal(tenant_id=LOCAL_TENANT, admin=True)
+    if not api_key:
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    service: MemoryService = app.state.service
+    return await service.access.authenticate(api_key)
+
+
 async def get_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    if not request.app.state.auth_enabled:
-        return Principal(tenant_id=LOCAL_TENANT, admin=True)
-    if credentials is None or not credentials.credentials:
-        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    return await get_service(request).authenticate(credentials.credentials)
+    return await principal_for(request.app, credentials.credentials if credentials else None)
 
 
 async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:

@@ -1,6 +1,6 @@
 """`memalpha worker`: ingestion workers without the HTTP server (scale-out next to `serve --no-workers`
-or `MEMALPHA_RUN_WORKERS=false`). Runs until SIGINT/SIGTERM; a chunk in flight then goes back to
-pending for the next worker."""
+or `MEMALPHA_RUN_WORKERS=false`). Runs until SIGINT/SIGTERM; chunks in flight then get
+`MEMALPHA_SHUTDOWN_GRACE_S` to commit, and go back to pending for the next worker after it."""
 
 from __future__ import annotations
 
@@ -15,13 +15,21 @@ from typing import Any
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("worker", help="run ingestion workers only", description=__doc__)
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: MEMALPHA_DATABASE_URL)")
+    parser.add_argument("--workers", type=int, help="claim loops in this process (default: MEMALPHA_WORKERS)")
     parser.add_argument(
-        "--workers", type=int, help="worker tasks in this process (default: MEMALPHA_WORKERS)"
+        "--concurrency",
+        type=int,
+        help="sessions (policy calls) in flight in this process (default: MEMALPHA_POLICY_CONCURRENCY)",
     )
     parser.add_argument(
         "--policy-url", help="OpenAI-compatible base URL of the policy model (backend `openai`)"
     )
     parser.add_argument("--policy-model", help="served model name of the policy")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics on this port (MEMALPHA_WORKER_METRICS_PORT)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -32,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {
         "database_url": args.database_url,
         "workers": args.workers,
+        "policy_concurrency": args.concurrency,
         "policy_url": args.policy_url,
         "policy_model": args.policy_model,
+        "worker_metrics_port": args.metrics_port,
     }
     if args.policy_url:
         values["policy_backend"] = "openai"
@@ -45,9 +55,6 @@ def run(args: argparse.Namespace) -> int:
     if settings.workers < 1:
         print("memalpha worker: --workers must be at least 1", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         asyncio.run(_serve(settings))
     except SchemaNotReady as exc:
@@ -57,19 +64,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Any) -> None:
+    from prometheus_client import start_http_server
+
     from app.service import MemoryService
 
     service = MemoryService(settings)
     await service.start(run_workers=True)
+    metrics = None
+    if settings.worker_metrics_port is not None:
+        metrics, _ = start_http_server(settings.worker_metrics_port, addr=settings.host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     logging.getLogger("memalpha.worker").info(
-        "%d workers on %s; policy %s", settings.workers, service.db.safe_url, service.policy.name
+        "%d claim loops, %d sessions in flight at most, on %s; policy %s; metrics %s",
+        settings.workers,
+        settings.policy_concurrency,
+        service.db.safe_url,
+        service.policy.name,
+        f"http://{settings.host}:{settings.worker_metrics_port}/metrics" if metrics else "off",
     )
     try:
         workers = asyncio.ensure_future(service.run_workers_until_stopped())
         await asyncio.wait([workers, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        if metrics is not None:
+            metrics.shutdown()
         await service.stop()

@@ -1,17 +1,35 @@
-"""The worker tasks of one process."""
+"""The ingest workers of one process: a few claim loops and up to `concurrency` sessions in flight.
+
+Concurrency is the number of sessions this process works on at once, i.e. of policy calls in flight
+(one session runs one chunk at a time, so per-session order stays strict). It is independent of the
+claim loops (`MEMALPHA_WORKERS`), which only take leases: a claim loop holds a free slot, claims the
+longest-waiting ready session and runs it as its own task, so a slow policy call never stops this
+process from feeding other sessions to the policy server (vLLM batches concurrent requests).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import os
 import secrets
 import socket
+from collections.abc import Collection
 
-from app.ingest.wakeups import Wakeups
+from app.ingest.queue import ChunkQueue
+from app.ingest.shutdown import Shutdown, unless
+from app.ingest.views import Views
 from app.ingest.worker import Worker, WorkerConfig
 from app.memory import Applier
 from app.policy.backend import PolicyBackend
-from app.store.database import Database
+from app.store.sessions import SessionKey
+
+log = logging.getLogger(__name__)
+
+# After the grace period: how long the workers get to hand their chunks back (one short transaction
+# each) before they are cancelled.
+_ABANDON_S = 5.0
 
 
 def owner_prefix() -> str:
@@ -23,38 +41,115 @@ class WorkerPool:
     def __init__(
         self,
         *,
-        db: Database,
+        queue: ChunkQueue,
         policy: PolicyBackend,
         applier: Applier,
-        wakeups: Wakeups,
         config: WorkerConfig,
-        count: int,
+        claimers: int,
+        concurrency: int,
     ) -> None:
-        prefix = owner_prefix()
-        self.workers = [
-            Worker(
-                db=db, policy=policy, applier=applier, wakeups=wakeups, config=config, owner=f"{prefix}:{n}"
-            )
-            for n in range(count)
-        ]
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.queue, self.policy, self.applier, self.config = queue, policy, applier, config
+        self.claimers, self.concurrency = claimers, concurrency
+        self._prefix = owner_prefix()
+        # Each claim gets its own owner name: a lease that expired and was claimed again by this same
+        # process is then still told apart from the stale one at commit.
+        self._claims = itertools.count()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._shutdown = Shutdown()
+        self._deadline: float | None = None  # loop time by which the chunks in flight are given up
+        self._loops: list[asyncio.Task[None]] = []
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._views = Views()
 
     def start(self) -> None:
-        self._stop.clear()
-        self._tasks = [
-            asyncio.create_task(worker.run(self._stop), name=f"memalpha-worker-{n}")
-            for n, worker in enumerate(self.workers)
+        self._shutdown, self._deadline = Shutdown(), None
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name=f"memalpha-claim-{n}") for n in range(self.claimers)
         ]
 
-    async def stop(self) -> None:
-        """Stop at once: a chunk in flight goes back to pending (see `Worker._abandon`)."""
-        self._stop.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+    def begin_stop(self, grace_s: float) -> None:
+        """Claim nothing more; the chunks in flight get `grace_s` to commit (`stop` waits for them).
+        Called at SIGTERM, so that they finish while the HTTP server drains its connections."""
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().time() + grace_s
+            self._shutdown.stop.set()
+
+    async def stop(self, grace_s: float) -> None:
+        """Graceful and bounded (`app/ingest/shutdown.py`): the chunks in flight commit within
+        `grace_s` (from `begin_stop`), or go back to pending; at most `grace_s` + `_ABANDON_S`."""
+        self.begin_stop(grace_s)
+        # The claim loops first: one may still start a session (which it then hands back at once).
+        await self._until_deadline(self._loops)
+        running = await self._until_deadline({*self._loops, *self._sessions})
+        if running:
+            log.info("grace period over with %d chunks in flight: they go back to pending", len(running))
+            self._shutdown.abandon.set()
+            _, running = await asyncio.wait(running, timeout=_ABANDON_S)
+        if running:  # a database that does not answer: the leases expire and other workers take over
+            log.warning(
+                "%d worker tasks did not stop within %.0f s; cancelling them", len(running), _ABANDON_S
+            )
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        self._loops, self._sessions = [], set()
+
+    async def _until_deadline(self, tasks: Collection[asyncio.Task[None]]) -> set[asyncio.Task[None]]:
+        """Wait for `tasks` until the grace period ends; returns those still running."""
+        assert self._deadline is not None
+        remaining = self._deadline - asyncio.get_running_loop().time()
+        running = {task for task in tasks if not task.done()}
+        if running and remaining > 0:
+            _, running = await asyncio.wait(running, timeout=remaining)
+        return running
 
     async def wait(self) -> None:
-        """Until the workers end (they end only when stopped or cancelled)."""
-        await asyncio.gather(*self._tasks)
+        """Until the claim loops end (they end only when stopping or cancelled)."""
+        await asyncio.gather(*self._loops)
+
+    async def _claim_loop(self) -> None:
+        with self.queue.wakeups.worker() as woken:
+            while not self._shutdown.stop.is_set():
+                if await unless(self._shutdown.stop, self._slots.acquire()) is None:
+                    return
+                woken.clear()  # before looking: a wake-up during the look is not lost
+                owner = f"{self._prefix}:{next(self._claims)}"
+                try:
+                    key = await self.queue.claim(owner)
+                except Exception as exc:  # the database may be away for a while; keep the loop alive
+                    if not self.queue.db.outage.failed(exc):  # an outage is logged once, not per poll
+                        log.exception("claiming a session failed")
+                    key = None
+                if key is None:
+                    self._slots.release()
+                    await self._idle(woken)
+                    continue
+                task = asyncio.create_task(self._run(key, owner), name=f"memalpha-session-{owner}")
+                self._sessions.add(task)
+                task.add_done_callback(self._sessions.discard)
+
+    async def _run(self, key: SessionKey, owner: str) -> None:
+        worker = Worker(
+            queue=self.queue,
+            policy=self.policy,
+            applier=self.applier,
+            config=self.config,
+            owner=owner,
+            shutdown=self._shutdown,
+            views=self._views,
+        )
+        try:
+            await worker.run_session(key)
+        except Exception as exc:  # the lease expires and another worker takes the session over
+            if not self.queue.db.outage.failed(exc):
+                log.exception("worker %s: processing %s failed", owner, key)
+        finally:
+            self._slots.release()
+            # The session may have been handed back with work left: look for it now, not at the next poll.
+            self.queue.wakeups.work()
+
+    async def _idle(self, woken: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(self._shutdown.stop.wait())]
+        await asyncio.wait(waits, timeout=self.config.poll_s, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waits:
+            waiter.cancel()

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.contracts.bounds import ID_LENGTH, SESSION_ID_PATTERN
 from app.errors import BadRequest, PayloadTooLarge
-from app.memory import TokenCounter, split_text
-from app.store.models import ID_LENGTH
+from app.memory import TokenCounter, is_blank, split_text
 from app.store.types import as_utc
 
-_SESSION_ID = re.compile(r"[A-Za-z0-9._:-]+")
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
 
 
 @dataclass
@@ -51,13 +51,29 @@ def _check_text(value: str, what: str) -> None:
         raise BadRequest(f"{what} contains a NUL character")
 
 
+def _too_many(count: int, max_chunks: int, what: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{what} {count} chunks; the limit is {max_chunks} per request (send the rest in another)",
+        {"field": "chunks", "limit": max_chunks},
+    )
+
+
 def prepare(
-    chunks: list[ChunkIn], *, max_chunk_bytes: int, max_chunk_tokens: int, counter: TokenCounter
+    chunks: list[ChunkIn],
+    *,
+    max_chunk_bytes: int,
+    max_chunk_tokens: int,
+    max_chunks: int,
+    counter: TokenCounter,
 ) -> list[list[Piece]]:
-    """One list of pieces per input chunk (several when it is longer than `max_chunk_tokens`)."""
+    """One list of pieces per input chunk (several when it is longer than `max_chunk_tokens`); at most
+    `max_chunks` pieces in all. CPU-bound on long input: callers run it off the event loop."""
     if not chunks:
         raise BadRequest("no chunks given")
+    if len(chunks) > max_chunks:
+        raise _too_many(len(chunks), max_chunks, "the request has")
     prepared = []
+    total = 0
     for index, chunk in enumerate(chunks):
         what = f"chunk {index}"
         if not isinstance(chunk.content, str):
@@ -66,8 +82,8 @@ def prepare(
         size = len(chunk.content.encode("utf-8"))
         if size > max_chunk_bytes:
             raise PayloadTooLarge(f"{what} has {size} bytes; the limit is {max_chunk_bytes}")
-        if not chunk.content.strip():
-            raise BadRequest(f"{what} is empty")
+        if is_blank(chunk.content):
+            raise BadRequest(f"{what} is empty (nothing visible in it)")
         key = chunk.idempotency_key
         if key is not None:
             if not 0 < len(key) <= ID_LENGTH:
@@ -82,6 +98,9 @@ def prepare(
                 raise BadRequest(f"{what}: metadata contains a NUL character")
         timestamp = as_utc(chunk.timestamp)  # a timestamp without a zone is UTC
         pieces = split_text(chunk.content, max_chunk_tokens, counter)
+        total += len(pieces)
+        if total > max_chunks:
+            raise _too_many(total, max_chunks, "split at the token limit, the request makes at least")
         prepared.append(
             [
                 Piece(

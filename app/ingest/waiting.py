@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.ingest.wakeups import Wakeups
 from app.store import chunks
 from app.store.database import Database
-from app.store.models import Chunk
+from app.store.models import Chunk, ChunkStatus
 from app.store.sessions import SessionKey
+from app.store.sql import batched
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,16 @@ class ChunkWaiter:
         self.db, self.wakeups, self.poll_s = db, wakeups, poll_s
         self._open: dict[SessionKey, list[set[int]]] = {}  # the still-open seqs of each wait in progress
         self._poller: asyncio.Task[None] | None = None
+        self._events: set[asyncio.Event] = set()  # of the waits in progress
+        self._released = False
+
+    def release(self) -> None:
+        """Shutting down: every wait in progress, and any begun later, returns now with what it has
+        (the request answers 202 with the chunks still open) instead of holding the HTTP server's
+        drain for up to its timeout."""
+        self._released = True
+        for event in self._events:
+            event.set()
 
     def start(self) -> None:
         self._poller = asyncio.create_task(self._poll(), name="memalpha-wait-poller")
@@ -48,6 +59,7 @@ class ChunkWaiter:
         # Watch before the first look, so that nothing finishing in between goes unheard.
         with self.wakeups.watch(key) as watch:
             self._open.setdefault(key, []).append(pending)
+            self._events.add(watch.event)
             try:
                 blocked_by = await self._look(key, pending)
                 while True:
@@ -56,10 +68,12 @@ class ChunkWaiter:
                             blocked_by = await self._look(key, pending)
                         else:
                             pending.discard(seq)
-                            if status == "failed":
+                            if status == ChunkStatus.FAILED:
                                 blocked_by = seq
                     if not pending:
                         return True
+                    if self._released:
+                        return False
                     if blocked_by is not None and blocked_by < min(pending):
                         return False
                     remaining = deadline - time.monotonic()
@@ -70,6 +84,7 @@ class ChunkWaiter:
                     except TimeoutError:
                         pass
             finally:
+                self._events.discard(watch.event)
                 waits = self._open[key]
                 waits.remove(pending)
                 if not waits:
@@ -92,13 +107,14 @@ class ChunkWaiter:
                 try:
                     async with self.db.read() as session:
                         finished, blocked_by = await _finished(session, key, wanted)
-                except Exception:  # the database may be away; the waits time out on their own
-                    log.exception("polling chunk statuses of %s failed", key)
+                except Exception as exc:  # the database may be away; the waits time out on their own
+                    if not self.db.outage.failed(exc):
+                        log.exception("polling chunk statuses of %s failed", key)
                     continue
                 for seq, status in finished.items():
                     self.wakeups.finished(key, seq, status)
                 if blocked_by is not None:
-                    self.wakeups.finished(key, blocked_by, "failed")
+                    self.wakeups.finished(key, blocked_by, ChunkStatus.FAILED)
 
 
 async def _finished(
@@ -106,10 +122,12 @@ async def _finished(
 ) -> tuple[dict[int, str | None], int | None]:
     """The seqs of `seqs` that will not move any more, with their final status (None: the chunk is gone
     with its session), and the seq of a failed chunk heading the session, if one does."""
-    query = select(Chunk.seq, Chunk.status).where(
-        Chunk.tenant_id == key[0], Chunk.session_id == key[1], Chunk.seq.in_(sorted(seqs))
-    )
-    rows: dict[int, str] = {seq: status for seq, status in await session.execute(query)}
+    rows: dict[int, str] = {}
+    for batch in batched(sorted(seqs)):
+        query = select(Chunk.seq, Chunk.status).where(
+            Chunk.tenant_id == key[0], Chunk.session_id == key[1], Chunk.seq.in_(batch)
+        )
+        rows.update((seq, status) for seq, status in await session.execute(query))
     finished = {seq: rows.get(seq) for seq in seqs if rows.get(seq) in (None, *chunks.FINAL_STATUSES)}
     head = await chunks.head(session, key) if len(finished) < len(seqs) else None
-    return finished, head.seq if head is not None and head.status == "failed" else None
+    return finished, head.seq if head is not None and head.status == ChunkStatus.FAILED else None

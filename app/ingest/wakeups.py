@@ -138,12 +138,14 @@ class PgListener:
             self._task = None
 
     async def _run(self) -> None:
+        lost = False
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
                     self._conninfo, autocommit=True
                 ) as connection:
                     await connection.execute(f"LISTEN {CHANNEL}")
+                    lost = False
                     # Whatever was committed while we were not listening: look again now rather than
                     # after a poll interval.
                     self._wakeups.work()
@@ -151,5 +153,7 @@ class PgListener:
                     async for notification in connection.notifies():
                         self._wakeups.dispatch(notification.payload)
             except (psycopg.Error, OSError) as exc:
-                log.warning("LISTEN connection lost (%s); retrying in %.1f s", exc, self._retry_s)
+                if not lost:  # once per outage; the database's outage log tells when it is back
+                    log.warning("LISTEN connection lost (%s); retrying every %.1f s", exc, self._retry_s)
+                lost = True
                 await asyncio.sleep(self._retry_s)

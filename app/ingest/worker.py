@@ -1,17 +1,19 @@
-"""Ingest workers (ARCHITECTURE §5): claim a session with a lease, process its chunks strictly in seq
-order, and give each chunk's effects exactly once.
+"""Ingest workers (ARCHITECTURE §5): the loop that claims a session, runs the policy on its head
+chunk and commits the result. Every status change is the queue's (`app/ingest/queue.py`).
 
-Per chunk: (1) a short transaction marks it `processing` and loads the memory; (2) the policy is
+Per chunk: (1) a short transaction starts the head chunk and reads the memory the policy reads (for
+the `openai` backend only the recent items it shows, `load_view`; nothing at all when this process
+holds that session's memory at the current version, `app/ingest/views.py`); (2) the policy is
 called with no transaction open, while a heartbeat keeps the lease; (3) one transaction re-locks the
-session, checks the lease is still ours and the memory version unchanged, applies the operations,
-writes items and the audit log, marks the chunk `done` and bumps the version. A lost lease drops the
-result (the new holder redoes the chunk); a changed version (a manual edit) re-runs the policy on
-the fresh memory.
-
-Failure rule: a policy failure puts the chunk back to `pending` with exponential backoff; after
-`chunk_max_attempts` (or at once for a non-retryable error) it is `failed`, and the session is
-*blocked*: later chunks stay `pending` (they must not overtake it) until the failed chunk is retried
-(`POST …/chunks/{seq}/retry`); the session shows `blocked_by_seq`.
+session, checks the lease is still ours and the memory version unchanged, reads the older items the
+reply's operations name (`with_targets`), applies the reply (the engine step, `Applier.apply_calls`),
+writes the items it touched and the audit log and completes the chunk. No step reads or copies every
+item of a partial memory, so the cost per chunk does not grow with the memory. A lost
+lease drops the result (the new holder redoes the chunk); a changed version (a manual edit) applies
+the reply on the edited memory when its operations touch nothing the edit changed, and otherwise
+re-runs the policy on it (`app/ingest/edits.py`). A failed policy call is a failed attempt (backoff, then blocking), and
+so is a reply with parse errors and no usable tool call (counted in `memalpha_parse_failures_total`
+too); a reply with some valid calls applies those and records the errors in the chunk's usage.
 """
 
 from __future__ import annotations
@@ -20,16 +22,19 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import Enum
 
-from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.ingest.wakeups import Wakeups, announce
+from app.context import request_id
+from app.ingest.edits import conflicts
+from app.ingest.queue import ChunkQueue
+from app.ingest.shutdown import Shutdown, run_to_completion, unless
+from app.ingest.views import Views
 from app.memory import LIST_KINDS, Applier, MemoryKind, MemoryState, Operation, OpResult, Tool
 from app.metrics import (
     APPLY_LATENCY,
-    CHUNK_QUEUE_WAIT,
     OPERATIONS,
     PARSE_FAILURES,
     POLICY_LATENCY,
@@ -37,11 +42,10 @@ from app.metrics import (
 )
 from app.policy.backend import PolicyBackend, PolicyError, PolicyReply
 from app.settings import Settings
-from app.store import audit, chunks, policies
-from app.store.database import Database
-from app.store.memory import load_state, save_state
-from app.store.models import Chunk, Session
-from app.store.sessions import SessionKey, get_session
+from app.store import audit, policies
+from app.store.memory import load_state, load_view, save_state, targets, with_targets
+from app.store.models import Session
+from app.store.sessions import SessionKey
 from app.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -54,18 +58,12 @@ MAX_RERUNS = 3
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    lease_s: float
-    max_attempts: int
-    backoff_s: float
     poll_s: float
     attempt_timeout_s: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
         return cls(
-            lease_s=settings.lease_seconds,
-            max_attempts=settings.chunk_max_attempts,
-            backoff_s=settings.retry_backoff_s,
             poll_s=settings.poll_interval_s,
             # The backend times out and retries by itself; this only guards against a hung backend
             # (one period per try, plus one for its backoff sleeps).
@@ -79,10 +77,12 @@ class _Step:
 
     seq: int
     content: str
+    timestamp: datetime | None
     attempts: int
     state: MemoryState
     policy_name: str
     model: str | None  # passed to the backend; None = its configured model
+    request_id: str | None  # of the ingest request: bound for this chunk's log lines
 
 
 class _Commit(Enum):
@@ -95,145 +95,93 @@ class Worker:
     def __init__(
         self,
         *,
-        db: Database,
+        queue: ChunkQueue,
         policy: PolicyBackend,
         applier: Applier,
-        wakeups: Wakeups,
         config: WorkerConfig,
         owner: str,
+        views: Views,
+        shutdown: Shutdown | None = None,
     ) -> None:
-        self.db, self.policy, self.applier, self.wakeups = db, policy, applier, wakeups
+        self.queue, self.policy, self.applier = queue, policy, applier
         self.config, self.owner = config, owner
+        self.shutdown = shutdown or Shutdown()
+        self.views = views  # the process's memories by session and version, shared by its workers
 
-    async def run(self, stop: asyncio.Event) -> None:
-        with self.wakeups.worker() as woken:
-            while not stop.is_set():
-                woken.clear()  # before looking: a wake-up during the look is not lost
-                try:
-                    worked = await self.run_once()
-                except Exception:  # the database may be away for a while; keep the worker alive
-                    log.exception("worker %s: claiming or processing failed", self.owner)
-                    worked = False
-                if not worked:
-                    waits = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(stop.wait())]
-                    await asyncio.wait(waits, timeout=self.config.poll_s, return_when=asyncio.FIRST_COMPLETED)
-                    for waiter in waits:
-                        waiter.cancel()
-
-    async def run_once(self) -> bool:
-        """Claim one session and work through its chunks; False when there was nothing to claim."""
-        key = await self._claim()
-        if key is None:
-            return False
+    async def run_session(self, key: SessionKey) -> None:
+        """Work through the chunks of a session this worker's owner has claimed, then hand it back."""
         for _ in range(CHUNKS_PER_CLAIM):
+            if self.shutdown.stop.is_set():
+                break
             step = await self._start_next(key)
             if step is None:
-                return True
+                return
             await self._process(key, step)
-        await self._requeue(key)
-        return True
-
-    # --- claiming ---
-
-    async def _claim(self) -> SessionKey | None:
-        async with self.db.write() as db:
-            now = utcnow()
-            query = (
-                select(Session)
-                .where(Session.ready_at <= now, or_(Session.lease_until.is_(None), Session.lease_until < now))
-                .order_by(Session.ready_at)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-            row = (await db.execute(query)).scalar_one_or_none()
-            if row is None:
-                return None
-            row.lease_owner, row.lease_until = self.owner, now + timedelta(seconds=self.config.lease_s)
-            return (row.tenant_id, row.id)
-
-    async def _requeue(self, key: SessionKey) -> None:
-        """Hand the lease back with the session at the back of the queue (it still has work)."""
-        async with self.db.write() as db:
-            row = await get_session(db, key, for_update=True)
-            if row is not None and row.lease_owner == self.owner:
-                row.lease_owner, row.lease_until, row.ready_at = None, None, utcnow()
+        await self.queue.requeue(key, self.owner)
 
     async def _heartbeat(self, key: SessionKey) -> None:
         """Extend the lease while a chunk is in flight (policy calls may outlast one lease)."""
         while True:
-            await asyncio.sleep(self.config.lease_s / 3)
+            await asyncio.sleep(self.queue.config.lease_s / 3)
             try:
-                async with self.db.write() as db:
-                    await db.execute(
-                        update(Session)
-                        .where(
-                            Session.tenant_id == key[0],
-                            Session.id == key[1],
-                            Session.lease_owner == self.owner,
-                        )
-                        .values(lease_until=utcnow() + timedelta(seconds=self.config.lease_s))
-                    )
-            except Exception:  # the next beat may succeed; the commit re-checks the lease anyway
-                log.exception("worker %s: lease heartbeat failed", self.owner)
+                # Cancelled when the chunk ends: never inside the write (`app/ingest/shutdown.py`).
+                await run_to_completion(self.queue.heartbeat(key, self.owner))
+            except Exception as exc:  # the next beat may succeed; the commit re-checks the lease anyway
+                if not self.queue.db.outage.failed(exc):
+                    log.exception("worker %s: lease heartbeat failed", self.owner)
 
     # --- one chunk ---
 
     async def _start_next(self, key: SessionKey) -> _Step | None:
-        """Mark the session's head chunk `processing` and load what the policy needs; None (and the
-        lease released) when there is nothing to do now."""
-        while True:
-            async with self.db.write() as db:
-                now = utcnow()
-                row = await get_session(db, key, for_update=True)
-                if row is None or row.lease_owner != self.owner:
-                    return None
-                head = await chunks.head(db, key)
-                if (
-                    head is None
-                    or head.status == "failed"
-                    or (head.next_attempt_at and head.next_attempt_at > now)
-                ):
-                    if head is None:
-                        row.ready_at = None
-                    elif head.status == "failed":
-                        row.ready_at, row.blocked_by_seq = None, head.seq
-                    else:
-                        row.ready_at = head.next_attempt_at
-                    row.lease_owner, row.lease_until = None, None
-                    return None
-                if head.attempts >= self.config.max_attempts:
-                    # Its last attempt started but never finished (the worker died): give up on it.
-                    self._fail(
-                        row, head, head.error or "the worker processing the last attempt was lost", now
-                    )
-                    await announce(db, finished=key, seq=head.seq, status="failed")
-                    self.wakeups.finished(key, head.seq, "failed")
-                    continue
-                if head.attempts == 0:
-                    CHUNK_QUEUE_WAIT.observe((now - head.accepted_at).total_seconds())
-                head.status, head.attempts = "processing", head.attempts + 1
-                head.started_at = head.started_at or now
-                row.lease_until = now + timedelta(seconds=self.config.lease_s)
-                active = await policies.active(db)
-                seeded = active is None or active.manifest.get("source") == policies.SETTINGS_SOURCE
-                return _Step(
-                    seq=head.seq,
-                    content=head.content,
-                    attempts=head.attempts,
-                    state=await load_state(db, row),
-                    policy_name=active.name if active else self.policy.name,
-                    model=None if seeded else active.name,
-                )
+        async with self.queue.db.write() as db:
+            started = await self.queue.start(db, key, self.owner)
+            if started is None:
+                return None
+            active = await policies.active(db)
+            # The row seeded from settings means "the backend's configured model"; any other row's
+            # name is the served model (a LoRA adapter).
+            served = (
+                None
+                if active is None or active.manifest.get("source") == policies.SETTINGS_SOURCE
+                else active.name
+            )
+            return _Step(
+                seq=started.chunk.seq,
+                content=started.chunk.content,
+                timestamp=started.chunk.timestamp,
+                attempts=started.chunk.attempts,
+                state=await self._current(db, started.session),
+                policy_name=active.name if active else self.policy.name,
+                model=served,
+                request_id=started.chunk.request_id,
+            )
+
+    async def _current(self, db: AsyncSession, row: Session) -> MemoryState:
+        """The memory the policy reads, at the session's current version."""
+        state = self.views.get(row)
+        if state is None:
+            recent = self.policy.view_items
+            state = await load_state(db, row) if recent is None else await load_view(db, row, recent)
+            self.views.put(row, state)
+        return state
 
     async def _process(self, key: SessionKey, step: _Step) -> None:
+        bound = request_id.set(step.request_id)
         heartbeat = asyncio.create_task(self._heartbeat(key))
         try:
             for _ in range(MAX_RERUNS + 1):
                 try:
-                    reply = await asyncio.wait_for(
-                        self.policy.propose(step.state.copy(), step.content, model=step.model),
-                        timeout=self.config.attempt_timeout_s,
+                    call = await unless(
+                        self.shutdown.abandon,
+                        asyncio.wait_for(
+                            self.policy.propose(step.state.copy(), step.content, model=step.model),
+                            timeout=self.config.attempt_timeout_s,
+                        ),
                     )
+                    if call is None:  # shutting down: the chunk goes back to pending, attempt uncounted
+                        await self.queue.abandon(key, step.seq, self.owner)
+                        return
+                    reply = call.result()
                 except PolicyError as exc:
                     await self._attempt_failed(key, step, str(exc), retryable=exc.retryable)
                     return
@@ -247,26 +195,36 @@ class Worker:
                     await self._attempt_failed(key, step, f"policy error: {exc!r}")
                     return
                 _observe_reply(reply)
+                if not reply.calls and reply.parse_errors:
+                    # Nothing usable came back (empty, prose, broken calls): committing it would mark
+                    # the chunk done with its content never considered. A reply that parses into no
+                    # calls without errors (the extractive policy finding nothing) is still done.
+                    await self._attempt_failed(
+                        key,
+                        step,
+                        f"no parseable tool call in the reply: {'; '.join(reply.parse_errors)[:500]}",
+                    )
+                    return
                 outcome = await self._commit(key, step, reply)
                 if outcome is not _Commit.STALE:
                     return
             await self._attempt_failed(key, step, f"memory changed during processing {MAX_RERUNS + 1} times")
         except asyncio.CancelledError:
-            # Shutting down: hand the chunk back now instead of leaving it to the lease expiry.
-            await asyncio.shield(self._abandon(key, step))
+            # Cancelled (the last resort of a stopping pool): hand the chunk back now instead of
+            # leaving it to the lease expiry.
+            await run_to_completion(self.queue.abandon(key, step.seq, self.owner))
             raise
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+            request_id.reset(bound)
 
     async def _commit(self, key: SessionKey, step: _Step, reply: PolicyReply) -> _Commit:
         started = time.perf_counter()
-        ops = [Operation.from_call(call.name, call.arguments) for call in reply.calls]
-        async with self.db.write() as db:
+        async with self.queue.db.write() as db:
             now = utcnow()
-            row = await get_session(db, key, for_update=True)
-            chunk = await chunks.get(db, key, step.seq)
-            if row is None or chunk is None or row.lease_owner != self.owner or chunk.status != "processing":
+            held = await self.queue.held(db, key, step.seq, self.owner)
+            if held is None:
                 log.warning(
                     "worker %s lost %s before committing chunk %s; dropping its result",
                     self.owner,
@@ -274,14 +232,21 @@ class Worker:
                     step.seq,
                 )
                 return _Commit.LEASE_LOST
-            if row.version != step.state.version:
-                step.state = await load_state(db, row)  # a manual edit landed: propose again on it
+            row, chunk = held
+            edited = row.version != step.state.version  # a manual edit landed while the policy ran
+            base = await self._current(db, row) if edited else step.state
+            # A partial memory gets the older items the reply names: the applier then finds them (and
+            # an edit of them shows in `conflicts`) as in the whole memory.
+            ids, contents = targets([Operation.from_call(call.name, call.arguments) for call in reply.calls])
+            base = await with_targets(db, row, base, ids, contents)
+            if edited and conflicts(step.state, base, reply.calls):
+                step.state = base  # the reply would overwrite the edit: propose again on it
                 return _Commit.STALE
-            after = step.state.copy()
-            results = self.applier.apply_all(after, ops, now=now, source_seq=step.seq)
-            if chunk.timestamp is not None:
-                _stamp_events(after, results, chunk)
-            await save_state(db, row, step.state, after)
+            after = base.copy()
+            results = self.applier.apply_calls(
+                after, reply.calls, now=now, seq=step.seq, occurred_at=step.timestamp
+            )
+            await save_state(db, row, base, after)
             await audit.record(
                 db,
                 key,
@@ -292,63 +257,34 @@ class Worker:
                 policy=step.policy_name,
                 model=reply.model,
             )
-            chunk.status, chunk.done_at, chunk.error, chunk.next_attempt_at = "done", now, None, None
-            chunk.policy, chunk.model, chunk.usage = step.policy_name, reply.model, _usage(reply)
-            row.updated_at = now
-            row.lease_until = now + timedelta(seconds=self.config.lease_s)
-            await announce(db, finished=key, seq=step.seq, status="done")
+            await self.queue.complete(
+                db, key, row, chunk, now, policy=step.policy_name, model=reply.model, usage=_usage(reply)
+            )
+        self._keep(row, after, results)  # only once committed: a failed commit leaves nothing to reuse
         APPLY_LATENCY.observe(time.perf_counter() - started)
         for result in results:
             OPERATIONS.labels(*op_labels(result)).inc()
-        self.wakeups.finished(key, step.seq, "done")
+        self.queue.announce_done(key, step.seq)
         return _Commit.DONE
+
+    def _keep(self, row: Session, after: MemoryState, results: list[OpResult]) -> None:
+        """Cache the committed memory for the session's next chunk. A partial memory is cut back to
+        the recent items (so it does not grow chunk after chunk); after a delete its recent items may
+        no longer be the newest ones in the database, so the next chunk reads them again."""
+        recent = self.policy.view_items
+        if recent is None or not after.partial:
+            self.views.put(row, after)
+        elif any(result.changed and result.tool == Tool.DELETE for result in results):
+            self.views.drop((row.tenant_id, row.id))
+        else:
+            self.views.put(row, after.trimmed(recent))
 
     async def _attempt_failed(
         self, key: SessionKey, step: _Step, error: str, *, retryable: bool = True
     ) -> None:
-        async with self.db.write() as db:
-            now = utcnow()
-            row = await get_session(db, key, for_update=True)
-            chunk = await chunks.get(db, key, step.seq)
-            if row is None or chunk is None or row.lease_owner != self.owner or chunk.status != "processing":
-                return
-            failed = not retryable or chunk.attempts >= self.config.max_attempts
-            if failed:
-                self._fail(row, chunk, error, now)
-                await announce(db, finished=key, seq=step.seq, status="failed")
-            else:
-                delay = self.config.backoff_s * 2 ** (chunk.attempts - 1)
-                chunk.status, chunk.error = "pending", error
-                chunk.next_attempt_at = now + timedelta(seconds=delay)
-                row.ready_at = chunk.next_attempt_at
-        log.warning("chunk %s of %s: attempt %s failed: %s", step.seq, key, step.attempts, error)
-        if failed:
-            self.wakeups.finished(key, step.seq, "failed")
-
-    async def _abandon(self, key: SessionKey, step: _Step) -> None:
-        async with self.db.write() as db:
-            row = await get_session(db, key, for_update=True)
-            chunk = await chunks.get(db, key, step.seq)
-            if row is None or chunk is None or row.lease_owner != self.owner or chunk.status != "processing":
-                return
-            chunk.status, chunk.attempts = "pending", chunk.attempts - 1  # the attempt never got an answer
-            row.lease_owner, row.lease_until, row.ready_at = None, None, utcnow()
-            await announce(db, work=True)
-
-    @staticmethod
-    def _fail(row: Session, chunk: Chunk, error: str, now: datetime) -> None:
-        chunk.status, chunk.error, chunk.done_at, chunk.next_attempt_at = "failed", error, now, None
-        row.blocked_by_seq, row.ready_at = chunk.seq, None
-        row.lease_owner, row.lease_until = None, None
-
-
-def _stamp_events(state: MemoryState, results: list[OpResult], chunk: Chunk) -> None:
-    """Episodic items written from a timestamped chunk happened (at the latest) at that time."""
-    for result in results:
-        if result.status == "ok" and result.tool == Tool.INSERT and result.memory_type == MemoryKind.EPISODIC:
-            item = state.find(MemoryKind.EPISODIC, result.item_id or "")
-            if item is not None:
-                item.occurred_at = chunk.timestamp
+        status = await self.queue.fail_attempt(key, step.seq, self.owner, error, retryable=retryable)
+        if status is not None:
+            log.warning("chunk %s of %s: attempt %s failed: %s", step.seq, key, step.attempts, error)
 
 
 def _usage(reply: PolicyReply) -> dict[str, object]:

@@ -1,5 +1,6 @@
 """The memory domain: pure data and rules, no I/O."""
 
+from app.memory.blank import is_blank
 from app.memory.chunking import split_text
 from app.memory.ids import item_id, normalise_id
 from app.memory.kinds import LIST_KINDS, MemoryKind
@@ -10,7 +11,25 @@ from app.memory.state import Item, MemoryState
 from app.memory.tokens import TokenCounter, WordTokenCounter, truncate_at_word
 
 __all__ = [
-    "LIST_KINDS", "POLICY_VISIBLE_ITEMS", "TRUNCATION_MARKER", "Applier", "Item", "MemoryKind", "MemoryLimits",
-    "MemoryState", "OpResult", "OpStatus", "Operation", "TokenCounter", "Tool", "WordTokenCounter", "item_id",
-    "normalise_id", "render_answer_context", "render_policy_memory", "split_text", "truncate_at_word",
+    "LIST_KINDS",
+    "POLICY_VISIBLE_ITEMS",
+    "TRUNCATION_MARKER",
+    "Applier",
+    "Item",
+    "MemoryKind",
+    "MemoryLimits",
+    "MemoryState",
+    "OpResult",
+    "OpStatus",
+    "Operation",
+    "TokenCounter",
+    "Tool",
+    "WordTokenCounter",
+    "is_blank",
+    "item_id",
+    "normalise_id",
+    "render_answer_context",
+    "render_policy_memory",
+    "split_text",
+    "truncate_at_word",
 ]

@@ -41,3 +41,13 @@ def normalise_id(raw: object) -> str | None:
         return None
     text = raw.strip().strip("[]()<>`'\"").strip().lower()
     return text or None
+
+
+def counter_of(item: str) -> int | None:
+    """The counter whose id is `item` (the inverse of `item_id`); None for an id it never produces."""
+    width = len(item)
+    if width < _MIN_WIDTH or any(ch not in _ALPHABET for ch in item):
+        return None
+    modulus = 36**width
+    counter = (int(item, 36) - _OFFSET) * pow(_SPREAD, -1, modulus) % modulus
+    return counter + sum(36**w for w in range(_MIN_WIDTH, width))

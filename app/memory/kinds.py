@@ -16,13 +16,12 @@ class MemoryKind(StrEnum):
         return f"{self.value}_memory"
 
     @classmethod
-    def parse(cls, value: object) -> "MemoryKind | None":
+    def parse(cls, value: object) -> MemoryKind | None:
         """Accept `semantic_memory`, `semantic`, any case and padding; None for anything else."""
         if not isinstance(value, str):
             return None
         text = value.strip().lower()
-        if text.endswith("_memory"):
-            text = text[: -len("_memory")]
+        text = text.removesuffix("_memory")
         try:
             return cls(text)
         except ValueError:

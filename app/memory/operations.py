@@ -4,12 +4,13 @@ duplicate inserts are skipped; an over-long core is truncated at a word boundary
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, Protocol
 
+from app.memory.blank import is_blank
 from app.memory.ids import item_id, normalise_id
 from app.memory.kinds import MemoryKind
 from app.memory.limits import TRUNCATION_MARKER, MemoryLimits
@@ -26,6 +27,16 @@ class Tool(StrEnum):
 OpStatus = Literal["ok", "skipped", "error"]
 
 
+class Call(Protocol):
+    """A tool call as a policy proposed it (the policy parser's `ToolCall` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def arguments(self) -> Mapping[str, object]: ...
+
+
 @dataclass(frozen=True)
 class Operation:
     """One requested change, as the policy (or a user) asked for it; validated by `apply`."""
@@ -36,7 +47,7 @@ class Operation:
     memory_id: object = None
 
     @classmethod
-    def from_call(cls, name: str, arguments: Mapping[str, object]) -> "Operation":
+    def from_call(cls, name: str, arguments: Mapping[str, object]) -> Operation:
         """Map a tool call's arguments; `new_content` (update) and `content` (insert) both land in content."""
         content = arguments.get("new_content", arguments.get("content"))
         return cls(
@@ -77,7 +88,13 @@ class Applier:
     counter: TokenCounter
 
     def apply(
-        self, state: MemoryState, op: Operation, *, now: datetime, source_seq: int | None = None
+        self,
+        state: MemoryState,
+        op: Operation,
+        *,
+        now: datetime,
+        source_seq: int | None = None,
+        occurred_at: datetime | None = None,
     ) -> OpResult:
         kind = MemoryKind.parse(op.memory_type)
         kind_label = kind.value if kind else str(op.memory_type)
@@ -86,7 +103,7 @@ class Applier:
             if kind is None:
                 raise _Reject("error", f"unknown memory_type {op.memory_type!r}")
             if op.tool == Tool.INSERT:
-                self._insert(state, kind, op, now, source_seq, result)
+                self._insert(state, kind, op, now, source_seq, occurred_at, result)
             elif op.tool == Tool.UPDATE:
                 self._update(state, kind, op, now, result)
             elif op.tool == Tool.DELETE:
@@ -101,14 +118,42 @@ class Applier:
         return result
 
     def apply_all(
-        self, state: MemoryState, ops: Iterable[Operation], *, now: datetime, source_seq: int | None = None
+        self,
+        state: MemoryState,
+        ops: Iterable[Operation],
+        *,
+        now: datetime,
+        source_seq: int | None = None,
+        occurred_at: datetime | None = None,
     ) -> list[OpResult]:
-        return [self.apply(state, op, now=now, source_seq=source_seq) for op in ops]
+        return [self.apply(state, op, now=now, source_seq=source_seq, occurred_at=occurred_at) for op in ops]
+
+    def apply_calls(
+        self,
+        state: MemoryState,
+        calls: Sequence[Call],
+        *,
+        now: datetime,
+        seq: int | None,
+        occurred_at: datetime | None = None,
+    ) -> list[OpResult]:
+        """The engine step (ARCHITECTURE §3): one policy reply's tool calls applied in order to `state`
+        for the chunk `seq`. Episodic items it inserts happened (at the latest) at the chunk's
+        `occurred_at`. The ingest worker, the trainer's rollouts, the evaluator, `demo` and the benches
+        all call this, so training and serving write the same memory for the same reply."""
+        ops = [Operation.from_call(call.name, call.arguments) for call in calls]
+        return self.apply_all(state, ops, now=now, source_seq=seq, occurred_at=occurred_at)
 
     # --- the three operations ---
 
     def _insert(
-        self, state: MemoryState, kind: MemoryKind, op: Operation, now: datetime, source_seq: int | None,
+        self,
+        state: MemoryState,
+        kind: MemoryKind,
+        op: Operation,
+        now: datetime,
+        source_seq: int | None,
+        occurred_at: datetime | None,
         result: OpResult,
     ) -> None:
         if kind is MemoryKind.CORE:
@@ -118,14 +163,27 @@ class Applier:
         duplicate = next((item for item in items if item.content == content), None)
         if duplicate is not None:
             raise _Reject("skipped", f"duplicate of {kind.value} item {duplicate.id}", item_id=duplicate.id)
-        if len(items) >= self.limits.max_items_per_kind:
+        if state.count(kind) >= self.limits.max_items_per_kind:
             raise _Reject("error", f"{kind.value} memory is full ({self.limits.max_items_per_kind} items)")
         new_id = item_id(state.next_item)
         state.next_item += 1
-        items.append(Item(id=new_id, content=content, created_at=now, updated_at=now, source_seq=source_seq))
+        # An event written from a timestamped chunk happened (at the latest) at the chunk's time.
+        occurred = occurred_at if kind is MemoryKind.EPISODIC else None
+        items.append(
+            Item(
+                id=new_id,
+                content=content,
+                created_at=now,
+                updated_at=now,
+                source_seq=source_seq,
+                occurred_at=occurred,
+            )
+        )
         result.item_id, result.after = new_id, content
 
-    def _update(self, state: MemoryState, kind: MemoryKind, op: Operation, now: datetime, result: OpResult) -> None:
+    def _update(
+        self, state: MemoryState, kind: MemoryKind, op: Operation, now: datetime, result: OpResult
+    ) -> None:
         if kind is MemoryKind.CORE:
             text = self._non_empty(op.content, "new_content")
             fitted = self._fit_core(text)
@@ -139,7 +197,9 @@ class Applier:
         content = self._item_content(op.content)
         result.item_id, result.before = item.id, item.content
         if content == item.content:
-            raise _Reject("skipped", f"{kind.value} item {item.id} already has this content", item.id, item.content)
+            raise _Reject(
+                "skipped", f"{kind.value} item {item.id} already has this content", item.id, item.content
+            )
         item.content, item.updated_at = content, now
         result.after = content
 
@@ -158,7 +218,7 @@ class Applier:
 
     @staticmethod
     def _non_empty(value: object, name: str) -> str:
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or is_blank(value):
             raise _Reject("error", f"{name} must be a non-empty string")
         return value.strip()
 
@@ -166,7 +226,9 @@ class Applier:
         content = self._non_empty(value, "content")
         tokens = self.counter.count(content)
         if tokens > self.limits.max_item_tokens:
-            raise _Reject("error", f"content has {tokens} tokens; the limit per item is {self.limits.max_item_tokens}")
+            raise _Reject(
+                "error", f"content has {tokens} tokens; the limit per item is {self.limits.max_item_tokens}"
+            )
         return content
 
     def _existing(self, state: MemoryState, kind: MemoryKind, raw_id: object) -> Item:

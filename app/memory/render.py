@@ -17,7 +17,7 @@ def render_policy_memory(state: MemoryState, visible: int = POLICY_VISIBLE_ITEMS
     for kind in LIST_KINDS:
         items = state.items(kind)
         shown = items[-visible:] if visible > 0 else []
-        header = f"<{kind.tool_value}> showing the {len(shown)} most recent of {len(items)} items"
+        header = f"<{kind.tool_value}> showing the {len(shown)} most recent of {state.count(kind)} items"
         body = "\n".join(f"[{item.id}] {item.content}" for item in shown) if shown else "(empty)"
         blocks.append(f"{header}\n{body}\n</{kind.tool_value}>")
     return "\n\n".join(blocks)

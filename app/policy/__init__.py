@@ -2,14 +2,26 @@
 
 from app.policy.backend import PolicyBackend, PolicyError, PolicyReply, Usage
 from app.policy.extractive import ExtractivePolicy
-from app.policy.factory import make_policy
 from app.policy.openai_backend import OpenAIPolicy, OpenAIPolicyConfig
 from app.policy.parser import ParseResult, ToolCall, parse_reply
 from app.policy.prompt import PromptBuild, build_messages
 from app.policy.tools import TOOL_NAMES, TOOL_SCHEMAS, openai_tools, tool_calls_json_schema
 
 __all__ = [
-    "TOOL_NAMES", "TOOL_SCHEMAS", "ExtractivePolicy", "OpenAIPolicy", "OpenAIPolicyConfig", "ParseResult",
-    "PolicyBackend", "PolicyError", "PolicyReply", "PromptBuild", "ToolCall", "Usage", "build_messages",
-    "make_policy", "openai_tools", "parse_reply", "tool_calls_json_schema",
+    "TOOL_NAMES",
+    "TOOL_SCHEMAS",
+    "ExtractivePolicy",
+    "OpenAIPolicy",
+    "OpenAIPolicyConfig",
+    "ParseResult",
+    "PolicyBackend",
+    "PolicyError",
+    "PolicyReply",
+    "PromptBuild",
+    "ToolCall",
+    "Usage",
+    "build_messages",
+    "openai_tools",
+    "parse_reply",
+    "tool_calls_json_schema",
 ]

@@ -22,7 +22,9 @@ class Usage:
 @dataclass
 class PolicyReply:
     calls: list[ToolCall]
-    raw_text: str  # the model's reply as received (native calls rendered as JSON), kept for audit and training
+    raw_text: (
+        str  # the model's reply as received (native calls rendered as JSON), kept for audit and training
+    )
     usage: Usage
     model: str  # the model (or adapter) that answered
     latency_s: float  # wall time of the whole proposal, retries included
@@ -44,6 +46,9 @@ class PolicyError(Exception):
 @runtime_checkable
 class PolicyBackend(Protocol):
     name: str
+    # How many of the newest items of each kind `propose` reads (None: the whole memory). The ingest
+    # worker then loads only those (with the count of the others) instead of the whole memory.
+    view_items: int | None
 
     async def propose(self, state: MemoryState, chunk: str, *, model: str | None = None) -> PolicyReply:
         """Tool calls for `chunk` given `state`; `model` overrides the configured model (e.g. the

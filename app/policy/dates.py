@@ -15,19 +15,42 @@ _MONTHS.update({name.lower(): number for number, name in enumerate(calendar.mont
 _MONTHS["sept"] = 9
 _MONTH = r"(?:" + "|".join(sorted((re.escape(m) for m in _MONTHS), key=len, reverse=True)) + r")\.?"
 _WEEKDAYS = {name.lower(): number for number, name in enumerate(calendar.day_name)}
-_WEEKDAYS.update({"mon": 0, "tue": 1, "tues": 1, "wed": 2, "thu": 3, "thur": 3, "thurs": 3, "fri": 4,
-                  "sat": 5, "sun": 6})
+_WEEKDAYS.update(
+    {"mon": 0, "tue": 1, "tues": 1, "wed": 2, "thu": 3, "thur": 3, "thurs": 3, "fri": 4, "sat": 5, "sun": 6}
+)
 _WEEKDAY = r"(?:" + "|".join(sorted(_WEEKDAYS, key=len, reverse=True)) + r")"
-_NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-                 "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "a couple of": 2, "a few": 3,
-                 "couple of": 2, "few": 3}
-_COUNT = r"(?P<n>\d{1,2}|a couple of|couple of|a few|few|" + "|".join(
-    sorted((w for w in _NUMBER_WORDS if " " not in w), key=len, reverse=True)) + r")"
+_NUMBER_WORDS = {
+    "a": 1,
+    "an": 1,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "a couple of": 2,
+    "a few": 3,
+    "couple of": 2,
+    "few": 3,
+}
+_COUNT = (
+    r"(?P<n>\d{1,2}|a couple of|couple of|a few|few|"
+    + "|".join(sorted((w for w in _NUMBER_WORDS if " " not in w), key=len, reverse=True))
+    + r")"
+)
 
-_DAY_MONTH_YEAR = re.compile(rf"\b(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<m>{_MONTH}),?\s+(?P<y>\d{{4}})\b",
-                             re.IGNORECASE)
-_MONTH_DAY_YEAR = re.compile(rf"\b(?P<m>{_MONTH})\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+(?P<y>\d{{4}})\b",
-                             re.IGNORECASE)
+_DAY_MONTH_YEAR = re.compile(
+    rf"\b(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<m>{_MONTH}),?\s+(?P<y>\d{{4}})\b", re.IGNORECASE
+)
+_MONTH_DAY_YEAR = re.compile(
+    rf"\b(?P<m>{_MONTH})\s+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+(?P<y>\d{{4}})\b", re.IGNORECASE
+)
 _ISO = re.compile(r"\b(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})\b")
 
 _TIME_EXPRESSIONS = re.compile(
@@ -83,7 +106,8 @@ def _last_weekday(anchor: date, match: re.Match[str]) -> str:
 
 _Resolver = Callable[[date, re.Match[str]], str]
 _RELATIVE: tuple[tuple[re.Pattern[str], _Resolver], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), resolve) for pattern, resolve in (
+    (re.compile(pattern, re.IGNORECASE), resolve)
+    for pattern, resolve in (
         (r"\b(?:yesterday|last night)\b", lambda a, m: format_date(a - timedelta(days=1))),
         (r"\btomorrow\b", lambda a, m: format_date(a + timedelta(days=1))),
         (rf"\b{_COUNT} days? ago\b", lambda a, m: format_date(a - timedelta(days=_count(m)))),

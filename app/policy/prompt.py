@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from app.contracts.policy import ToolFormat
+from app.memory.limits import MemoryLimits
 from app.memory.render import POLICY_VISIBLE_ITEMS, render_policy_memory
 from app.memory.state import MemoryState
 from app.memory.tokens import TokenCounter
 from app.policy.parser import FN_ARGS, FN_EXIT, FN_NAME, FN_RESULT
 from app.policy.tools import TOOL_NAMES, TOOL_SCHEMAS, openai_tools
-from app.settings import ToolFormat
 
 Message = dict[str, str]
 
@@ -33,13 +34,13 @@ _ROLE = (
 
 _INSTRUCTIONS = """## The memory
 
-- core_memory: one short paragraph (at most 512 tokens) with the most important, lasting context: who is \
+- core_memory: one short paragraph (at most {core_tokens} tokens) with the most important, lasting context: who is \
 involved, their key traits and relations, the main topic. It is always shown in full. Replace it with \
 memory_update when it should change; nothing can be inserted into it.
 - semantic_memory: a list of facts and general knowledge (attributes, preferences, relations, definitions, \
 rules, labelled examples), one fact per item.
 - episodic_memory: a list of events, each with when it happened and who was involved, \
-e.g. "On 2 March 2024, Alice adopted a beagle named Rex."
+{episodic_example}
 
 ## Guidelines
 
@@ -61,14 +62,33 @@ Keep your whole response within {max_new_tokens} tokens."""
 
 _NATIVE_NOTE = "Write to memory by calling the provided tools; call several tools in one reply when needed."
 
-_JSON_EXAMPLE_CHUNK = "[2:10 pm on 3 March, 2024] Alice: I adopted a puppy yesterday! His name is Rex, he's a beagle."
-_JSON_EXAMPLE_REPLY = [
-    {"name": "new_memory_insert",
-     "arguments": {"memory_type": "episodic_memory", "content": "On 2 March 2024, Alice adopted a puppy named Rex."}},
-    {"name": "new_memory_insert",
-     "arguments": {"memory_type": "semantic_memory", "content": "Alice's dog Rex is a beagle."}},
-    {"name": "memory_update",
-     "arguments": {"memory_type": "core_memory", "new_content": "Alice: owns a beagle named Rex (since 2 March 2024)."}},
+# The episodic example of the instructions. `alpha` keeps the sentence Memalpha-4B's prompt was written
+# with; every other format gets the shape alone, because small models copy example content (names, dates)
+# into memory as if it came from the stream.
+_EPISODIC_EXAMPLE_ALPHA = 'e.g. "On 2 March 2024, Alice adopted a beagle named Rex."'
+_EPISODIC_SHAPE = 'written as "On <date>, <who> <did what>."'
+
+# The `json` format's reply shape: the tool and kind names are real, every content is a placeholder that
+# says what goes there, so nothing in it can be mistaken for a fact to store.
+_JSON_SHAPE = [
+    {
+        "name": "new_memory_insert",
+        "arguments": {
+            "memory_type": "semantic_memory",
+            "content": "<one self-contained fact from the chunk>",
+        },
+    },
+    {
+        "name": "new_memory_insert",
+        "arguments": {
+            "memory_type": "episodic_memory",
+            "content": "<one event from the chunk: its date, who, what happened>",
+        },
+    },
+    {
+        "name": "memory_update",
+        "arguments": {"memory_type": "core_memory", "new_content": "<the whole new core memory>"},
+    },
 ]
 
 
@@ -80,16 +100,28 @@ class PromptBuild:
 
 
 def build_messages(
-    state: MemoryState, chunk: str, fmt: ToolFormat, counter: TokenCounter, budget_tokens: int,
+    state: MemoryState,
+    chunk: str,
+    fmt: ToolFormat,
+    counter: TokenCounter,
+    budget_tokens: int,
     max_new_tokens: int,
+    *,
+    core_tokens: int = MemoryLimits.core_tokens,
 ) -> PromptBuild:
+    """`core_tokens` is the core limit the prompt states (the service's `MEMALPHA_CORE_TOKEN_LIMIT`;
+    the default, 512, is the prompt Memalpha-4B was trained on)."""
     tool_block = _tool_block(fmt)
+    instructions = _INSTRUCTIONS.format(
+        core_tokens=core_tokens,
+        episodic_example=_EPISODIC_EXAMPLE_ALPHA if fmt == "alpha" else _EPISODIC_SHAPE,
+    )
     user = _USER.format(chunk=chunk.strip(), max_new_tokens=max_new_tokens)
     # Native tools (as the request sends them) are rendered into the prompt by the chat template: they count too.
     extra_tokens = counter.count(json.dumps(openai_tools(strict=True))) if fmt == "native" else 0
     visible = POLICY_VISIBLE_ITEMS
     while True:
-        system = _system(state, visible, tool_block)
+        system = _system(state, visible, instructions, tool_block)
         tokens = counter.count(system) + counter.count(user) + extra_tokens
         if tokens <= budget_tokens or visible == 0:
             break
@@ -98,9 +130,9 @@ def build_messages(
     return PromptBuild(messages=messages, visible_items=visible, prompt_tokens=tokens)
 
 
-def _system(state: MemoryState, visible: int, tool_block: str) -> str:
+def _system(state: MemoryState, visible: int, instructions: str, tool_block: str) -> str:
     memory = render_policy_memory(state, visible)
-    return f"{_ROLE}\n\n{_INSTRUCTIONS}\n\n# Current memory\n\n{memory}\n\n{tool_block}"
+    return f"{_ROLE}\n\n{instructions}\n\n# Current memory\n\n{memory}\n\n{tool_block}"
 
 
 def _tool_block(fmt: ToolFormat) -> str:
@@ -159,7 +191,7 @@ def _json_block() -> str:
         f"- {tool['name']}: {tool['description']} Parameters: {json.dumps(tool['parameters'], ensure_ascii=False)}"
         for tool in TOOL_SCHEMAS
     )
-    example = json.dumps(_JSON_EXAMPLE_REPLY, ensure_ascii=False)
+    shape = json.dumps(_JSON_SHAPE, ensure_ascii=False)
     return f"""# Tools
 
 {entries}
@@ -167,9 +199,6 @@ def _json_block() -> str:
 # Reply format
 
 Reply with a JSON array of tool calls and nothing else. Each call is an object \
-{{"name": <tool name>, "arguments": <arguments object>}}; the calls run in order.
-
-Example. For the chunk
-{_JSON_EXAMPLE_CHUNK}
-a good reply is
-{example}"""
+{{"name": <tool name>, "arguments": <arguments object>}}; the calls run in order, as many as the chunk needs \
+(one insert per fact or event). The shape of a reply, with a description in <> where your content goes:
+{shape}"""

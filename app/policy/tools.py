@@ -45,8 +45,15 @@ TOOL_SCHEMAS: tuple[dict[str, Any], ...] = (
         "parameters": {
             "type": "object",
             "properties": {
-                "memory_type": {"type": "string", "enum": ALL_TYPES, "description": "Which memory to change."},
-                "new_content": {"type": "string", "description": "The complete new text that replaces the old."},
+                "memory_type": {
+                    "type": "string",
+                    "enum": ALL_TYPES,
+                    "description": "Which memory to change.",
+                },
+                "new_content": {
+                    "type": "string",
+                    "description": "The complete new text that replaces the old.",
+                },
                 "memory_id": _MEMORY_ID,
             },
             "required": ["memory_type", "new_content"],
@@ -58,7 +65,11 @@ TOOL_SCHEMAS: tuple[dict[str, Any], ...] = (
         "parameters": {
             "type": "object",
             "properties": {
-                "memory_type": {"type": "string", "enum": ALL_TYPES, "description": "Which memory to remove from."},
+                "memory_type": {
+                    "type": "string",
+                    "enum": ALL_TYPES,
+                    "description": "Which memory to remove from.",
+                },
                 "memory_id": _MEMORY_ID,
             },
             "required": ["memory_type"],
@@ -86,7 +97,12 @@ def openai_tools(*, strict: bool = False) -> list[dict[str, Any]]:
 
 
 def _call_variant(name: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    arguments = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    arguments = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
     return {
         "type": "object",
         "properties": {"name": {"type": "string", "enum": [name]}, "arguments": arguments},
@@ -108,14 +124,32 @@ def tool_calls_json_schema(max_calls: int) -> dict[str, Any]:
     list_type = {"type": "string", "enum": LIST_TYPES}
     insert = schemas[Tool.INSERT.value]
     variants = [
-        _call_variant(Tool.INSERT.value, {"memory_type": list_type, "content": insert["content"]},
-                      ["memory_type", "content"]),
-        _call_variant(Tool.UPDATE.value, {"memory_type": core_type, "new_content": string},
-                      ["memory_type", "new_content"]),
-        _call_variant(Tool.UPDATE.value, {"memory_type": list_type, "new_content": string, "memory_id": string},
-                      ["memory_type", "new_content", "memory_id"]),
+        _call_variant(
+            Tool.INSERT.value,
+            {"memory_type": list_type, "content": insert["content"]},
+            ["memory_type", "content"],
+        ),
+        _call_variant(
+            Tool.UPDATE.value,
+            {"memory_type": core_type, "new_content": string},
+            ["memory_type", "new_content"],
+        ),
+        _call_variant(
+            Tool.UPDATE.value,
+            {"memory_type": list_type, "new_content": string, "memory_id": string},
+            ["memory_type", "new_content", "memory_id"],
+        ),
         _call_variant(Tool.DELETE.value, {"memory_type": core_type}, ["memory_type"]),
-        _call_variant(Tool.DELETE.value, {"memory_type": list_type, "memory_id": string},
-                      ["memory_type", "memory_id"]),
+        _call_variant(
+            Tool.DELETE.value, {"memory_type": list_type, "memory_id": string}, ["memory_type", "memory_id"]
+        ),
     ]
     return {"type": "array", "items": {"anyOf": variants}, "minItems": 1, "maxItems": max_calls}
+
+
+def json_response_format(max_calls: int) -> dict[str, Any]:
+    """The `response_format` of a `json` request: the service's, and the trainer's vLLM rollouts'."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "tool_calls", "schema": tool_calls_json_schema(max_calls)},
+    }

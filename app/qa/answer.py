@@ -7,9 +7,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from app.memory import MemoryState, TokenCounter
-from app.metrics import ANSWER_LATENCY
 from app.qa.answerers import Answerer
-from app.qa.context import assemble_context
+from app.qa.context import ContextMode, assemble_context
 from app.retrieval import Retriever, ScoredItem
 
 
@@ -30,7 +29,7 @@ class AnswerResult:
     model: str
     usage: dict[str, int] = field(default_factory=dict)
     latency_s: float = 0.0
-    k: int = 0  # items per kind actually shown after fitting the budget
+    k: int = 0  # items per kind actually shown after fitting the budget (the larger of the two)
     context_tokens: int = 0
 
 
@@ -44,17 +43,27 @@ async def answer_question(
     *,
     retriever: Retriever,
     answerer: Answerer,
-    k: int,
+    k: int | None,
     budget_tokens: int,
     counter: TokenCounter,
     key: Hashable = None,
+    mode: ContextMode = "top-k",
+    query: str | None = None,
 ) -> AnswerResult:
+    """`mode`/`k`/`query` as in `assemble_context`; the defaults are the paper's path (SPEC §4)."""
     started = time.perf_counter()
-    with ANSWER_LATENCY.time():
-        context = assemble_context(
-            state, question, retriever=retriever, k=k, budget_tokens=budget_tokens, counter=counter, key=key
-        )
-        reply = await answerer.answer(context)
+    context = assemble_context(
+        state,
+        question,
+        retriever=retriever,
+        k=k,
+        budget_tokens=budget_tokens,
+        counter=counter,
+        key=key,
+        mode=mode,
+        query=query,
+    )
+    reply = await answerer.answer(context)
     return AnswerResult(
         question=question,
         answer=reply.text,

@@ -1,15 +1,30 @@
-"""Assemble what the answerer reads: core + the top-k items of each kind for the question, with k
-shrunk until the whole prompt fits the token budget."""
+"""Assemble what the answerer reads, in one of two modes:
+
+- `budget` (the service default): the items of both kinds that share a term with the question, best
+  BM25 score first, added while the whole prompt fits the token budget; an item whose words repeat one
+  already taken is left out. Nothing unrelated pads the context, so a small budget holds only what
+  matches. Episodic items are shown in time order (their order in memory), with their date.
+- `top-k` (SPEC §4, as the paper and the trainer's reward use it): core + the top-k items of each kind,
+  k shrunk until the prompt fits the budget.
+"""
 
 from __future__ import annotations
 
+import functools
+import heapq
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, replace
+from typing import Literal
 
-from app.memory import LIST_KINDS, MemoryKind, MemoryState, TokenCounter, render_answer_context
+from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, TokenCounter, render_answer_context
 from app.qa.prompt import answer_messages, prompt_tokens
-from app.retrieval import Retriever, ScoredItem, bm25_tokens
+from app.retrieval import Analyzer, Retriever, ScoredItem, bm25_tokens
+
+ContextMode = Literal["budget", "top-k"]
+_NUMBERING_TOKENS = 3  # "12. " and the line break, per item (checked against the real count at the end)
+_MAX_SKIPS = 64  # items that did not fit, in a row, before the budget counts as full
+_COST_CACHE_ITEMS = 65_536  # items whose cost is remembered (across sessions and versions)
 
 
 @dataclass(frozen=True)
@@ -18,22 +33,32 @@ class AnswerContext:
     core: str
     semantic: list[ScoredItem]
     episodic: list[ScoredItem]
-    k: int  # items per kind after shrinking
+    k: int  # items per kind shown (the larger of the two)
     tokens: int  # of the whole answer prompt; over the budget only if core + question alone exceed it
-    # How informative each question word is in each kind's memory: a smoothed idf, ln(1 + (N − df + 0.5) /
-    # (df + 0.5)), always > 0 (BM25's own idf goes negative on tiny memories). The extractive answerer uses it.
+    # How informative each question term is in each kind's memory: Lucene's idf, ln(1 + (N − df + 0.5) /
+    # (df + 0.5)), always > 0; a term no item holds gets the largest value. The extractive answerer uses it.
     word_weights: dict[MemoryKind, dict[str, float]]
+    analyzer: Analyzer  # how the retriever turned text into terms (the answerer matches the same way)
+    query: str = ""  # what was searched, when it differs from the question (a task hint left out)
 
     def items(self, kind: MemoryKind) -> list[ScoredItem]:
         return self.semantic if kind is MemoryKind.SEMANTIC else self.episodic
 
     def rendered(self) -> str:
         return render_answer_context(
-            self.core, [s.item.content for s in self.semantic], [s.item.content for s in self.episodic]
+            self.core, [s.item.content for s in self.semantic], [dated(s.item) for s in self.episodic]
         )
 
     def messages(self) -> list[dict[str, str]]:
         return answer_messages(self.rendered(), self.question)
+
+
+def dated(item: Item) -> str:
+    """An episodic item with its date in front, unless its text already names that date."""
+    if item.occurred_at is None:
+        return item.content
+    day = f"{item.occurred_at.day} {item.occurred_at:%B %Y}"
+    return item.content if day in item.content else f"[{day}] {item.content}"
 
 
 def assemble_context(
@@ -41,20 +66,49 @@ def assemble_context(
     question: str,
     *,
     retriever: Retriever,
-    k: int,
+    k: int | None,
     budget_tokens: int,
     counter: TokenCounter,
     key: Hashable = None,
+    mode: ContextMode = "top-k",
+    query: str | None = None,
 ) -> AnswerContext:
-    found = retriever.search(state, question, max(k, 0), LIST_KINDS, key=key)
+    """`query` is what is searched (default: the question); `k` caps the items per kind (None: no cap,
+    budget mode only)."""
+    search = query if query is not None else question
+    weights = {kind: _word_weights(retriever, state, kind, search, key) for kind in LIST_KINDS}
+    draft = AnswerContext(
+        question, state.core, [], [], 0, 0, weights, retriever.scorer.analyzer, search if query else ""
+    )
+    if mode == "budget":
+        return _fill_budget(draft, state, retriever, search, k, budget_tokens, counter, key)
+    return _top_k(draft, state, retriever, search, max(k or 0, 0), budget_tokens, counter, key)
+
+
+def _measured(context: AnswerContext, counter: TokenCounter) -> AnswerContext:
+    shown = max(len(context.semantic), len(context.episodic))
+    return replace(context, k=shown, tokens=prompt_tokens(context.messages(), counter))
+
+
+def _top_k(
+    draft: AnswerContext,
+    state: MemoryState,
+    retriever: Retriever,
+    search: str,
+    k: int,
+    budget_tokens: int,
+    counter: TokenCounter,
+    key: Hashable,
+) -> AnswerContext:
+    found = retriever.search(state, search, k, LIST_KINDS, key=key)
     semantic, episodic = found[MemoryKind.SEMANTIC], found[MemoryKind.EPISODIC]
-    weights = {kind: _word_weights(retriever, state, kind, question, key) for kind in LIST_KINDS}
 
     def build(size: int) -> AnswerContext:
-        draft = AnswerContext(question, state.core, semantic[:size], episodic[:size], size, 0, weights)
-        return replace(draft, tokens=prompt_tokens(draft.messages(), counter))
+        return replace(
+            _measured(replace(draft, semantic=semantic[:size], episodic=episodic[:size]), counter), k=size
+        )
 
-    full = build(max(k, 0))
+    full = build(k)
     if full.tokens <= budget_tokens:
         return full
     # More items never mean fewer tokens, so the largest k that fits is found by bisection; when not
@@ -71,12 +125,85 @@ def assemble_context(
     return best if best is not None else build(0)
 
 
+_Taken = tuple[int, ScoredItem, MemoryKind]  # position in its kind, the item, its kind
+
+
+def _fill_budget(
+    draft: AnswerContext,
+    state: MemoryState,
+    retriever: Retriever,
+    search: str,
+    k: int | None,
+    budget_tokens: int,
+    counter: TokenCounter,
+    key: Hashable,
+) -> AnswerContext:
+    terms = retriever.query_terms(search)
+    # Both kinds' matches, best score first (on a tie semantic before episodic, each kind in its own
+    # order), drawn lazily: the loop below stops once the budget is full, so the work is bounded by
+    # the budget, not by how many items of a large memory share a word with the question.
+    candidates = heapq.merge(
+        *(_ranked(retriever, state, terms, kind, key, k) for kind in LIST_KINDS),
+        key=lambda candidate: -candidate[1].score,
+    )
+    used = _measured(draft, counter).tokens
+    taken: list[_Taken] = []
+    seen: set[str] = set()
+    skips = 0
+    for position, scored, kind in candidates:
+        # Counters are plain objects (hashed by identity); the protocol just does not say so.
+        text, cost = _cost(counter, scored.item.content)  # type: ignore[arg-type]
+        if text in seen:
+            continue
+        if used + cost > budget_tokens:
+            skips += 1
+            if skips >= _MAX_SKIPS:
+                break
+            continue
+        skips = 0
+        seen.add(text)
+        taken.append((position, scored, kind))
+        used += cost
+    while True:
+        context = _measured(_arrange(draft, taken), counter)
+        if context.tokens <= budget_tokens or not taken:
+            return context
+        taken.pop()  # the estimate fell short: drop the lowest-scored item
+
+
+@functools.lru_cache(maxsize=_COST_CACHE_ITEMS)
+def _cost(counter: TokenCounter, content: str) -> tuple[str, int]:
+    """An item's duplicate key (its words) and what it adds to the prompt. Cached: the same items
+    come back question after question, and this was most of the budget loop's time."""
+    return " ".join(bm25_tokens(content)), counter.count(content) + _NUMBERING_TOKENS
+
+
+def _ranked(
+    retriever: Retriever,
+    state: MemoryState,
+    terms: list[str],
+    kind: MemoryKind,
+    key: Hashable,
+    limit: int | None,
+) -> Iterator[_Taken]:
+    for position, scored in retriever.matching(state, terms, kind, key, limit=limit):
+        yield position, scored, kind
+
+
+def _arrange(draft: AnswerContext, taken: list[_Taken]) -> AnswerContext:
+    """Semantic items by score; episodic items in memory order (the order they happened in)."""
+    semantic = [scored for _, scored, kind in taken if kind is MemoryKind.SEMANTIC]
+    episodic = [
+        scored for _, scored, kind in sorted(taken, key=lambda t: t[0]) if kind is MemoryKind.EPISODIC
+    ]
+    return replace(draft, semantic=semantic, episodic=episodic)
+
+
 def _word_weights(
-    retriever: Retriever, state: MemoryState, kind: MemoryKind, question: str, key: Hashable
+    retriever: Retriever, state: MemoryState, kind: MemoryKind, query: str, key: Hashable
 ) -> dict[str, float]:
     index = retriever.index(state, kind, key).index
     return {
-        word: math.log(1 + (index.size - df + 0.5) / (df + 0.5))
-        for word in set(bm25_tokens(question))
-        if (df := index.doc_freq(word)) > 0
+        term: math.log(1 + (index.size - index.doc_freq(term) + 0.5) / (index.doc_freq(term) + 0.5))
+        for term in set(retriever.query_terms(query))
     }

@@ -1,23 +1,46 @@
 """Per-kind BM25 search over a memory, with an LRU cache of built indexes.
 
 An index is cached under (caller key, kind, memory version); the caller key names whose memory it is
-(e.g. `(tenant, session)`; None is one shared slot). Each entry also keeps the (id, content) pairs it
-was built from and is used only if they still match the state: a recreated session, or two rollouts
-that share a key, can reach the same version number with different items, and must not read each
-other's index. Ranking: BM25 score descending, ties by position in memory (older items first).
+(e.g. `(tenant, session)`; None is one shared slot). Every change to a memory goes through the applier,
+which bumps the version, so the version stands for the items. The same version number may still hold
+other items in another `MemoryState` (a recreated session, two rollouts sharing a key): an entry
+remembers the state object it was built for and serves that one at once (O(1) per query); another
+object at the same slot is compared item by item once, and the entry then follows it. Ranking: BM25
+score descending, ties by position in memory (older items first).
+
+A retriever uses one `Scorer`: `okapi` is SPEC §4 as the paper ran it (rank-bm25's BM25Okapi over plain
+words; the trainer's reward keeps it), `lucene` is the service default (Lucene idf, light stemming,
+stopwords out of the query), which behaves on memories of a handful of items.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState
-from app.metrics import RETRIEVAL_LATENCY
-from app.retrieval.bm25 import OKAPI, BM25Index, BM25Params
-from app.retrieval.tokens import bm25_tokens
+from app.retrieval.bm25 import LUCENE, OKAPI, BM25Index, BM25Params
+from app.retrieval.tokens import PLAIN, STEMMED, Analyzer
+
+ScorerName = Literal["okapi", "lucene"]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    name: ScorerName
+    params: BM25Params
+    analyzer: Analyzer
+
+
+SCORERS: dict[ScorerName, Scorer] = {
+    "okapi": Scorer("okapi", OKAPI, PLAIN),
+    "lucene": Scorer("lucene", LUCENE, STEMMED),
+}
 
 
 @dataclass(frozen=True)
@@ -34,12 +57,16 @@ class CacheInfo:
     max_entries: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class KindIndex:
     """A kind's items at one version and the BM25 index over their contents (same positions)."""
 
     fingerprint: tuple[tuple[str, str], ...]
     index: BM25Index
+    # The state this entry was last checked against (a weak reference: the cache must not keep
+    # memories alive); the fingerprint is compared only when another state object comes along.
+    owner: weakref.ref[MemoryState]
+    terms: list[list[str]]  # each item's analysed terms (same positions), reused by the next build
 
 
 def _fingerprint(items: list[Item]) -> tuple[tuple[str, str], ...]:
@@ -47,34 +74,54 @@ def _fingerprint(items: list[Item]) -> tuple[tuple[str, str], ...]:
 
 
 class Retriever:
-    def __init__(self, max_entries: int = 1024, params: BM25Params = OKAPI) -> None:
+    def __init__(
+        self,
+        max_entries: int = 1024,
+        scorer: Scorer | ScorerName = "okapi",
+        *,
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
+        """`observe`: called with each search's seconds (the service records them as a metric)."""
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
-        self.params = params
+        self.scorer = SCORERS[scorer] if isinstance(scorer, str) else scorer
         self._cache: OrderedDict[tuple[Hashable, MemoryKind, int], KindIndex] = OrderedDict()
+        self._newest: dict[tuple[Hashable, MemoryKind], KindIndex] = {}  # last built per memory (cached)
         # The trainer may search from worker threads; the lock keeps the LRU bookkeeping consistent.
         self._lock = threading.Lock()
+        self._observe = observe
         self._hits = 0
         self._misses = 0
 
     def index(self, state: MemoryState, kind: MemoryKind, key: Hashable = None) -> KindIndex:
         items = state.items(kind)
-        fingerprint = _fingerprint(items)
         slot = (key, kind, state.version)
         with self._lock:
             cached = self._cache.get(slot)
-            if cached is not None and cached.fingerprint == fingerprint:
+            if cached is not None and (cached.owner() is state or cached.fingerprint == _fingerprint(items)):
+                cached.owner = weakref.ref(state)
                 self._cache.move_to_end(slot)
                 self._hits += 1
                 return cached
             self._misses += 1
-        built = KindIndex(fingerprint, BM25Index([bm25_tokens(item.content) for item in items], self.params))
+            previous = self._newest.get((key, kind))
+        fingerprint = _fingerprint(items)
+        # Items unchanged since the last index built for this memory keep their analysed terms:
+        # analysis (stemming) is ~85% of a build, and a new version changes a few items. The index
+        # is then built from the same terms as from scratch, so it is the same index.
+        known = dict(zip(previous.fingerprint, previous.terms)) if previous is not None else {}
+        analyzer = self.scorer.analyzer
+        terms = [known.get(pair) or analyzer.index_terms(pair[1]) for pair in fingerprint]
+        built = KindIndex(fingerprint, BM25Index(terms, self.scorer.params), weakref.ref(state), terms)
         with self._lock:
             self._cache[slot] = built
             self._cache.move_to_end(slot)
+            self._newest[key, kind] = built
             while len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
+                (old_key, old_kind, _), evicted = self._cache.popitem(last=False)
+                if self._newest.get((old_key, old_kind)) is evicted:
+                    del self._newest[old_key, old_kind]
         return built
 
     def search(
@@ -84,16 +131,60 @@ class Retriever:
         k: int,
         kinds: Iterable[MemoryKind] = LIST_KINDS,
         key: Hashable = None,
+        *,
+        matching: bool = False,
     ) -> dict[MemoryKind, list[ScoredItem]]:
-        """The top `k` items of each kind for `query` (fewer when the kind has fewer items)."""
-        with RETRIEVAL_LATENCY.time():
-            words = bm25_tokens(query)
-            results: dict[MemoryKind, list[ScoredItem]] = {}
-            for kind in kinds:
-                items = state.items(kind)
-                ranked = self.index(state, kind, key).index.ranked(words, k)
-                results[kind] = [ScoredItem(items[position], score) for position, score in ranked]
-            return results
+        """The top `k` items of each kind for `query` (fewer when the kind has fewer items); with
+        `matching`, only items that share a query term."""
+        started = time.perf_counter()
+        words = self.query_terms(query)
+        results: dict[MemoryKind, list[ScoredItem]] = {}
+        for kind in kinds:
+            items = state.items(kind)
+            index = self.index(state, kind, key).index
+            terms = [*words, *self.compounds(index, words)]
+            ranked = index.ranked(terms, k, matching=matching)
+            results[kind] = [ScoredItem(items[position], score) for position, score in ranked]
+        if self._observe is not None:
+            self._observe(time.perf_counter() - started)
+        return results
+
+    def matching(
+        self,
+        state: MemoryState,
+        terms: list[str],
+        kind: MemoryKind,
+        key: Hashable = None,
+        *,
+        limit: int | None = None,
+        batch: int = 256,
+    ) -> Iterator[tuple[int, ScoredItem]]:
+        """(position, item) for the items of `kind` that share one of `terms` (analysed query terms),
+        best first, in `search(matching=True)`'s order, at most `limit`. The ranking is done for a
+        batch at a time, each batch four times the last, so a caller that stops after a few items (a
+        token budget) does not pay for ranking and wrapping every match of a large memory."""
+        index = self.index(state, kind, key).index
+        terms = [*terms, *self.compounds(index, terms)]  # as `search` does
+        items = state.items(kind)
+        cap = index.size if limit is None else min(limit, index.size)
+        done, size = 0, min(batch, cap)
+        while done < cap:
+            ranked = index.ranked(terms, size, matching=True)
+            for position, score in ranked[done:]:
+                yield position, ScoredItem(items[position], score)
+            if len(ranked) < size:  # fewer matches than asked: there are no more
+                return
+            done, size = size, min(size * 4, cap)
+
+    def query_terms(self, query: str) -> list[str]:
+        return self.scorer.analyzer.query_terms(query)
+
+    def compounds(self, index: BM25Index, words: list[str]) -> list[str]:
+        """The indexed compounds of the query words, searched as further query words (with the
+        analyzer's `compounds`; none otherwise): "boat" finds the item about a sailboat."""
+        if not self.scorer.analyzer.compounds:
+            return []
+        return [compound for word in words for compound in index.compounds(word)]
 
     def cache_info(self) -> CacheInfo:
         with self._lock:

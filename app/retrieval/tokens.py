@@ -1,12 +1,220 @@
-"""The retrieval tokenizer of SPEC §4: lower-cased `\\b\\w+\\b` words, no stemming, no stopwords."""
+"""Retrieval tokenizers.
+
+- `bm25_tokens`: SPEC §4's tokenizer, lower-cased `\\b\\w+\\b` words, no stemming, no stopwords (the
+  paper's scorer, kept bit-identical to rank-bm25);
+- `Analyzer`: what a scorer does to item text (`index_terms`) and to a question (`query_terms`). The
+  service default stems words lightly (Snowball English, so "plays"/"playing" meet "play") and drops stopwords
+  from the query, so "the" no longer makes an unrelated item match; and it lets a question word meet a
+  longer word that ends in it (`compound_of`: "boat" meets "sailboat", "ball" meets "basketball").
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+
+from app.memory.stemming import stem
 
 _WORD = re.compile(r"\b\w+\b")
+
+# Function words and question words: they match almost every item and say nothing about the answer.
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "at",
+        "by",
+        "for",
+        "with",
+        "about",
+        "against",
+        "between",
+        "into",
+        "through",
+        "during",
+        "before",
+        "after",
+        "above",
+        "below",
+        "to",
+        "from",
+        "up",
+        "down",
+        "in",
+        "out",
+        "on",
+        "off",
+        "over",
+        "under",
+        "again",
+        "further",
+        "then",
+        "once",
+        "here",
+        "there",
+        "all",
+        "any",
+        "both",
+        "each",
+        "few",
+        "more",
+        "most",
+        "other",
+        "some",
+        "such",
+        "no",
+        "nor",
+        "not",
+        "only",
+        "own",
+        "same",
+        "so",
+        "than",
+        "too",
+        "very",
+        "can",
+        "will",
+        "just",
+        "should",
+        "now",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "have",
+        "has",
+        "had",
+        "having",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "would",
+        "could",
+        "might",
+        "must",
+        "shall",
+        "may",
+        "i",
+        "me",
+        "my",
+        "myself",
+        "we",
+        "our",
+        "ours",
+        "ourselves",
+        "you",
+        "your",
+        "yours",
+        "yourself",
+        "yourselves",
+        "he",
+        "him",
+        "his",
+        "himself",
+        "she",
+        "her",
+        "hers",
+        "herself",
+        "it",
+        "its",
+        "itself",
+        "they",
+        "them",
+        "their",
+        "theirs",
+        "themselves",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "this",
+        "that",
+        "these",
+        "those",
+        "am",
+        "s",
+        "t",
+        "d",
+        "ll",
+        "m",
+        "re",
+        "ve",
+        "y",
+        "what's",
+        "when",
+        "where",
+        "why",
+        "how",
+        "as",
+        "until",
+        "while",
+        "because",
+        "both",
+        "don",
+        "didn",
+        "doesn",
+        "isn",
+        "wasn",
+        "weren",
+        "hasn",
+        "haven",
+        "hadn",
+        "wouldn",
+        "shouldn",
+        "couldn",
+        "also",
+    ]
+)
 
 
 def bm25_tokens(text: str) -> list[str]:
     # Lower-case first, then match: the order upstream used (it differs for a few non-ASCII letters).
     return _WORD.findall(text.lower())
+
+
+# A compound's last part is its head ("a sailboat is a boat"): a query word of at least this many
+# letters meets a longer word that ends in it after at least `COMPOUND_MIN_HEAD` letters. Short parts
+# and short heads would pair unrelated words ("ring" / "during", "rain" / "train").
+COMPOUND_MIN_PART = 4
+COMPOUND_MIN_HEAD = 3
+
+
+def compound_of(word: str, part: str) -> bool:
+    """`word` is a compound whose last part is `part` ("sailboat", "boat")."""
+    return (
+        len(part) >= COMPOUND_MIN_PART and len(word) - len(part) >= COMPOUND_MIN_HEAD and word.endswith(part)
+    )
+
+
+@dataclass(frozen=True)
+class Analyzer:
+    stemming: bool
+    query_stopwords: bool
+    compounds: bool = False  # a query word also matches compounds that end in it (`compound_of`)
+
+    def index_terms(self, text: str) -> list[str]:
+        words = bm25_tokens(text)
+        return [stem(word) for word in words] if self.stemming else words
+
+    def query_terms(self, text: str) -> list[str]:
+        words = bm25_tokens(text)
+        if self.query_stopwords:
+            kept = [word for word in words if word not in STOPWORDS]
+            # A question made only of stopwords ("Who is he?") keeps them: nothing else can match.
+            words = kept or words
+        return [stem(word) for word in words] if self.stemming else words
+
+
+PLAIN = Analyzer(stemming=False, query_stopwords=False)  # SPEC §4
+STEMMED = Analyzer(stemming=True, query_stopwords=True, compounds=True)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.contracts.schemas import OperationRecord
 from app.memory import OpResult
 from app.store.models import OperationLog
 from app.store.sessions import SessionKey
+from app.store.sql import batched
 
 Actor = Literal["policy", "user", "import"]
 
@@ -34,7 +36,7 @@ async def record(
     if not results:
         return
     await db.execute(
-        OperationLog.__table__.insert(),
+        cast(Table, OperationLog.__table__).insert(),
         [
             {
                 "tenant_id": key[0],
@@ -61,20 +63,19 @@ async def record(
 async def for_chunks(db: AsyncSession, key: SessionKey, seqs: Sequence[int]) -> dict[int, list[OperationLog]]:
     """The policy operations of the given chunks, in the order they were applied."""
     out: dict[int, list[OperationLog]] = {seq: [] for seq in seqs}
-    if not seqs:
-        return out
-    query = (
-        select(OperationLog)
-        .where(
-            OperationLog.tenant_id == key[0],
-            OperationLog.session_id == key[1],
-            OperationLog.chunk_seq.in_(seqs),
-            OperationLog.actor == "policy",
+    for batch in batched(seqs):
+        query = (
+            select(OperationLog)
+            .where(
+                OperationLog.tenant_id == key[0],
+                OperationLog.session_id == key[1],
+                OperationLog.chunk_seq.in_(batch),
+                OperationLog.actor == "policy",
+            )
+            .order_by(OperationLog.id)
         )
-        .order_by(OperationLog.id)
-    )
-    for row in (await db.execute(query)).scalars():
-        out[row.chunk_seq].append(row)  # type: ignore[index]
+        for row in (await db.execute(query)).scalars():
+            out[row.chunk_seq].append(row)  # type: ignore[index]
     return out
 
 
@@ -90,20 +91,30 @@ async def page(db: AsyncSession, key: SessionKey, *, after_id: int, limit: int) 
     return list((await db.execute(query)).scalars())
 
 
-def operation_dict(row: OperationLog) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "at": row.created_at.isoformat(),
-        "actor": row.actor,
-        "policy": row.policy,
-        "model": row.model,
-        "chunk_seq": row.chunk_seq,
-        "tool": row.tool,
-        "memory_type": row.memory_type,
-        "memory_id": row.item_id,
-        "status": row.status,
-        "before": row.before,
-        "after": row.after,
-        "error": row.error,
-        "truncated": row.truncated,
-    }
+async def all_for_session(db: AsyncSession, key: SessionKey) -> list[OperationLog]:
+    query = (
+        select(OperationLog)
+        .where(OperationLog.tenant_id == key[0], OperationLog.session_id == key[1])
+        .order_by(OperationLog.id)
+    )
+    return list((await db.execute(query)).scalars())
+
+
+def operation_record(row: OperationLog) -> OperationRecord:
+    """An audit-log entry as the operations log and the export show it."""
+    return OperationRecord(
+        id=row.id,
+        at=row.created_at,
+        actor=row.actor,
+        policy=row.policy,
+        model=row.model,
+        chunk_seq=row.chunk_seq,
+        tool=row.tool,
+        memory_type=row.memory_type,
+        memory_id=row.item_id,
+        status=row.status,
+        before=row.before,
+        after=row.after,
+        error=row.error,
+        truncated=row.truncated,
+    )

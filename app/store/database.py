@@ -18,6 +18,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from app.store.outage import OutageLog
+
 _WRITE_OPTION = "memalpha_write"
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -59,6 +61,9 @@ class Database:
             # Pre-ping: a pooled connection the server dropped (restart, idle timeout) is replaced.
             options.update(pool_size=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        self.outage = OutageLog()
+        # A new connection after an outage is the recovery (the pool drops the broken ones).
+        event.listen(self.engine.sync_engine, "connect", lambda *_: self.outage.reconnected())
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)

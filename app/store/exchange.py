@@ -1,94 +1,38 @@
-"""Portable JSON of a session: its memory and, optionally, its chunk log (`export` / `import`)."""
+"""Portable JSON of a session: its memory and, optionally, its chunk log and audit log (`export` /
+`import`).
+
+Imports cannot lose data: every field is validated against what the columns hold and unknown fields are
+refused; the item-id counter moves past every imported id this service could mint (so a later insert
+never reuses one, whatever `next_item` said); an exported audit log is restored as it was."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, cast
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import BadRequest
-from app.memory import LIST_KINDS, Item, MemoryKind, MemoryLimits, MemoryState, OpResult, TokenCounter, Tool
-from app.store.chunks import chunk_dict
-from app.store.memory import item_dict
-from app.store.models import ID_LENGTH, Chunk
+from app.contracts.bounds import ID_MAX
+from app.contracts.exchange import FORMAT, ChunkRecordIn, ItemIn, MemoryIn, OperationIn, SessionImport
+from app.contracts.schemas import ExportedMemory, ExportOut
+from app.errors import BadRequest, Conflict
+from app.memory import (
+    LIST_KINDS,
+    Item,
+    MemoryKind,
+    MemoryLimits,
+    MemoryState,
+    OpResult,
+    TokenCounter,
+    Tool,
+)
+from app.memory.ids import counter_of
+from app.store.audit import operation_record
+from app.store.chunks import chunk_record
+from app.store.models import Chunk, OperationLog
+from app.store.sessions import SessionKey
 from app.store.types import as_utc, utcnow
-
-FORMAT = "memalpha.session.v1"
-
-
-def _storable(value: str) -> str:
-    # Postgres text cannot hold NUL; lone surrogates are not UTF-8.
-    if "\x00" in value:
-        raise ValueError("text contains a NUL character")
-    value.encode("utf-8")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_storable)]
-
-
-class ItemIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    id: Annotated[Text, Field(min_length=1, max_length=32)]
-    content: Annotated[Text, Field(min_length=1)]
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    source_seq: int | None = None
-    occurred_at: datetime | None = None
-
-
-class MemoryIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    core: Text = ""
-    core_truncated: bool = False
-    version: int = Field(default=0, ge=0)
-    next_item: int = Field(default=0, ge=0)
-    semantic: list[ItemIn] = []
-    episodic: list[ItemIn] = []
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> MemoryIn:
-        ids = [item.id for item in (*self.semantic, *self.episodic)]
-        if len(ids) != len(set(ids)):
-            raise ValueError("item ids must be unique across semantic and episodic memory")
-        return self
-
-
-class ChunkRecordIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    seq: int = Field(ge=1)
-    content: Annotated[Text, Field(min_length=1)]
-    status: Literal["pending", "processing", "done", "failed"] = "done"
-    timestamp: datetime | None = None
-    idempotency_key: Annotated[Text, Field(min_length=1, max_length=ID_LENGTH)] | None = None
-    part: int = Field(default=0, ge=0)
-    metadata: dict[str, Any] | None = None
-    attempts: int = Field(default=0, ge=0)
-    error: Text | None = None
-    usage: dict[str, Any] | None = None
-    policy: Annotated[Text, Field(max_length=ID_LENGTH)] | None = None
-    model: Annotated[Text, Field(max_length=ID_LENGTH)] | None = None
-    accepted_at: datetime | None = None
-    started_at: datetime | None = None
-    done_at: datetime | None = None
-
-
-class SessionImport(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    format: Literal["memalpha.session.v1"]
-    memory: MemoryIn
-    chunks: list[ChunkRecordIn] | None = None
-
-    @model_validator(mode="after")
-    def _unique_chunks(self) -> SessionImport:
-        chunks = self.chunks or []
-        if len({c.seq for c in chunks}) != len(chunks):
-            raise ValueError("chunk seqs must be unique")
-        keyed = [(c.idempotency_key, c.part) for c in chunks if c.idempotency_key is not None]
-        if len(set(keyed)) != len(keyed):
-            raise ValueError("(idempotency_key, part) pairs must be unique")
-        return self
 
 
 def parse_import(payload: dict[str, Any], limits: MemoryLimits, counter: TokenCounter) -> SessionImport:
@@ -101,6 +45,7 @@ def parse_import(payload: dict[str, Any], limits: MemoryLimits, counter: TokenCo
         ) from exc
     except UnicodeEncodeError as exc:
         raise BadRequest("invalid session import: text is not valid UTF-8") from exc
+    _unique(parsed)
     memory = parsed.memory
     if counter.count(memory.core) > limits.core_tokens:
         raise BadRequest(f"core memory is longer than {limits.core_tokens} tokens")
@@ -114,6 +59,20 @@ def parse_import(payload: dict[str, Any], limits: MemoryLimits, counter: TokenCo
                     f"{kind.value} item {item.id} is longer than {limits.max_item_tokens} tokens"
                 )
     return parsed
+
+
+def _unique(parsed: SessionImport) -> None:
+    """Keys that must not repeat: a payload that contradicts itself is a conflict (409), which no JSON
+    Schema can describe."""
+    ids = [item.id for item in (*parsed.memory.semantic, *parsed.memory.episodic)]
+    if len(ids) != len(set(ids)):
+        raise Conflict("item ids must be unique across semantic and episodic memory")
+    chunks = parsed.chunks or []
+    if len({c.seq for c in chunks}) != len(chunks):
+        raise Conflict("chunk seqs must be unique")
+    keyed = [(c.idempotency_key, c.part) for c in chunks if c.idempotency_key is not None]
+    if len(set(keyed)) != len(keyed):
+        raise Conflict("(idempotency_key, part) pairs must be unique")
 
 
 def to_state(memory: MemoryIn) -> tuple[MemoryState, list[OpResult]]:
@@ -137,9 +96,11 @@ def to_state(memory: MemoryIn) -> tuple[MemoryState, list[OpResult]]:
                 )
             )
             results.append(OpResult(Tool.INSERT, kind.value, "ok", item_id=item.id, after=item.content))
-    count = len(state.semantic) + len(state.episodic)
-    # The id counter must not hand out an imported id again; our own exports carry it.
-    state.next_item = max(memory.next_item, count)
+    # The id counter must not hand out an imported id again, also when the export is foreign or lacks
+    # `next_item`: it moves past every imported id the counter could ever reach.
+    reachable = (counter_of(item.id) for item in (*memory.semantic, *memory.episodic))
+    past = [counter + 1 for counter in reachable if counter is not None and counter < ID_MAX]
+    state.next_item = max(memory.next_item, len(state.semantic) + len(state.episodic), *past)
     state.version = max(memory.version, 1 if results else 0)
     return state, results
 
@@ -148,9 +109,7 @@ def chunk_rows(tenant_id: str, session_id: str, records: list[ChunkRecordIn]) ->
     now = utcnow()
     rows = []
     for record in records:
-        # A chunk that was mid-processing in the source goes back to pending: its effects are not in
-        # the exported memory, so it must run again here.
-        status = "pending" if record.status == "processing" else record.status
+        # The import transition (statuses, attempts, times) is the queue's: `ChunkQueue.import_chunks`.
         rows.append(
             {
                 "tenant_id": tenant_id,
@@ -159,36 +118,65 @@ def chunk_rows(tenant_id: str, session_id: str, records: list[ChunkRecordIn]) ->
                 "content": record.content,
                 "timestamp": as_utc(record.timestamp),
                 "idempotency_key": record.idempotency_key,
+                "request_id": record.request_id,
                 "part": record.part,
                 "metadata": record.metadata,
-                "status": status,
-                "attempts": 0 if status == "pending" else record.attempts,
+                "status": record.status,
+                "attempts": record.attempts,
                 "error": record.error,
                 "usage": record.usage,
                 "policy": record.policy,
                 "model": record.model,
                 "accepted_at": as_utc(record.accepted_at) or now,
                 "started_at": as_utc(record.started_at),
-                "done_at": as_utc(record.done_at) if status in ("done", "failed") else None,
-                "next_attempt_at": now if status == "pending" else None,
+                "done_at": as_utc(record.done_at),
             }
         )
     return rows
 
 
-def export_payload(session_id: str, state: MemoryState, chunks: list[Chunk] | None) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "format": FORMAT,
-        "session_id": session_id,
-        "exported_at": utcnow().isoformat(),
-        "memory": {
-            "core": state.core,
-            "core_truncated": state.core_truncated,
-            "version": state.version,
-            "next_item": state.next_item,
-            **{kind.value: [item_dict(item) for item in state.items(kind)] for kind in LIST_KINDS},
-        },
-    }
-    if chunks is not None:
-        payload["chunks"] = [chunk_dict(row) for row in chunks]
-    return payload
+async def restore_operations(session: AsyncSession, key: SessionKey, operations: list[OperationIn]) -> None:
+    """Write an exported audit log into the session's (new ids, same order)."""
+    if operations:
+        table = cast(Table, OperationLog.__table__)
+        await session.execute(table.insert(), _operation_rows(key[0], key[1], operations))
+
+
+def _operation_rows(tenant_id: str, session_id: str, operations: list[OperationIn]) -> list[dict[str, Any]]:
+    """An exported audit log as rows of this database (new ids, same order)."""
+    return [
+        {
+            "tenant_id": tenant_id,
+            "session_id": session_id,
+            "chunk_seq": op.chunk_seq,
+            "actor": op.actor,
+            "policy": op.policy,
+            "model": op.model,
+            "tool": op.tool,
+            "memory_type": op.memory_type,
+            "item_id": op.memory_id,
+            "status": op.status,
+            "before": op.before,
+            "after": op.after,
+            "error": op.error,
+            "truncated": op.truncated,
+            "created_at": op.at,
+        }
+        for op in operations
+    ]
+
+
+def export_payload(
+    session_id: str,
+    state: MemoryState,
+    chunks: list[Chunk] | None,
+    operations: list[OperationLog] | None = None,
+) -> ExportOut:
+    return ExportOut(
+        format=FORMAT,
+        session_id=session_id,
+        exported_at=utcnow(),
+        memory=ExportedMemory.model_validate(state, from_attributes=True),
+        chunks=None if chunks is None else [chunk_record(row) for row in chunks],
+        operations=None if operations is None else [operation_record(row) for row in operations],
+    )

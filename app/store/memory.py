@@ -1,50 +1,134 @@
 """Map a session's memory between rows and `MemoryState`.
 
 Writes are diffs: after the domain applied a batch of operations to a copy of the loaded state, only
-the items that appeared, changed or disappeared touch the database."""
+the items that appeared, changed or disappeared touch the database. The ingest worker reads a partial
+memory (`load_view`: the recent items the policy shows, and how many there are; `with_targets`: the
+items a reply's operations name), so a chunk costs the same at 1k items as at 100k."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, Row, Select, Table, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState
+from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, Operation, Tool, normalise_id
 from app.store.models import MemoryItem, Session
 from app.store.sessions import SessionKey
 
+# Plain columns, not ORM entities: loading is on every chunk and every question.
+_COLUMNS = (
+    MemoryItem.kind,
+    MemoryItem.item_id,
+    MemoryItem.content,
+    MemoryItem.created_at,
+    MemoryItem.updated_at,
+    MemoryItem.source_seq,
+    MemoryItem.occurred_at,
+)
 
-async def load_state(db: AsyncSession, row: Session) -> MemoryState:
-    state = MemoryState(
+
+def _scalars(row: Session) -> MemoryState:
+    return MemoryState(
         core=row.core, version=row.version, next_item=row.next_item, core_truncated=row.core_truncated
     )
-    # Plain columns, not ORM entities: loading is on every chunk and every question.
-    query = (
-        select(
-            MemoryItem.kind,
-            MemoryItem.item_id,
-            MemoryItem.content,
-            MemoryItem.created_at,
-            MemoryItem.updated_at,
-            MemoryItem.source_seq,
-            MemoryItem.occurred_at,
-        )
-        .where(MemoryItem.tenant_id == row.tenant_id, MemoryItem.session_id == row.id)
-        .order_by(MemoryItem.kind, MemoryItem.position)
+
+
+def _of(row: Session) -> Select[str, str, str, datetime, datetime, int | None, datetime | None]:
+    return select(*_COLUMNS).where(MemoryItem.tenant_id == row.tenant_id, MemoryItem.session_id == row.id)
+
+
+def _item(record: Row[str, str, str, datetime, datetime, int | None, datetime | None]) -> Item:
+    _kind, item_id, content, created_at, updated_at, source_seq, occurred_at = record
+    return Item(
+        id=item_id,
+        content=content,
+        created_at=created_at,
+        updated_at=updated_at,
+        source_seq=source_seq,
+        occurred_at=occurred_at,
     )
-    for kind, item_id, content, created_at, updated_at, source_seq, occurred_at in await db.execute(query):
-        state.items(MemoryKind(kind)).append(
-            Item(
-                id=item_id,
-                content=content,
-                created_at=created_at,
-                updated_at=updated_at,
-                source_seq=source_seq,
-                occurred_at=occurred_at,
-            )
-        )
+
+
+async def load_state(db: AsyncSession, row: Session) -> MemoryState:
+    state = _scalars(row)
+    for record in await db.execute(_of(row).order_by(MemoryItem.kind, MemoryItem.position)):
+        state.items(MemoryKind(record[0])).append(_item(record))
     return state
+
+
+async def load_view(db: AsyncSession, row: Session, recent: int) -> MemoryState:
+    """A partial memory: core, the `recent` newest items of each kind and the count of the rest
+    (what a policy that shows recent items reads; index scans of `recent` rows and a count)."""
+    state = _scalars(row)
+    counts = dict(
+        (
+            await db.execute(
+                select(MemoryItem.kind, func.count())
+                .where(MemoryItem.tenant_id == row.tenant_id, MemoryItem.session_id == row.id)
+                .group_by(MemoryItem.kind)
+            )
+        ).all()
+    )
+    for kind in LIST_KINDS:
+        query = _of(row).where(MemoryItem.kind == kind.value).order_by(MemoryItem.position.desc())
+        newest = [_item(record) for record in await db.execute(query.limit(recent))] if recent > 0 else []
+        state.items(kind).extend(reversed(newest))
+        state.unloaded[kind] = counts.get(kind.value, 0) - len(newest)
+    return state
+
+
+def targets(operations: Sequence[Operation]) -> tuple[set[str], set[tuple[MemoryKind, str]]]:
+    """What applying `operations` reads beyond the recent items: the ids updates and deletes name,
+    and the contents inserts would duplicate (stripped, as the applier compares them)."""
+    ids: set[str] = set()
+    contents: set[tuple[MemoryKind, str]] = set()
+    for op in operations:
+        kind = MemoryKind.parse(op.memory_type)
+        if kind is None or kind is MemoryKind.CORE:
+            continue
+        if op.tool in (Tool.UPDATE, Tool.DELETE) and (item_id := normalise_id(op.memory_id)) is not None:
+            ids.add(item_id)
+        elif op.tool == Tool.INSERT and isinstance(op.content, str):
+            contents.add((kind, op.content.strip()))
+    return ids, contents
+
+
+async def with_targets(
+    db: AsyncSession,
+    row: Session,
+    state: MemoryState,
+    ids: Collection[str],
+    contents: Collection[tuple[MemoryKind, str]],
+) -> MemoryState:
+    """`state` (a partial memory of `row`) with the not yet loaded items that have one of `ids` or
+    one of `contents` loaded too, so the applier finds them as in the whole memory. Unloaded items
+    are older than every loaded one: they go in front, in position order. Returns a new state."""
+    if not state.partial:
+        return state
+    wanted: list[ColumnElement[bool]] = []
+    if ids:
+        wanted.append(MemoryItem.item_id.in_(sorted(ids)))
+    # One equality per content, so Postgres can use the hash index on content for each.
+    wanted += [and_(MemoryItem.kind == kind.value, MemoryItem.content == text) for kind, text in contents]
+    if not wanted:
+        return state
+    loaded = {item.id for kind in LIST_KINDS for item in state.items(kind)}
+    found = [
+        record
+        for record in await db.execute(_of(row).where(or_(*wanted)).order_by(MemoryItem.position))
+        if record[1] not in loaded
+    ]
+    if not found:
+        return state
+    out = state.copy()
+    for kind in LIST_KINDS:
+        older = [_item(record) for record in found if record[0] == kind.value]
+        out.items(kind)[:0] = older
+        out.unloaded[kind] = out.unloaded.get(kind, 0) - len(older)
+    return out
 
 
 def _by_id(state: MemoryState) -> dict[str, tuple[MemoryKind, Item]]:
@@ -69,7 +153,7 @@ def item_row(key: SessionKey, kind: MemoryKind, item: Item, position: int) -> di
 async def insert_items(db: AsyncSession, rows: Iterable[dict[str, object]]) -> None:
     batch = list(rows)
     if batch:
-        await db.execute(MemoryItem.__table__.insert(), batch)
+        await db.execute(cast(Table, MemoryItem.__table__).insert(), batch)
 
 
 async def save_state(db: AsyncSession, row: Session, before: MemoryState, after: MemoryState) -> None:
@@ -110,14 +194,3 @@ async def save_state(db: AsyncSession, row: Session, before: MemoryState, after:
             )
     row.core, row.core_truncated = after.core, after.core_truncated
     row.version, row.next_item = after.version, after.next_item
-
-
-def item_dict(item: Item) -> dict[str, object]:
-    return {
-        "id": item.id,
-        "content": item.content,
-        "created_at": item.created_at.isoformat(),
-        "updated_at": item.updated_at.isoformat(),
-        "source_seq": item.source_seq,
-        "occurred_at": item.occurred_at.isoformat() if item.occurred_at else None,
-    }

@@ -4,6 +4,7 @@ first, so another tenant's session id simply matches nothing."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.contracts.bounds import ID_LENGTH
 from app.store.types import BigIntId, JSONType, UTCDateTime
 
 # Deterministic constraint names, so migrations can address them on both dialects.
@@ -31,8 +33,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-ID_LENGTH = 255  # session ids, tenant ids, policy names; the service enforces its own, shorter limit
 
 
 class Base(DeclarativeBase):
@@ -80,6 +80,15 @@ class Session(Base):
 _SESSION_FK = (("tenant_id", "session_id"), ("sessions.tenant_id", "sessions.id"))
 
 
+class ChunkStatus(StrEnum):
+    """A chunk's place in the queue; every transition is in `app/ingest/queue.py`."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class Chunk(Base):
     __tablename__ = "chunks"
     __table_args__ = (
@@ -95,9 +104,10 @@ class Chunk(Base):
     content: Mapped[str] = mapped_column(Text)
     timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)  # X-Request-ID of its ingest
     part: Mapped[int] = mapped_column(Integer, default=0)  # index of this piece when one input was split
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
-    status: Mapped[str] = mapped_column(String(16))  # pending | processing | done | failed
+    status: Mapped[str] = mapped_column(String(16))  # a ChunkStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
@@ -114,6 +124,9 @@ class MemoryItem(Base):
     __table_args__ = (
         ForeignKeyConstraint(*_SESSION_FK, ondelete="CASCADE"),
         Index(None, "tenant_id", "session_id", "kind", "position"),
+        # The ingest worker looks items up by content (an insert's duplicates) without reading the
+        # session's items: a hash index on Postgres (contents can exceed a B-tree entry's size limit).
+        Index(None, "content", postgresql_using="hash"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
@@ -179,3 +192,16 @@ class Policy(Base):
     manifest: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PolicyActivation(Base):
+    """One switch of the active policy (who, when, from → to): what rollback reads, in order."""
+
+    __tablename__ = "policy_activations"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(16))  # switch | rollback
+    from_name: Mapped[str | None] = mapped_column(String(ID_LENGTH), nullable=True)
+    to_name: Mapped[str] = mapped_column(String(ID_LENGTH))
+    actor: Mapped[str] = mapped_column(String(ID_LENGTH))  # the admin key's tenant
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,4 +1,4 @@
-"""The policy registry: named policy versions, exactly one of them active."""
+"""The policy registry: named policy versions, exactly one of them active, and the history of switches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.store.models import Policy
+from app.contracts import schemas
+from app.contracts.policy import PolicyServing
+from app.store.models import Policy, PolicyActivation
 from app.store.sql import insert_ignore
 
 
@@ -69,20 +71,64 @@ async def register(
     return row
 
 
-async def activate(db: AsyncSession, row: Policy) -> None:
+SWITCH, ROLLBACK = "switch", "rollback"
+
+
+async def activate(db: AsyncSession, row: Policy, *, actor: str, action: str, now: datetime) -> None:
+    """Make `row` active and record the switch; activating the active row again records nothing."""
+    current = await active(db)
+    if current is not None and current.id == row.id:
+        return
     # Deactivate first: the partial unique index allows one active row at any moment.
     await db.execute(update(Policy).where(Policy.active.is_(True), Policy.id != row.id).values(active=False))
     await db.flush()
     row.active = True
+    db.add(
+        PolicyActivation(
+            action=action,
+            from_name=current.name if current is not None else None,
+            to_name=row.name,
+            actor=actor,
+            at=now,
+        )
+    )
+    await db.flush()
 
 
-def policy_dict(row: Policy) -> dict[str, Any]:
-    return {
-        "name": row.name,
-        "base_model": row.base_model,
-        "adapter_path": row.adapter_path,
-        "metrics": row.metrics,
-        "manifest": row.manifest,
-        "active": row.active,
-        "created_at": row.created_at.isoformat(),
-    }
+async def rollback_target(db: AsyncSession, current: str) -> str | None:
+    """The policy that was active before the latest switch to `current` (None: none recorded). Rollbacks
+    are not switches here, so rolling back twice steps back twice rather than undoing the first."""
+    latest = (
+        await db.execute(
+            select(PolicyActivation)
+            .where(PolicyActivation.to_name == current, PolicyActivation.action == SWITCH)
+            .order_by(PolicyActivation.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return latest.from_name if latest is not None else None
+
+
+async def activations(db: AsyncSession, *, limit: int) -> list[PolicyActivation]:
+    """The latest switches, newest first."""
+    query = select(PolicyActivation).order_by(PolicyActivation.id.desc()).limit(limit)
+    return list((await db.execute(query)).scalars())
+
+
+def activation_record(row: PolicyActivation) -> schemas.PolicyActivation:
+    return schemas.PolicyActivation.model_validate(row, from_attributes=True)
+
+
+def policy_out(row: Policy, *, backend: str, serving: PolicyServing) -> schemas.PolicyOut:
+    """A registry row with the backend that runs it and the settings that shape its prompt."""
+    return schemas.PolicyOut(
+        name=row.name,
+        base_model=row.base_model,
+        adapter_path=row.adapter_path,
+        metrics=row.metrics,
+        manifest=row.manifest,
+        active=row.active,
+        created_at=row.created_at,
+        backend=backend,
+        serving=serving,
+    )

@@ -34,7 +34,8 @@ def _config() -> Config:
 
 def head_revision() -> str:
     head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None, "migrations/versions holds no revision"
+    if head is None:
+        raise RuntimeError("migrations/versions holds no revision")
     return head
 
 

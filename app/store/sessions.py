@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.store.models import Chunk, MemoryItem, OperationLog, Session, Tenant
+from app.contracts.schemas import SessionOut
+from app.store.models import Chunk, ChunkStatus, MemoryItem, OperationLog, Session, Tenant
 from app.store.sql import insert_ignore
 
 SessionKey = tuple[str, str]  # (tenant_id, session_id)
 
-CHUNK_STATUSES = ("pending", "processing", "done", "failed")
+CHUNK_STATUSES = tuple(status.value for status in ChunkStatus)
 
 
 async def ensure_tenant(db: AsyncSession, tenant_id: str, now: datetime) -> None:
@@ -50,7 +50,8 @@ async def lock_or_create_session(db: AsyncSession, key: SessionKey, now: datetim
         },
     )
     row = await get_session(db, key, for_update=True)
-    assert row is not None
+    if row is None:  # the upsert above guarantees a row; anything else is a database fault
+        raise RuntimeError(f"session {key!r} missing right after its upsert")
     return row
 
 
@@ -93,18 +94,19 @@ async def counts(db: AsyncSession, tenant_id: str, session_ids: Sequence[str]) -
     return out
 
 
-def summary(row: Session, counted: SessionCounts) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-        "version": row.version,
-        "next_seq": row.next_seq,
-        "chunks": counted.chunks,
-        "items": counted.items,
-        "blocked_by_seq": row.blocked_by_seq,
-        "core_truncated": row.core_truncated,
-    }
+def summary(row: Session, counted: SessionCounts, *, memory_tokens: int) -> SessionOut:
+    return SessionOut(
+        id=row.id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+        next_seq=row.next_seq,
+        chunks=counted.chunks,  # type: ignore[arg-type]  # keyed by every ChunkStatus value
+        items=counted.items,
+        blocked_by_seq=row.blocked_by_seq,
+        core_truncated=row.core_truncated,
+        memory_tokens=memory_tokens,
+    )
 
 
 async def list_sessions(db: AsyncSession, tenant_id: str, *, limit: int, offset: int) -> list[Session]:

@@ -88,13 +88,18 @@ def _episode(dataset: ClassificationSet, config: BuildConfig, number: int) -> Ep
     pool = dataset.held_out if dataset.held_out is not None else dataset.train
     candidates = [(text, label) for text, label in pool if label in label_map and text not in used]
     rng.shuffle(candidates)
-    questions = [QA(question=classification_question(text), answer=str(label_map[label])) for text, label in candidates]
+    questions = [
+        QA(question=classification_question(text), answer=str(label_map[label]), query=text)
+        for text, label in candidates
+    ]
     return Episode(
         instance_id=f"{dataset.name}-{number:03d}",
         data_source=dataset.data_source,
         chunks=pack_units(
             (sample_line(text, label) for text, label in shown),
-            config.chunk_limit(CLASSIFICATION_CHUNK_TOKENS), config.counter, separator="\n",
+            config.chunk_limit(CLASSIFICATION_CHUNK_TOKENS),
+            config.counter,
+            separator="\n",
         ),
         questions=pick_questions(questions, config.questions, rng),
         metadata={"label_map": label_map, "samples": len(shown)},

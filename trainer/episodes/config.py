@@ -18,6 +18,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class BuildConfig:
     data_dir: Path = Path("../shared/data")
+    file: Path | None = None  # LoCoMo/SQuAD/HotpotQA: this file in the set's format instead of the dev file
     episodes: int | None = None  # None: as many as the data gives
     questions: int | None = None  # per episode; None: all
     chunk_tokens: int | None = None  # None: the data set's default (2,048; classification 1,024)
@@ -28,11 +29,16 @@ class BuildConfig:
     records: int = 10  # HotpotQA: questions whose context paragraphs form one episode
     labels: int | None = None  # classification: labels per episode; None: all of the set
     shots: int = 5  # classification: labelled samples per label shown in the stream
-    sessions: int | None = None  # LoCoMo: first N sessions of each conversation (questions whose evidence lies in them)
+    sessions: int | None = (
+        None  # LoCoMo: first N sessions of each conversation (questions whose evidence lies in them)
+    )
 
     def rng(self, dataset: str, episode: int = 0) -> random.Random:
         """One independent, reproducible stream per (seed, data set, episode)."""
         return random.Random(f"{self.seed}:{dataset}:{episode}")
+
+    def source(self, default_file: str) -> Path:
+        return self.file if self.file is not None else self.data_dir / default_file
 
     def chunk_limit(self, default: int = DEFAULT_CHUNK_TOKENS) -> int:
         return self.chunk_tokens if self.chunk_tokens is not None else default

@@ -27,11 +27,11 @@ def _paragraphs(record: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def build_hotpotqa(config: BuildConfig) -> list[Episode]:
-    with open(config.data_dir / DEFAULT_FILE, encoding="utf-8") as source:
+    with open(config.source(DEFAULT_FILE), encoding="utf-8") as source:
         records: list[dict[str, Any]] = json.load(source)
     order = list(range(len(records)))
     config.rng(DATA_SOURCE).shuffle(order)
-    groups = [order[start:start + config.records] for start in range(0, len(order), config.records)]
+    groups = [order[start : start + config.records] for start in range(0, len(order), config.records)]
     groups = [group for group in groups if len(group) == config.records]
     episodes = []
     for number, group in enumerate(groups[: config.episodes]):
@@ -42,13 +42,21 @@ def build_hotpotqa(config: BuildConfig) -> list[Episode]:
                 paragraphs.setdefault(title, f"{title}: {text}")
         units = list(paragraphs.values())
         rng.shuffle(units)
-        questions = [QA(question=records[index]["question"].strip(), answer=str(records[index]["answer"]))
-                     for index in group]
-        episodes.append(Episode(
-            instance_id=f"hotpotqa-{number:03d}",
-            data_source=DATA_SOURCE,
-            chunks=pack_units(units, config.chunk_limit(), config.counter),
-            questions=pick_questions(questions, config.questions, rng),
-            metadata={"record_ids": [records[index]["_id"] for index in group], "paragraphs": len(units)},
-        ))
+        questions = [
+            QA(question=records[index]["question"].strip(), answer=str(records[index]["answer"]))
+            for index in group
+        ]
+        episodes.append(
+            Episode(
+                instance_id=f"hotpotqa-{number:03d}",
+                data_source=DATA_SOURCE,
+                chunks=pack_units(units, config.chunk_limit(), config.counter),
+                questions=pick_questions(questions, config.questions, rng),
+                # `_id` is optional (HF copies and hand-made files may lack it): the record's position stands in.
+                metadata={
+                    "record_ids": [records[index].get("_id", f"#{index}") for index in group],
+                    "paragraphs": len(units),
+                },
+            )
+        )
     return episodes

@@ -17,7 +17,13 @@ from typing import Any
 from trainer.episodes.model import QA, Episode
 
 COLUMNS = (
-    "instance_id", "prompt", "chunks", "questions_and_answers", "data_source", "metadata", "num_chunks",
+    "instance_id",
+    "prompt",
+    "chunks",
+    "questions_and_answers",
+    "data_source",
+    "metadata",
+    "num_chunks",
     "num_questions",
 )
 
@@ -65,10 +71,13 @@ def episode_from_row(row: Mapping[str, Any]) -> Episode:
     questions = []
     for entry in _decoded(row["questions_and_answers"]) or []:
         category = entry.get("category")
-        questions.append(QA(
-            question=str(entry["question"]), answer=_answer(entry.get("answer")),
-            category=int(category) if category is not None else None,
-        ))
+        questions.append(
+            QA(
+                question=str(entry["question"]),
+                answer=_answer(entry.get("answer")),
+                category=int(category) if category is not None else None,
+            )
+        )
     metadata = _decoded(row.get("metadata")) or {}
     return Episode(
         instance_id=str(row["instance_id"]),
@@ -96,7 +105,10 @@ def load_parquet(path: str | Path) -> list[Episode]:
 
 def save_jsonl(episodes: Iterable[Episode], path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as out:
-        out.writelines(json.dumps(episode_row(episode, encode_json=False), ensure_ascii=False) + "\n" for episode in episodes)
+        out.writelines(
+            json.dumps(episode_row(episode, encode_json=False), ensure_ascii=False) + "\n"
+            for episode in episodes
+        )
 
 
 def load_jsonl(path: str | Path) -> list[Episode]:

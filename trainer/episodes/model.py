@@ -11,6 +11,7 @@ class QA:
     question: str
     answer: str | list[str]  # a list means "any of these" (SQuAD's several gold spans)
     category: int | None = None  # LoCoMo's category 1-4; None elsewhere
+    query: str | None = None  # what retrieval searches, when the question carries a task hint
 
     @property
     def answers(self) -> list[str]:

@@ -7,7 +7,9 @@ from collections.abc import Iterable
 from app.memory import TokenCounter, split_text
 
 
-def pack_units(units: Iterable[str], max_tokens: int, counter: TokenCounter, separator: str = "\n\n") -> list[str]:
+def pack_units(
+    units: Iterable[str], max_tokens: int, counter: TokenCounter, separator: str = "\n\n"
+) -> list[str]:
     """Greedy in order; a unit longer than the limit is split by the engine's own `split_text`, so the
     chunks the evaluator feeds are the ones the service would produce."""
     chunks: list[str] = []

@@ -11,12 +11,16 @@ from trainer.episodes.io import load_episodes
 from trainer.episodes.locomo import build_locomo
 from trainer.episodes.model import Episode
 from trainer.episodes.squad import build_squad
+from trainer.episodes.squad_paragraphs import build_squad_paragraphs
+from trainer.episodes.updates import build_updates
 
 Builder = Callable[[BuildConfig], list[Episode]]
 
 BUILDERS: dict[str, Builder] = {
     "locomo": build_locomo,
+    "locomo-updates": build_updates,
     "squad": build_squad,
+    "squad-paragraphs": build_squad_paragraphs,
     "hotpotqa": build_hotpotqa,
     "trec": lambda config: build_classification(load_trec(config.data_dir, fine=False), config),
     "trec-fine": lambda config: build_classification(load_trec(config.data_dir, fine=True), config),

@@ -18,11 +18,11 @@ def _unique(texts: list[str]) -> list[str]:
 
 
 def build_squad(config: BuildConfig) -> list[Episode]:
-    with open(config.data_dir / DEFAULT_FILE, encoding="utf-8") as source:
+    with open(config.source(DEFAULT_FILE), encoding="utf-8") as source:
         articles: list[dict[str, Any]] = json.load(source)["data"]
     order = list(range(len(articles)))
     config.rng(DATA_SOURCE).shuffle(order)
-    groups = [order[start:start + config.articles] for start in range(0, len(order), config.articles)]
+    groups = [order[start : start + config.articles] for start in range(0, len(order), config.articles)]
     groups = [group for group in groups if len(group) == config.articles]
     episodes = []
     for number, group in enumerate(groups[: config.episodes]):
@@ -31,7 +31,7 @@ def build_squad(config: BuildConfig) -> list[Episode]:
         questions: list[QA] = []
         for index in group:
             article = articles[index]
-            title = article["title"].replace("_", " ")
+            title = article.get("title", f"article {index}").replace("_", " ")
             for paragraph in article["paragraphs"][: config.paragraphs]:
                 paragraphs.append(f"{title}: {paragraph['context'].strip()}")
                 for qa in paragraph["qas"]:
@@ -39,11 +39,16 @@ def build_squad(config: BuildConfig) -> list[Episode]:
                     if answers:
                         questions.append(QA(question=qa["question"].strip(), answer=answers))
         rng.shuffle(paragraphs)
-        episodes.append(Episode(
-            instance_id=f"squad-{number:03d}",
-            data_source=DATA_SOURCE,
-            chunks=pack_units(paragraphs, config.chunk_limit(), config.counter),
-            questions=pick_questions(questions, config.questions, rng),
-            metadata={"articles": [articles[index]["title"] for index in group], "paragraphs": len(paragraphs)},
-        ))
+        episodes.append(
+            Episode(
+                instance_id=f"squad-{number:03d}",
+                data_source=DATA_SOURCE,
+                chunks=pack_units(paragraphs, config.chunk_limit(), config.counter),
+                questions=pick_questions(questions, config.questions, rng),
+                metadata={
+                    "articles": [articles[index].get("title", f"article {index}") for index in group],
+                    "paragraphs": len(paragraphs),
+                },
+            )
+        )
     return episodes

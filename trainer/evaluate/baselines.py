@@ -35,8 +35,10 @@ _UNLIMITED = 10**12
 def raw_memory(chunks: list[str]) -> MemoryState:
     """The raw chunks as semantic items (no policy, no limits: the baseline stores everything)."""
     now = datetime.now(UTC)
-    items = [Item(id=item_id(n), content=chunk, created_at=now, updated_at=now, source_seq=n)
-             for n, chunk in enumerate(chunks)]
+    items = [
+        Item(id=item_id(n), content=chunk, created_at=now, updated_at=now, source_seq=n)
+        for n, chunk in enumerate(chunks)
+    ]
     return MemoryState(semantic=items, version=len(items), next_item=len(items))
 
 
@@ -67,7 +69,12 @@ def stream_context(
     """All pieces in stream order, with the word weights the extractive answerer needs."""
     state = raw_memory(pieces)
     context = assemble_context(
-        state, question, retriever=retriever, k=len(pieces), budget_tokens=_UNLIMITED, counter=counter,
+        state,
+        question,
+        retriever=retriever,
+        k=len(pieces),
+        budget_tokens=_UNLIMITED,
+        counter=counter,
         key=("stream", id(state)),
     )
     position = {item.id: n for n, item in enumerate(state.semantic)}
@@ -106,23 +113,41 @@ async def run_stream_baseline(
             context = stream_context(item.question, episode.chunks, retriever=retriever, counter=counter)
             if context.tokens > qa.budget_tokens:
                 return EpisodeRun(
-                    episode.instance_id, episode.data_source, method, input_tokens, input_tokens, [], [], None,
-                    0.0, time.perf_counter() - started,
+                    episode.instance_id,
+                    episode.data_source,
+                    method,
+                    input_tokens,
+                    input_tokens,
+                    [],
+                    [],
+                    None,
+                    0.0,
+                    time.perf_counter() - started,
                     skipped=f"the stream needs {context.tokens} prompt tokens; the budget is {qa.budget_tokens}",
                 )
         else:
-            context = fitted_tail(item.question, episode.chunks, qa.budget_tokens, retriever=retriever,
-                                  counter=counter)
+            context = fitted_tail(
+                item.question, episode.chunks, qa.budget_tokens, retriever=retriever, counter=counter
+            )
         contexts.append((item, context))
     shown = max((sum(counter.count(s.item.content) for s in c.semantic) for _, c in contexts), default=0)
     answers: list[AnswerRecord] = await gather_limited(
-        [lambda item=item, context=context: answer_context(episode, item, context, answerer)
-         for item, context in contexts],
+        [
+            lambda item=item, context=context: answer_context(episode, item, context, answerer)
+            for item, context in contexts
+        ],
         qa.concurrency,
     )
     return EpisodeRun(
-        episode.instance_id, episode.data_source, method, input_tokens,
-        input_tokens if method == "full-context" else shown, [], answers, None, 0.0,
+        episode.instance_id,
+        episode.data_source,
+        method,
+        input_tokens,
+        input_tokens if method == "full-context" else shown,
+        [],
+        answers,
+        None,
+        0.0,
         time.perf_counter() - started,
     )
 
@@ -133,11 +158,24 @@ async def run_rag_raw(
     started = time.perf_counter()
     state = raw_memory(episode.chunks)
     answers = await answer_from_memory(
-        episode, state, retriever=retriever, answerer=answerer, qa=qa, counter=counter,
+        episode,
+        state,
+        retriever=retriever,
+        answerer=answerer,
+        qa=qa,
+        counter=counter,
         key=("rag-raw", episode.instance_id),
     )
     stored = sum(counter.count(chunk) for chunk in episode.chunks)
     return EpisodeRun(
-        episode.instance_id, episode.data_source, "rag-raw", stored, stored, [], answers, state, 0.0,
+        episode.instance_id,
+        episode.data_source,
+        "rag-raw",
+        stored,
+        stored,
+        [],
+        answers,
+        state,
+        0.0,
         time.perf_counter() - started,
     )

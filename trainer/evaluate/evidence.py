@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from nltk.stem import PorterStemmer
 
-from app.qa.scorers import locomo_normalize, score, scorer_name
+from trainer.evaluate.scorers import locomo_normalize, score, scorer_name
 
 
 @lru_cache(maxsize=1)
@@ -28,7 +28,9 @@ def _stem_set(text: str) -> set[str]:
     return {stemmer.stem(word) for word in locomo_normalize(text).split()}
 
 
-def evidence_recall(data_source: str, context: str, answers: list[str], *, category: int | None = None) -> float:
+def evidence_recall(
+    data_source: str, context: str, answers: list[str], *, category: int | None = None
+) -> float:
     kind = scorer_name(data_source)
     if kind == "boxed":
         gold = answers[0].strip()

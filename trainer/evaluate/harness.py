@@ -9,9 +9,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from app.backends import make_answerer
 from app.memory import Applier, MemoryLimits, MemoryState, TokenCounter
 from app.policy import PolicyBackend, build_messages
-from app.qa import Answerer, make_answerer
+from app.qa import Answerer
 from app.retrieval import Retriever
 from app.settings import Settings
 from trainer.episodes import BuildConfig, Episode, build_episodes
@@ -48,7 +49,8 @@ class DatasetRuns:
 
 def applier_for(settings: Settings, counter: TokenCounter) -> Applier:
     return Applier(
-        MemoryLimits(settings.core_token_limit, settings.max_item_tokens, settings.max_items_per_kind), counter
+        MemoryLimits(settings.core_token_limit, settings.max_item_tokens, settings.max_items_per_kind),
+        counter,
     )
 
 
@@ -74,10 +76,11 @@ class Evaluation:
         self.policies: dict[str, PolicyBackend] = {
             spec.name: spec.policy(config.settings) for spec in config.methods if spec.kind == "memory"
         }
-        self.retriever = Retriever()
+        self.retriever = Retriever(scorer=config.settings.retrieval_scorer)
         self.judge = (
             AnswerJudge(config.judge.url, config.judge.model, concurrency=config.qa.concurrency)
-            if config.judge else None
+            if config.judge
+            else None
         )
 
     async def aclose(self) -> None:
@@ -92,9 +95,17 @@ class Evaluation:
         if spec.kind == "memory":
             record = _prompt_recorder(spec, config.settings, self.counter) if config.record_prompts else None
             run = await run_episode(
-                episode, self.policies[spec.name], method=spec.name, applier=self.applier, answerer=self.answerer,
-                retriever=self.retriever, qa=config.qa, counter=self.counter, record_prompt=record,
-                key=(spec.name, episode.instance_id), on_step=(lambda _: steps.update()) if steps else None,
+                episode,
+                self.policies[spec.name],
+                method=spec.name,
+                applier=self.applier,
+                answerer=self.answerer,
+                retriever=self.retriever,
+                qa=config.qa,
+                counter=self.counter,
+                record_prompt=record,
+                key=(spec.name, episode.instance_id),
+                on_step=(lambda _: steps.update()) if steps else None,
             )
         elif spec.kind == "rag-raw":
             run = await run_rag_raw(
@@ -110,10 +121,14 @@ class Evaluation:
 
     async def _judge(self, run: EpisodeRun) -> None:
         assert self.judge is not None
-        verdicts = await asyncio.gather(*(
-            self.judge.judge(a.question, a.gold if isinstance(a.gold, str) else " / ".join(a.gold), a.prediction)
-            for a in run.answers
-        ))
+        verdicts = await asyncio.gather(
+            *(
+                self.judge.judge(
+                    a.question, a.gold if isinstance(a.gold, str) else " / ".join(a.gold), a.prediction
+                )
+                for a in run.answers
+            )
+        )
         for answer, verdict in zip(run.answers, verdicts, strict=True):
             answer.judged = verdict
 
@@ -121,12 +136,14 @@ class Evaluation:
         config = self.config
         results = [DatasetRuns(name, build_episodes(name, config.build)) for name in config.datasets]
         total = sum(len(result.episodes) for result in results) * len(config.methods)
-        chunk_steps = sum(
-            len(episode.chunks) for result in results for episode in result.episodes
-        ) * sum(spec.kind == "memory" for spec in config.methods)
+        chunk_steps = sum(len(episode.chunks) for result in results for episode in result.episodes) * sum(
+            spec.kind == "memory" for spec in config.methods
+        )
         gate = asyncio.Semaphore(max(config.parallel_episodes, 1))
-        with tqdm(total=total, desc="episodes x methods", unit="run") as bar, \
-                tqdm(total=chunk_steps, desc="policy steps", unit="chunk", leave=False) as steps:
+        with (
+            tqdm(total=total, desc="episodes x methods", unit="run") as bar,
+            tqdm(total=chunk_steps, desc="policy steps", unit="chunk", leave=False) as steps,
+        ):
 
             async def one(spec: MethodSpec, episode: Episode, dataset: str) -> EpisodeRun:
                 async with gate:

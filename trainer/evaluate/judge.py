@@ -13,10 +13,19 @@ _SYSTEM = (
 
 
 class AnswerJudge(OneWordJudge):
-    def __init__(self, base_url: str, model: str, *, api_key: str = "EMPTY", timeout_s: float = 120.0,
-                 concurrency: int = 4) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str = "EMPTY",
+        timeout_s: float = 120.0,
+        concurrency: int = 4,
+    ) -> None:
         super().__init__(base_url, model, api_key=api_key, timeout_s=timeout_s, concurrency=concurrency)
 
     async def judge(self, question: str, gold: str, prediction: str) -> float:
-        user = f"Question: {question}\nGold answer: {gold}\nGenerated answer: {prediction}\n\nCORRECT or WRONG?"
+        user = (
+            f"Question: {question}\nGold answer: {gold}\nGenerated answer: {prediction}\n\nCORRECT or WRONG?"
+        )
         return 1.0 if (await self._ask(_SYSTEM, user)).startswith("correct") else 0.0

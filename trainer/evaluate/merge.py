@@ -1,6 +1,6 @@
 """Merge several `memalpha eval` reports (e.g. one run per data set) into one table and one set of plots.
 
-    python -m trainer.evaluate.merge reports/llm-locomo reports/llm-squad --out docs/results/local-llm
+python -m trainer.evaluate.merge reports/llm-locomo reports/llm-squad --out docs/results/local-llm
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ def merge(report_dirs: list[Path], out: Path) -> list[Row]:
     rows: list[Row] = []
     header: dict[str, Any] = {}
     runs: dict[str, str] = {}
-    shared = ("token counter", "answerer", "policy model", "answer k / budget")
+    shared = ("token counter", "answerer", "policy model", "answer context / scorer / k / budget")
     for n, report_dir in enumerate(report_dirs, start=1):
         report, found = load_rows(report_dir)
         rows += found
-        runs[f"run {n}"] = f"`{report['command']}` (started {report['started']}, commit {report.get('git_commit')})"
+        runs[f"run {n}"] = (
+            f"`{report['command']}` (started {report['started']}, commit {report.get('git_commit')})"
+        )
         for key in shared:
             header.setdefault(key, report.get(key))
             if header[key] != report.get(key):
@@ -49,7 +51,9 @@ def merge(report_dirs: list[Path], out: Path) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("reports", nargs="+", type=Path, help="report directories written by memalpha eval")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

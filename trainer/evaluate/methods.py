@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from app.policy import PolicyBackend, make_policy
+from app.backends import make_policy
+from app.policy import PolicyBackend
 from app.settings import Settings, ToolFormat
 
 Kind = Literal["memory", "rag-raw", "long-context", "full-context"]

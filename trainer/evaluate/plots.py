@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import matplotlib
 
@@ -13,8 +13,25 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 
-if TYPE_CHECKING:
-    from trainer.evaluate.report import Row
+
+class Row(Protocol):
+    """What a plot reads of a report row (`report.Row`); a protocol, so plots need not import the
+    report that draws them."""
+
+    @property
+    def dataset(self) -> str: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def score(self) -> float | None: ...
+
+    @property
+    def memory_tokens(self) -> float: ...
+
+    @property
+    def categories(self) -> dict[int, float]: ...
 
 
 def _method_colors(rows: Sequence[Row]) -> dict[str, str]:
@@ -31,8 +48,16 @@ def plot_score_vs_memory(rows: Sequence[Row], path: Path) -> Path:
     for ax, dataset in zip(axes[0], datasets, strict=True):
         shown = [r for r in rows if r.dataset == dataset and r.score is not None]
         for row in shown:
-            ax.scatter([max(row.memory_tokens, 1.0)], [row.score], color=colors[row.method],
-                       marker=markers[row.method], s=70, alpha=0.85, label=row.method, zorder=3)
+            ax.scatter(
+                [max(row.memory_tokens, 1.0)],
+                [row.score],
+                color=colors[row.method],
+                marker=markers[row.method],
+                s=70,
+                alpha=0.85,
+                label=row.method,
+                zorder=3,
+            )
         sizes = [max(row.memory_tokens, 1.0) for row in shown]
         log = bool(sizes) and max(sizes) / min(sizes) > 10  # a log axis only where sizes span decades
         if log:
@@ -51,7 +76,14 @@ def plot_score_vs_memory(rows: Sequence[Row], path: Path) -> Path:
             legend.setdefault(label, handle)
     if legend:
         labels = list(legend)
-        fig.legend(list(legend.values()), labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+        fig.legend(
+            list(legend.values()),
+            labels,
+            loc="lower center",
+            ncol=min(len(labels), 5),
+            fontsize=8,
+            frameon=False,
+        )
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -109,24 +109,49 @@ def run_record(dataset: str, run: EpisodeRun) -> dict[str, Any]:
     """One episode run as JSON: answers, steps and the final memory (when the method wrote one)."""
     memory = None
     if run.state is not None:
-        memory = {"core": run.state.core, **{
-            kind.value: [{"id": item.id, "content": item.content} for item in run.state.items(kind)]
-            for kind in LIST_KINDS
-        }}
-    steps = [{
-        "index": step.index, "chunk_tokens": step.chunk_tokens, "memory_tokens_before": step.memory_tokens_before,
-        "calls": [{"name": call.name, "arguments": call.arguments} for call in step.calls],
-        "results": [asdict(result) for result in step.results], "raw_text": step.raw_text,
-        "parse_errors": step.parse_errors, "prompt_tokens": step.prompt_tokens,
-        "completion_tokens": step.completion_tokens, "latency_s": round(step.latency_s, 4),
-        "visible_items": step.visible_items, "model": step.model, "error": step.error, "messages": step.messages,
-    } for step in run.steps]
+        memory = {
+            "core": run.state.core,
+            **{
+                kind.value: [{"id": item.id, "content": item.content} for item in run.state.items(kind)]
+                for kind in LIST_KINDS
+            },
+        }
+    steps = [
+        {
+            "index": step.index,
+            "chunk_tokens": step.chunk_tokens,
+            "memory_tokens_before": step.memory_tokens_before,
+            "calls": [{"name": call.name, "arguments": call.arguments} for call in step.calls],
+            "results": [asdict(result) for result in step.results],
+            "raw_text": step.raw_text,
+            "parse_errors": step.parse_errors,
+            "prompt_tokens": step.prompt_tokens,
+            "completion_tokens": step.completion_tokens,
+            "latency_s": round(step.latency_s, 4),
+            "visible_items": step.visible_items,
+            "model": step.model,
+            "error": step.error,
+            "messages": step.messages,
+        }
+        for step in run.steps
+    ]
     return {
-        "dataset": dataset, "instance_id": run.instance_id, "data_source": run.data_source, "method": run.method,
-        "skipped": run.skipped, "score": run.score, "input_tokens": run.input_tokens,
-        "memory_tokens": run.memory_tokens, "compression": run.compression, "llm_calls": run.llm_calls,
-        "llm_tokens": run.llm_tokens, "write_s": run.write_s, "answer_s": run.answer_s,
-        "answers": [asdict(answer) for answer in run.answers], "steps": steps, "memory": memory,
+        "dataset": dataset,
+        "instance_id": run.instance_id,
+        "data_source": run.data_source,
+        "method": run.method,
+        "skipped": run.skipped,
+        "score": run.score,
+        "input_tokens": run.input_tokens,
+        "memory_tokens": run.memory_tokens,
+        "compression": run.compression,
+        "llm_calls": run.llm_calls,
+        "llm_tokens": run.llm_tokens,
+        "write_s": run.write_s,
+        "answer_s": run.answer_s,
+        "answers": [asdict(answer) for answer in run.answers],
+        "steps": steps,
+        "memory": memory,
     }
 
 
@@ -139,26 +164,61 @@ def markdown(rows: Sequence[Row], header: dict[str, Any]) -> str:
     lines += [f"- {key}: {value}" for key, value in header.items()]
     lines += [f"- averaging: {AVERAGING}", ""]
     has_judge = any(row.judge is not None for row in rows)
-    columns = ["dataset", "method", "episodes", "questions", "score", *(["judge"] if has_judge else []),
-               "evidence recall", "memory tok/ep", "input tok/ep", "compression", "LLM calls", "LLM tokens",
-               "ops ok/skip/err", "failed policy/parse/answer", "write s", "answer s"]
+    columns = [
+        "dataset",
+        "method",
+        "episodes",
+        "questions",
+        "score",
+        *(["judge"] if has_judge else []),
+        "evidence recall",
+        "memory tok/ep",
+        "input tok/ep",
+        "compression",
+        "LLM calls",
+        "LLM tokens",
+        "ops ok/skip/err",
+        "failed policy/parse/answer",
+        "write s",
+        "answer s",
+    ]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         episodes = f"{row.episodes}" + (f" (+{row.skipped} skipped)" if row.skipped else "")
-        cells = [row.dataset, row.method, episodes, str(row.questions), _fmt(row.score),
-                 *([_fmt(row.judge)] if has_judge else []), _fmt(row.evidence_recall), f"{row.memory_tokens:,.0f}",
-                 f"{row.input_tokens:,.0f}", f"{row.compression:.3f}", str(row.llm_calls), f"{row.llm_tokens:,}",
-                 f"{row.ops.get('ok', 0)}/{row.ops.get('skipped', 0)}/{row.ops.get('error', 0)}",
-                 f"{row.policy_failures}/{row.parse_errors}/{row.answer_errors}",
-                 f"{row.write_s:.1f}", f"{row.answer_s:.1f}"]
+        cells = [
+            row.dataset,
+            row.method,
+            episodes,
+            str(row.questions),
+            _fmt(row.score),
+            *([_fmt(row.judge)] if has_judge else []),
+            _fmt(row.evidence_recall),
+            f"{row.memory_tokens:,.0f}",
+            f"{row.input_tokens:,.0f}",
+            f"{row.compression:.3f}",
+            str(row.llm_calls),
+            f"{row.llm_tokens:,}",
+            f"{row.ops.get('ok', 0)}/{row.ops.get('skipped', 0)}/{row.ops.get('error', 0)}",
+            f"{row.policy_failures}/{row.parse_errors}/{row.answer_errors}",
+            f"{row.write_s:.1f}",
+            f"{row.answer_s:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     categorised = [row for row in rows if row.categories]
     if categorised:
         categories = sorted({c for row in categorised for c in row.categories})
-        lines += ["", ("Per category (LoCoMo: 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop; token F1, "
-                  "questions in brackets):"), ""]
-        lines += ["| dataset | method | " + " | ".join(f"cat {c}" for c in categories) + " |",
-                  "|" + "---|" * (len(categories) + 2)]
+        lines += [
+            "",
+            (
+                "Per category (LoCoMo: 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop; token F1, "
+                "questions in brackets):"
+            ),
+            "",
+        ]
+        lines += [
+            "| dataset | method | " + " | ".join(f"cat {c}" for c in categories) + " |",
+            "|" + "---|" * (len(categories) + 2),
+        ]
         for row in categorised:
             cells = [f"{_fmt(row.categories.get(c))} ({row.category_counts.get(c, 0)})" for c in categories]
             lines.append(f"| {row.dataset} | {row.method} | " + " | ".join(cells) + " |")
@@ -166,7 +226,10 @@ def markdown(rows: Sequence[Row], header: dict[str, Any]) -> str:
 
 
 def write_report(
-    out: Path, results: Sequence[DatasetRuns], methods: Sequence[str], header: dict[str, Any],
+    out: Path,
+    results: Sequence[DatasetRuns],
+    methods: Sequence[str],
+    header: dict[str, Any],
     settings: dict[str, Any],
 ) -> list[Row]:
     from trainer.evaluate.plots import plot_categories, plot_score_vs_memory
@@ -175,14 +238,24 @@ def write_report(
     rows = rows_of(results, methods)
     with open(out / "runs.jsonl", "w", encoding="utf-8") as stream:
         for result in results:
-            stream.writelines(json.dumps(run_record(dataset_label(result.dataset), run), ensure_ascii=False,
-                                        default=str) + "\n" for run in result.runs)
+            stream.writelines(
+                json.dumps(run_record(dataset_label(result.dataset), run), ensure_ascii=False, default=str)
+                + "\n"
+                for run in result.runs
+            )
     plots = [plot_score_vs_memory(rows, out / "score_vs_memory.png")]
     if any(row.categories for row in rows):
         plots.append(plot_categories(rows, out / "categories.png"))
-    report = {**header, "averaging": AVERAGING, "settings": settings, "rows": [asdict(row) for row in rows],
-              "plots": [path.name for path in plots]}
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    report = {
+        **header,
+        "averaging": AVERAGING,
+        "settings": settings,
+        "rows": [asdict(row) for row in rows],
+        "plots": [path.name for path in plots],
+    }
+    (out / "report.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False, default=str), encoding="utf-8"
+    )
     (out / "report.md").write_text(
         markdown(rows, header) + "\n" + "\n".join(f"![{path.stem}]({path.name})" for path in plots) + "\n",
         encoding="utf-8",

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from app.policy.backend import PolicyReply, Usage
@@ -22,19 +23,39 @@ class TokenSample:
     completion_ids: list[int]
     logprobs: list[float]  # the sampling policy's log-prob of each completion token
     temperature: float  # the distribution the log-probs belong to: softmax(logits / temperature)
+    truncated: bool = False  # generation hit max_new_tokens before a stop token or marker
+    # Constrained decoding (`json`): the packed mask of the tokens allowed at each completion step
+    # (`constraint.py`); the log-probs are of the masked distribution. None: unconstrained.
+    allowed: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if len(self.completion_ids) != len(self.logprobs):
-            raise ValueError(f"{len(self.completion_ids)} completion tokens but {len(self.logprobs)} log-probs")
+            raise ValueError(
+                f"{len(self.completion_ids)} completion tokens but {len(self.logprobs)} log-probs"
+            )
+        if self.allowed is not None and len(self.allowed) != len(self.completion_ids):
+            raise ValueError(f"{len(self.completion_ids)} completion tokens but {len(self.allowed)} masks")
 
     def as_extras(self) -> dict[str, Any]:
-        return {"prompt_ids": self.prompt_ids, "completion_ids": self.completion_ids, "logprobs": self.logprobs,
-                "temperature": self.temperature}
+        return {
+            "prompt_ids": self.prompt_ids,
+            "completion_ids": self.completion_ids,
+            "logprobs": self.logprobs,
+            "temperature": self.temperature,
+            "truncated": self.truncated,
+            "allowed": self.allowed,
+        }
 
     @classmethod
     def from_extras(cls, extras: dict[str, Any]) -> TokenSample:
-        return cls(prompt_ids=list(extras["prompt_ids"]), completion_ids=list(extras["completion_ids"]),
-                   logprobs=[float(x) for x in extras["logprobs"]], temperature=float(extras["temperature"]))
+        return cls(
+            prompt_ids=list(extras["prompt_ids"]),
+            completion_ids=list(extras["completion_ids"]),
+            logprobs=[float(x) for x in extras["logprobs"]],
+            temperature=float(extras["temperature"]),
+            truncated=bool(extras["truncated"]),
+            allowed=extras.get("allowed"),
+        )
 
 
 @dataclass
@@ -44,7 +65,9 @@ class SampledReply(PolicyReply):
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, text: str, sample: TokenSample, *, model: str, visible_items: int, started: float) -> SampledReply:
+    def of(
+        cls, text: str, sample: TokenSample, *, model: str, visible_items: int, started: float
+    ) -> SampledReply:
         """Parse the sampled text exactly as the service does and keep the sample for the update."""
         parsed = parse_reply(text)
         return cls(
@@ -59,12 +82,19 @@ class SampledReply(PolicyReply):
         )
 
 
-def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[Message], fmt: ToolFormat) -> list[int]:
-    """The prompt token ids exactly as an OpenAI-compatible server renders the same chat request: the
-    tokenizer's chat template, generation prompt on, thinking off, native tools passed as `tools`."""
+def chat_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, messages: list[Message], fmt: ToolFormat
+) -> list[int]:
+    """The prompt token ids exactly as an OpenAI-compatible server renders the service's chat request: the
+    tokenizer's chat template, generation prompt on, thinking off, native tools passed as `tools` in the
+    strict form the service sends (the template prints them into the prompt)."""
     ids = tokenizer.apply_chat_template(
-        messages, tools=openai_tools() if fmt == "native" else None, add_generation_prompt=True, tokenize=True,
-        return_dict=False, enable_thinking=False,
+        messages,
+        tools=openai_tools(strict=True) if fmt == "native" else None,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+        enable_thinking=False,
     )
     return [int(token) for token in ids]
 

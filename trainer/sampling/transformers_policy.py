@@ -8,9 +8,10 @@ recorded log-probs differ from the distribution that was sampled), so the model'
 replaced by a clean one: transformers fills every setting left unset in a call from it. Temperature 0 is
 greedy decoding. Like the service's `alpha` requests, generation stops at ✿RESULT✿ / ✿RETURN✿ (the model
 would go on to invent tool results); the completion keeps the marker's tokens, so the stop is learnt too.
-Differences from serving, by design: `native` is sampled without `tool_choice="required"` and `json`
-without its schema constraint, since constrained decoding would sample from another distribution than
-the policy's own.
+`json` is sampled under the service's schema constraint (`constraint.py`: the mask vLLM applies; the
+trainer always passes it, bare token-level tests leave it out), and the recorded log-probs are those of
+the masked distribution, the one the service samples. Difference from serving, by design: `native` is
+sampled without `tool_choice="required"`.
 
 Concurrent `propose` calls (the G rollouts of a group, several groups) are gathered into one batch:
 decoding reads the weights once per token for the whole batch, and a prompt that several rollouts share is
@@ -27,6 +28,7 @@ from torch.nn import functional
 from transformers import (
     DynamicCache,
     GenerationConfig,
+    LogitsProcessorList,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -35,9 +37,12 @@ from transformers import (
 )
 
 from app.memory import MemoryState, TokenCounter
+from app.memory.render import POLICY_VISIBLE_ITEMS
 from app.policy.parser import STOP_MARKERS
 from app.policy.prompt import build_messages
 from app.settings import ToolFormat
+from trainer.sampling.constraint import ConstrainedRows, JsonCallsConstraint
+from trainer.sampling.mask import masked
 from trainer.sampling.record import SampledReply, TokenSample, chat_prompt_ids, stop_token_ids
 
 _GATHER_S = 0.02  # how long a batch waits for more concurrent requests before it runs
@@ -45,6 +50,7 @@ _GATHER_S = 0.02  # how long a batch waits for more concurrent requests before i
 
 class TransformersPolicy:
     name = "transformers"
+    view_items: int | None = POLICY_VISIBLE_ITEMS  # the prompt's recent items (PolicyBackend)
 
     def __init__(
         self,
@@ -58,7 +64,10 @@ class TransformersPolicy:
         max_new_tokens: int,
         temperature: float = 1.0,
         max_batch: int = 8,
+        constraint: JsonCallsConstraint | None = None,
     ) -> None:
+        if constraint is not None and tool_format != "json":
+            raise ValueError(f"the schema constraint is the json format's, not {tool_format!r}'s")
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -68,21 +77,26 @@ class TransformersPolicy:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.max_batch = max_batch
+        self.constraint = constraint
         self._stops = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.generation_config = GenerationConfig(eos_token_id=self._stops, pad_token_id=tokenizer.pad_token_id)
+        base.generation_config = GenerationConfig(
+            eos_token_id=self._stops, pad_token_id=tokenizer.pad_token_id
+        )
         self._waiting: list[tuple[list[int], asyncio.Future[TokenSample]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
     async def propose(self, state: MemoryState, chunk: str, *, model: str | None = None) -> SampledReply:
         started = time.perf_counter()
-        build = build_messages(state, chunk, self.tool_format, self.counter, self.prompt_budget_tokens,
-                               self.max_new_tokens)
+        build = build_messages(
+            state, chunk, self.tool_format, self.counter, self.prompt_budget_tokens, self.max_new_tokens
+        )
         prompt_ids = chat_prompt_ids(self.tokenizer, build.messages, self.tool_format)
         sample = await self._submit(prompt_ids)
         text = self.tokenizer.decode(sample.completion_ids, skip_special_tokens=True)
-        return SampledReply.of(text, sample, model=model or self.model_name, visible_items=build.visible_items,
-                               started=started)
+        return SampledReply.of(
+            text, sample, model=model or self.model_name, visible_items=build.visible_items, started=started
+        )
 
     async def _submit(self, prompt_ids: list[int]) -> TokenSample:
         future: asyncio.Future[TokenSample] = asyncio.get_running_loop().create_future()
@@ -95,7 +109,7 @@ class TransformersPolicy:
         """Run the waiting requests in batches, one batch at a time (the model and torch's RNG are shared)."""
         while self._waiting:
             await asyncio.sleep(_GATHER_S)
-            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
             try:
                 samples = await asyncio.to_thread(self.sample_batch, [prompt for prompt, _ in batch])
             except Exception as error:  # noqa: BLE001 -- any failure is handed to every waiting caller
@@ -118,15 +132,20 @@ class TransformersPolicy:
             return self._generate(prompts)
         prefilled = {prompt: self._prefill(list(prompt)) for prompt in distinct}
         width = max(len(prompt) for prompt in prompts)
-        return self._generate(prompts, _left_padded([prefilled[tuple(p)] for p in prompts], width - 1,
-                                                    self.model.config))
+        return self._generate(
+            prompts, _left_padded([prefilled[tuple(p)] for p in prompts], width - 1, self.model.config)
+        )
 
     def _prefill(self, prompt: list[int]) -> DynamicCache:
         """The cache of all but the last prompt token: generate feeds the tokens a cache lacks, at least one."""
         cache = DynamicCache(config=self.model.config)
         device = next(self.model.parameters()).device
-        self.model(input_ids=torch.tensor([prompt[:-1]], device=device), past_key_values=cache, use_cache=True,
-                   logits_to_keep=1)
+        self.model(
+            input_ids=torch.tensor([prompt[:-1]], device=device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return cache
 
     def _generate(self, prompts: list[list[int]], cache: DynamicCache | None = None) -> list[TokenSample]:
@@ -146,30 +165,47 @@ class TransformersPolicy:
             return_dict_in_generate=True,
         )
         markers = _StopAtMarkers(self.tokenizer, width, len(prompts)) if self.tool_format == "alpha" else None
+        rows = ConstrainedRows(self.constraint, width, len(prompts)) if self.constraint else None
         out = self.model.generate(
-            input_ids=input_ids, attention_mask=attention, generation_config=settings, past_key_values=cache,
+            input_ids=input_ids,
+            attention_mask=attention,
+            generation_config=settings,
+            cache=cache,
             stopping_criteria=StoppingCriteriaList([markers] if markers else []),
+            logits_processor=LogitsProcessorList([rows] if rows else []),
         )
-        # Raw logits, tempered as the sampler tempered them (greedy: the untempered distribution).
+        # Raw logits (before the constraint's mask), tempered as the sampler tempered them (greedy: the
+        # untempered distribution); the mask is applied per row below.
         scale = 1.0 if greedy else self.temperature
         logits = torch.stack(out.logits, dim=1).float() / scale  # [batch, steps, vocab]
         samples = []
         for row, prompt in enumerate(prompts):
             generated = out.sequences[row, width:]
-            length = self._length(generated.tolist(), markers.done_at[row] if markers else None)
+            length, truncated = self._length(generated.tolist(), markers.done_at[row] if markers else None)
             completion = generated[:length]
-            logprobs = torch.log_softmax(logits[row, :length], dim=-1).gather(-1, completion.unsqueeze(-1))
-            samples.append(TokenSample(prompt_ids=list(prompt), completion_ids=completion.tolist(),
-                                       logprobs=logprobs.squeeze(-1).tolist(), temperature=scale))
+            allowed = rows.allowed(row, length) if rows else None
+            row_logits = masked(logits[row, :length], allowed)
+            logprobs = torch.log_softmax(row_logits, dim=-1).gather(-1, completion.unsqueeze(-1))
+            samples.append(
+                TokenSample(
+                    prompt_ids=list(prompt),
+                    completion_ids=completion.tolist(),
+                    logprobs=logprobs.squeeze(-1).tolist(),
+                    temperature=scale,
+                    truncated=truncated,
+                    allowed=allowed,
+                )
+            )
         return samples
 
-    def _length(self, generated: list[int], marker_end: int | None) -> int:
+    def _length(self, generated: list[int], marker_end: int | None) -> tuple[int, bool]:
         """Where a row's own completion ends: its first stop token (kept) or the step a stop marker
-        completed; everything after is the padding of a finished row in a batch."""
+        completed; everything after is the padding of a finished row in a batch. A row without either
+        ran to max_new_tokens: truncated."""
         ends = [index + 1 for index, token in enumerate(generated) if token in self._stops][:1]
         if marker_end is not None:
             ends.append(marker_end)
-        return min(ends) if ends else len(generated)
+        return (min(ends), False) if ends else (len(generated), True)
 
     async def health(self) -> bool:
         return True
@@ -184,8 +220,12 @@ def _left_padded(caches: list[DynamicCache], width: int, config: PretrainedConfi
     batch = DynamicCache(config=config)
     for index in range(len(caches[0].layers)):
         keys, values = (
-            torch.cat([functional.pad(getattr(c.layers[index], name), (0, 0, width - c.get_seq_length(), 0))
-                       for c in caches])
+            torch.cat(
+                [
+                    functional.pad(getattr(c.layers[index], name), (0, 0, width - c.get_seq_length(), 0))
+                    for c in caches
+                ]
+            )
             for name in ("keys", "values")
         )
         batch.update(keys, values, index)
@@ -204,7 +244,9 @@ class _StopAtMarkers(StoppingCriteria):
         self.prompt_width = prompt_width
         self.done_at: list[int | None] = [None] * rows
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
+    ) -> torch.BoolTensor:
         generated = input_ids.shape[1] - self.prompt_width
         start = max(self.prompt_width, input_ids.shape[1] - self._TAIL_TOKENS)
         for row in range(input_ids.shape[0]):

@@ -1,0 +1,28 @@
+"""The policy's serving shape: how it emits tool calls and the settings that shape its prompt and decoding
+as this service serves it. `GET /policy` exposes them, the trainer records the same fields in an
+adapter's manifest, and publishing refuses an adapter trained under different ones (the prompt states the
+response budget, the token counter decides what the prompt budget keeps, the tool format decides what the
+model writes)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+ToolFormat = Literal["alpha", "hermes", "native", "json"]
+
+
+class PolicyServing(BaseModel):
+    tool_format: ToolFormat
+    max_new_tokens: int
+    prompt_budget_tokens: int
+    token_counter: str
+    # The `json` format's schema constraint allows at most this many tool calls per reply; None for the
+    # other formats, which it does not shape (an adapter is not refused over a setting that changes nothing).
+    max_calls: int | None = None
+
+
+def format_max_calls(tool_format: ToolFormat, max_calls: int) -> int | None:
+    """`PolicyServing.max_calls` for a format: the setting where it shapes decoding, else None."""
+    return max_calls if tool_format == "json" else None

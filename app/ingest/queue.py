@@ -1,0 +1,369 @@
+"""The chunk queue (ARCHITECTURE §5): every change of a chunk's status and of a session's place in the
+queue (`ready_at`, lease, `blocked_by_seq`) happens here, and nowhere else.
+
+A session is *queued* when `ready_at` is set (a worker may claim it from then on), *leased* while
+`lease_owner`/`lease_until` name a live worker, *parked* when `ready_at` is NULL (nothing to do, or
+blocked by a failed chunk: `blocked_by_seq`). Only a session's *head* (its lowest chunk not `done`)
+is ever processed, so chunks apply strictly in seq order, each exactly once.
+
+Chunk transitions (`ChunkStatus`):
+
+| transition     | from        | to          | session                                           | caller      |
+|----------------|-------------|-------------|---------------------------------------------------|-------------|
+| enqueue        | (new)       | pending     | queued now unless blocked or in backoff           | ingest      |
+| claim          | —           | —           | lease taken (ready, no live lease)                | worker      |
+| start          | pending     | processing  | lease extended; attempts + 1                      | worker      |
+| complete       | processing  | done        | lease extended (same transaction as the memory)   | worker      |
+| fail_attempt   | processing  | pending     | queued at the backoff time (`backoff · 2^(n-1)`)  | worker      |
+| fail_and_block | processing  | failed      | parked, `blocked_by_seq`, lease released          | worker      |
+|   (lost)       | processing  | failed      | the same, at `start` when the last attempt died   | worker      |
+| abandon        | processing  | pending     | queued now, lease released; the attempt uncounted | worker stop |
+| requeue        | —           | —           | lease released, queued now (fairness)             | worker      |
+| park           | —           | —           | head not runnable: parked / queued at its backoff | worker      |
+| retry          | failed      | pending     | unblocked, queued now; attempts reset             | API         |
+| import         | (new)       | as exported | queued if any chunk is not done; `processing`     | API         |
+|                |             |             | comes in as pending (its effects are not in the   |             |
+|                |             |             | exported memory)                                  |             |
+
+A worker that lost its lease (expired and claimed by another) finds the chunk no longer `processing`
+under its name at `complete`/`fail_attempt`/`abandon`, and drops its result: the new holder redoes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.context import request_id
+from app.errors import Backlogged
+from app.ingest.prepare import Piece
+from app.ingest.wakeups import Wakeups, announce
+from app.metrics import CHUNK_QUEUE_WAIT, PENDING_CHUNKS
+from app.settings import Settings
+from app.store import chunks
+from app.store.database import Database
+from app.store.models import Chunk, ChunkStatus, Session
+from app.store.sessions import SessionKey, get_session, lock_or_create_session
+from app.store.sql import batched
+from app.store.types import utcnow
+
+__all__ = ["Accepted", "ChunkQueue", "ChunkStatus", "QueueConfig", "Started"]
+
+log = logging.getLogger(__name__)
+
+# Chunk rows per INSERT when a request is accepted (see `enqueue`).
+_INSERT_BATCH = 100
+LOST_ATTEMPT = "the worker processing the last attempt was lost"
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    lease_s: float
+    max_attempts: int
+    backoff_s: float
+    max_backlog: int
+    backlog_retry_s: int  # the Retry-After of a 429 for a full backlog
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueueConfig:
+        return cls(
+            lease_s=settings.lease_seconds,
+            max_attempts=settings.chunk_max_attempts,
+            backoff_s=settings.retry_backoff_s,
+            max_backlog=settings.ingest_max_backlog,
+            # The backlog is recounted every poll interval; a few of them let workers drain some of it.
+            backlog_retry_s=max(1, round(5 * settings.poll_interval_s)),
+        )
+
+
+@dataclass(frozen=True)
+class Accepted:
+    seqs: list[int]  # the seqs of one input chunk (several when it was split)
+    duplicate: bool  # its idempotency key was seen before: nothing new was written
+
+
+@dataclass(frozen=True)
+class Started:
+    """The head chunk a worker has just moved to `processing`, with its session row (in the caller's
+    transaction) so the caller can load what the policy needs."""
+
+    session: Session
+    chunk: Chunk
+
+
+class ChunkQueue:
+    def __init__(self, db: Database, wakeups: Wakeups, config: QueueConfig) -> None:
+        self.db, self.wakeups, self.config = db, wakeups, config
+        # Open chunks over all sessions as last counted (`refresh_backlog`) plus those this process
+        # accepted since: what ingest checks against the bound without a count per request.
+        self.backlog = 0
+
+    # --- accepting ---
+
+    async def enqueue(self, key: SessionKey, inputs: list[list[Piece]], now: datetime) -> list[Accepted]:
+        """Commit the pieces to the log before any policy call (an accepted chunk is never lost);
+        seqs are assigned under the session row's lock. A repeated idempotency key writes nothing.
+        Raises `Backlogged` (nothing written) when the backlog would pass its bound."""
+        adding = sum(len(pieces) for pieces in inputs)
+        if self.backlog + adding > self.config.max_backlog:
+            raise Backlogged(
+                "too many chunks are waiting for the workers; retry later",
+                retry_after_s=self.config.backlog_retry_s,
+                details={"backlog": self.backlog, "max_backlog": self.config.max_backlog},
+            )
+        out: list[Accepted] = []
+        rows: list[dict[str, object]] = []
+        async with self.db.write() as session:
+            row = await lock_or_create_session(session, key, now)
+            seen: dict[str, list[int]] = {}  # keys of this request, so repeats within it dedupe too
+            for pieces in inputs:
+                idempotency_key = pieces[0].idempotency_key
+                if idempotency_key is not None:
+                    known = seen.get(idempotency_key)
+                    if known is None:
+                        found = await chunks.by_idempotency_key(session, key, idempotency_key)
+                        known = [c.seq for c in found] or None
+                    if known is not None:
+                        seen[idempotency_key] = known
+                        out.append(Accepted(known, duplicate=True))
+                        continue
+                seqs = []
+                for piece in pieces:
+                    seqs.append(row.next_seq)
+                    rows.append(_pending_row(key, row.next_seq, piece, now))
+                    row.next_seq += 1
+                if idempotency_key is not None:
+                    seen[idempotency_key] = seqs
+                out.append(Accepted(seqs, duplicate=False))
+            # In batches: binding a request's worth of rows (up to `max_chunks_per_request`) in one
+            # statement held the event loop for ~40 ms; between batches other requests get their turn.
+            for batch in batched(rows, _INSERT_BATCH):
+                await session.execute(cast(Table, Chunk.__table__).insert(), batch)
+            if rows:
+                row.updated_at = now
+                # A session blocked by a failed chunk stays parked; one in backoff keeps its ready time.
+                if row.blocked_by_seq is None and row.ready_at is None:
+                    row.ready_at = now
+                await announce(session, work=True)
+        if rows:
+            self.backlog += len(rows)
+            self.wakeups.work()
+        return out
+
+    async def refresh_backlog(self) -> None:
+        """Count the open chunks (the autoscaling gauge `memalpha_pending_chunks` and the ingest bound)."""
+        async with self.db.read() as session:
+            self.backlog = await chunks.open_count(session)
+        PENDING_CHUNKS.set(self.backlog)
+
+    async def import_chunks(
+        self, session: AsyncSession, row: Session, rows: Sequence[dict[str, Any]], now: datetime
+    ) -> None:
+        """Insert an export's chunk log into an empty session (in the caller's transaction): they keep
+        their seqs and statuses, except that `processing` comes back as `pending`."""
+        if not rows:
+            return
+        imported = [_imported(chunk, now) for chunk in rows]
+        await session.execute(cast(Table, Chunk.__table__).insert(), imported)
+        row.next_seq = max(int(chunk["seq"]) for chunk in imported) + 1
+        if any(chunk["status"] != ChunkStatus.DONE for chunk in imported):
+            row.ready_at = now  # a worker finds the head: pending runs, failed blocks
+            await announce(session, work=True)
+
+    # --- the worker's side ---
+
+    async def claim(self, owner: str) -> SessionKey | None:
+        """Lease the longest-waiting ready session that no live lease holds."""
+        async with self.db.write() as session:
+            now = utcnow()
+            query = (
+                select(Session)
+                .where(Session.ready_at <= now, or_(Session.lease_until.is_(None), Session.lease_until < now))
+                .order_by(Session.ready_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            row = (await session.execute(query)).scalar_one_or_none()
+            if row is None:
+                return None
+            row.lease_owner, row.lease_until = owner, self._lease_end(now)
+            return (row.tenant_id, row.id)
+
+    async def requeue(self, key: SessionKey, owner: str) -> None:
+        """Hand the lease back with the session at the back of the queue (it still has work)."""
+        async with self.db.write() as session:
+            row = await get_session(session, key, for_update=True)
+            if row is not None and row.lease_owner == owner:
+                row.lease_owner, row.lease_until, row.ready_at = None, None, utcnow()
+
+    async def heartbeat(self, key: SessionKey, owner: str) -> None:
+        async with self.db.write() as session:
+            await session.execute(
+                update(Session)
+                .where(Session.tenant_id == key[0], Session.id == key[1], Session.lease_owner == owner)
+                .values(lease_until=self._lease_end(utcnow()))
+            )
+
+    async def start(self, session: AsyncSession, key: SessionKey, owner: str) -> Started | None:
+        """Move the session's head to `processing` (in the caller's transaction, which also loads the
+        memory). None when there is nothing to run now: the session is then parked, or queued at its
+        head's backoff time, and the lease released. A head whose last attempt was started by a worker
+        that died is failed (and blocks) here."""
+        while True:
+            now = utcnow()
+            row = await get_session(session, key, for_update=True)
+            if row is None or row.lease_owner != owner:
+                return None
+            head = await chunks.head(session, key)
+            if head is None or head.status == ChunkStatus.FAILED:
+                row.ready_at = None
+                if head is not None:
+                    row.blocked_by_seq = head.seq
+                row.lease_owner, row.lease_until = None, None
+                return None
+            if head.next_attempt_at and head.next_attempt_at > now:
+                row.ready_at = head.next_attempt_at
+                row.lease_owner, row.lease_until = None, None
+                return None
+            if head.attempts >= self.config.max_attempts:
+                await self._fail_and_block(session, key, row, head, head.error or LOST_ATTEMPT, now)
+                self.wakeups.finished(key, head.seq, ChunkStatus.FAILED)
+                continue
+            if head.attempts == 0:
+                CHUNK_QUEUE_WAIT.observe((now - head.accepted_at).total_seconds())
+            head.status, head.attempts = ChunkStatus.PROCESSING, head.attempts + 1
+            head.started_at = head.started_at or now
+            row.lease_until = self._lease_end(now)
+            return Started(row, head)
+
+    async def held(
+        self, session: AsyncSession, key: SessionKey, seq: int, owner: str
+    ) -> tuple[Session, Chunk] | None:
+        """The session and chunk, locked, if `owner` still holds the lease and the chunk is still
+        `processing`; None when the lease was lost (the caller drops its result)."""
+        row = await get_session(session, key, for_update=True)
+        chunk = await chunks.get(session, key, seq)
+        if row is None or chunk is None or row.lease_owner != owner or chunk.status != ChunkStatus.PROCESSING:
+            return None
+        return row, chunk
+
+    async def complete(
+        self,
+        session: AsyncSession,
+        key: SessionKey,
+        row: Session,
+        chunk: Chunk,
+        now: datetime,
+        *,
+        policy: str,
+        model: str,
+        usage: dict[str, Any],
+    ) -> None:
+        """`processing` → `done`, in the transaction that writes the chunk's effects (from `held`)."""
+        chunk.status, chunk.done_at, chunk.error, chunk.next_attempt_at = ChunkStatus.DONE, now, None, None
+        chunk.policy, chunk.model, chunk.usage = policy, model, usage
+        row.updated_at = now
+        row.lease_until = self._lease_end(now)
+        await announce(session, finished=key, seq=chunk.seq, status=ChunkStatus.DONE)
+
+    def announce_done(self, key: SessionKey, seq: int) -> None:
+        """After `complete` committed: wake this process's waiters."""
+        self.wakeups.finished(key, seq, ChunkStatus.DONE)
+
+    async def fail_attempt(
+        self, key: SessionKey, seq: int, owner: str, error: str, *, retryable: bool = True
+    ) -> ChunkStatus | None:
+        """`processing` → `pending` at the backoff time, or → `failed` (blocking the session) after the
+        last attempt or at once when the error is not retryable. None when the lease was lost."""
+        async with self.db.write() as session:
+            now = utcnow()
+            held = await self.held(session, key, seq, owner)
+            if held is None:
+                return None
+            row, chunk = held
+            if not retryable or chunk.attempts >= self.config.max_attempts:
+                await self._fail_and_block(session, key, row, chunk, error, now)
+                status = ChunkStatus.FAILED
+            else:
+                delay = self.config.backoff_s * 2 ** (chunk.attempts - 1)
+                chunk.status, chunk.error = ChunkStatus.PENDING, error
+                chunk.next_attempt_at = now + timedelta(seconds=delay)
+                row.ready_at = chunk.next_attempt_at
+                status = ChunkStatus.PENDING
+        if status is ChunkStatus.FAILED:
+            self.wakeups.finished(key, seq, ChunkStatus.FAILED)
+        return status
+
+    async def abandon(self, key: SessionKey, seq: int, owner: str) -> None:
+        """Shutting down mid-chunk: `processing` → `pending` now, the attempt (which never got an
+        answer) uncounted, the lease handed back."""
+        async with self.db.write() as session:
+            held = await self.held(session, key, seq, owner)
+            if held is None:
+                return
+            row, chunk = held
+            chunk.status, chunk.attempts = ChunkStatus.PENDING, chunk.attempts - 1
+            row.lease_owner, row.lease_until, row.ready_at = None, None, utcnow()
+            await announce(session, work=True)
+
+    # --- the API's side ---
+
+    async def retry(self, session: AsyncSession, row: Session, chunk: Chunk, now: datetime) -> None:
+        """`failed` → `pending` with fresh attempts; the session is unblocked and queued (in the
+        caller's transaction; the caller checked the chunk is `failed`)."""
+        chunk.status, chunk.attempts = ChunkStatus.PENDING, 0
+        chunk.next_attempt_at, chunk.done_at = now, None
+        if row.blocked_by_seq == chunk.seq:
+            row.blocked_by_seq = None
+        row.ready_at, row.updated_at = now, now
+        await announce(session, work=True)
+
+    # --- helpers ---
+
+    def _lease_end(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.config.lease_s)
+
+    async def _fail_and_block(
+        self, session: AsyncSession, key: SessionKey, row: Session, chunk: Chunk, error: str, now: datetime
+    ) -> None:
+        chunk.status, chunk.error, chunk.done_at, chunk.next_attempt_at = ChunkStatus.FAILED, error, now, None
+        row.blocked_by_seq, row.ready_at = chunk.seq, None
+        row.lease_owner, row.lease_until = None, None
+        await announce(session, finished=key, seq=chunk.seq, status=ChunkStatus.FAILED)
+
+
+def _pending_row(key: SessionKey, seq: int, piece: Piece, now: datetime) -> dict[str, object]:
+    return {
+        "tenant_id": key[0],
+        "session_id": key[1],
+        "seq": seq,
+        "content": piece.content,
+        "timestamp": piece.timestamp,
+        "idempotency_key": piece.idempotency_key,
+        "request_id": request_id.get(),
+        "part": piece.part,
+        "metadata": piece.metadata,
+        "status": ChunkStatus.PENDING,
+        "attempts": 0,
+        "accepted_at": now,
+        "next_attempt_at": now,
+    }
+
+
+def _imported(chunk: dict[str, Any], now: datetime) -> dict[str, Any]:
+    status = ChunkStatus(chunk["status"])
+    if status is ChunkStatus.PROCESSING:
+        status = ChunkStatus.PENDING
+    final = status in (ChunkStatus.DONE, ChunkStatus.FAILED)
+    return chunk | {
+        "status": status,
+        "attempts": chunk["attempts"] if final else 0,
+        "done_at": chunk["done_at"] if final else None,
+        "next_attempt_at": now if status is ChunkStatus.PENDING else None,
+    }

