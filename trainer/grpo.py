@@ -21,6 +21,12 @@ grows (`_SegmentLayer`), so decoder layers can be checkpointed (`gradient_checkp
 completions run in micro-batches of a token budget (`micro_batch_tokens`), each with its own backward,
 the prompt's backward once at the end with the gradients they left on its keys and values; the
 vocabulary projection runs in recomputed chunks (`logprob_chunk_tokens`), never as [G, L, V] fp32 logits.
+
+Processes (`UpdateModel`, under `accelerate`): every process holds the same samples and takes its share of
+each mini-batch's prompt groups; the passes that build a gradient run through the module
+`Accelerator.prepare` wrapped (DDP across processes), every backward of a step but the last under
+`no_sync`, so the gradients of all processes are summed once, in that last backward. One process: the
+same calls, and the same numbers as without `accelerate`.
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from functools import cache, partial
+from typing import Any, TypeVar
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
 from peft import PeftModel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -43,6 +51,70 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from trainer.config import GRPOConfig
 from trainer.sampling.mask import masked
+
+_T = TypeVar("_T")
+
+
+class PolicyPasses(torch.nn.Module):
+    """The update's forward passes behind one module: they are not the model's own forward (a prompt once,
+    its completions in micro-batches over its keys and values), and the wrapper `Accelerator.prepare`
+    puts around the module (DDP) must see every pass whose backward it is to synchronise."""
+
+    def __init__(self, policy: PeftModel) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, run: Callable[[torch.nn.Module], _T]) -> _T:
+        return run(self.policy)
+
+
+@dataclass
+class UpdateModel:
+    """The policy as the update's processes see it: `passes` is `PolicyPasses` as `accelerator` prepared it
+    (DDP-wrapped when there are several processes), `policy` the same weights, unwrapped."""
+
+    accelerator: Accelerator
+    passes: torch.nn.Module
+    policy: PeftModel
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+
+def prepare_update(
+    accelerator: Accelerator, policy: PeftModel, optimizer: Optimizer
+) -> tuple[UpdateModel, Optimizer]:
+    """The policy's passes and its optimizer prepared by `accelerator` (the optimizer wrapped alike)."""
+    passes, prepared = accelerator.prepare(PolicyPasses(policy), optimizer)
+    return UpdateModel(accelerator, passes, policy), prepared
+
+
+def make_accelerator(device: torch.device) -> Accelerator:
+    """The update's `Accelerator`: processes on CPUs when `device` is one (DDP over gloo), else on the
+    launcher's accelerators; the trainer places the model itself. DDP must not broadcast buffers in its
+    forward: processes run different numbers of passes, and every collective has to be matched."""
+    return Accelerator(
+        cpu=device.type == "cpu",
+        device_placement=False,
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+
+
+@cache
+def _one_process() -> Accelerator:
+    return Accelerator(device_placement=False)  # the model is where its loader put it
+
+
+def as_update(model: PeftModel | UpdateModel) -> UpdateModel:
+    """A bare model is updated as one process: `accelerate` with nothing to wrap."""
+    if isinstance(model, UpdateModel):
+        return model
+    return UpdateModel(_one_process(), PolicyPasses(model), model)
 
 
 @dataclass
@@ -162,19 +234,20 @@ class _PromptSegment:
     def leaves(self) -> list[torch.Tensor]:
         return [self.head, *(tensor for pair in self.prefix for tensor in pair)]
 
-    def backward(self) -> None:
+    def gradient_loss(self) -> torch.Tensor:
+        """Σ ⟨output, gradient its copy collected⟩ over the prompt pass's outputs: its backward sends exactly
+        those gradients through the prompt's graph (as a loss, so that it can be a synchronised backward)."""
         if self.graph is None:
-            return
+            raise RuntimeError("the prompt pass ran without gradients, or its backward already ran")
         # An output the adapter does not reach (e.g. layer 0's keys when LoRA leaves k_proj alone) has no
         # graph to send its gradient through.
-        pairs = [
-            (out, leaf.grad)
+        terms = [
+            (out * leaf.grad).sum()
             for out, leaf in zip(self.graph, self.leaves(), strict=True)
             if leaf.grad is not None and out.requires_grad
         ]
-        if pairs:
-            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
         self.graph = None
+        return torch.stack(terms).sum()
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -285,25 +358,42 @@ def shared_prompt_logprobs(
 
 
 def backward_group(
-    model: torch.nn.Module,
+    model: PeftModel | UpdateModel,
     group: Sequence[TrainSample],
     loss_of: Callable[[Sequence[TrainSample], list[torch.Tensor]], torch.Tensor],
     config: GRPOConfig,
+    *,
+    sync: bool = True,
 ) -> None:
     """Accumulate the gradient of a prompt group's loss: the prompt runs once, the completions in
     micro-batches of at most `config.micro_batch_tokens` positions, each with its own backward
     (`loss_of(samples, logprobs)` is that micro-batch's share of the loss), then the prompt's backward
     once with the gradients the micro-batches left on its keys, values and last state. Equal to one
     backward of the whole group's loss; only one micro-batch's activations are held at a time. With
-    `config.gradient_checkpointing` the decoder layers keep only their inputs and replay in backward."""
-    with _layer_checkpointing(model, config.gradient_checkpointing):
-        segment = _prompt_segment(model, group[0].prompt_ids)
-        lengths = [len(sample.completion_ids) for sample in group]
-        for batch in token_budget_batches(lengths, config.micro_batch_tokens):
-            samples = [group[index] for index in batch]
-            logprobs = _completion_logprobs(model, segment, samples, config.logprob_chunk_tokens)
-            loss_of(samples, logprobs).backward()
-        segment.backward()
+    `config.gradient_checkpointing` the decoder layers keep only their inputs and replay in backward.
+
+    Across processes only the prompt's backward may synchronise the gradients (`sync`: this group is the
+    process's last of the step): each process then runs exactly one synchronised backward per step."""
+    update = as_update(model)
+    accelerator, passes = update.accelerator, update.passes
+    with _layer_checkpointing(update.policy, config.gradient_checkpointing):
+        with accelerator.no_sync(passes):
+            segment = passes(partial(_prompt_segment, prompt_ids=group[0].prompt_ids))
+            lengths = [len(sample.completion_ids) for sample in group]
+            for batch in token_budget_batches(lengths, config.micro_batch_tokens):
+                samples = [group[index] for index in batch]
+                logprobs = passes(
+                    partial(
+                        _completion_logprobs,
+                        segment=segment,
+                        samples=samples,
+                        chunk_tokens=config.logprob_chunk_tokens,
+                    )
+                )
+                accelerator.backward(loss_of(samples, logprobs))
+        with nullcontext() if sync else accelerator.no_sync(passes):
+            # The gradient loss is built inside a pass: DDP arms its gradient hooks in the forward.
+            accelerator.backward(passes(lambda _: segment.gradient_loss()))
 
 
 @contextmanager
@@ -331,34 +421,41 @@ def completion_logprobs(model: torch.nn.Module, sample: TrainSample) -> torch.Te
 
 
 def _fill_logprobs(
-    model: torch.nn.Module, samples: Sequence[TrainSample], field: str, config: GRPOConfig | None
+    update: UpdateModel, samples: Sequence[TrainSample], field: str, config: GRPOConfig | None
 ) -> None:
+    """Each process computes its share of the prompt groups; every process gets them all."""
     sizes = {}
     if config is not None:
         sizes = {"chunk_tokens": config.logprob_chunk_tokens, "micro_batch_tokens": config.micro_batch_tokens}
-    for group in prompt_groups(samples):
-        for sample, logprobs in zip(group, shared_prompt_logprobs(model, group, **sizes), strict=True):
-            setattr(sample, field, logprobs.tolist())
+    groups = prompt_groups(samples)
+    mine = [
+        (index, [lp.tolist() for lp in shared_prompt_logprobs(update.policy, groups[index], **sizes)])
+        for index in range(update.rank, len(groups), update.world)
+    ]
+    for index, values in gather_object(mine):
+        for sample, logprobs in zip(groups[index], values, strict=True):
+            setattr(sample, field, logprobs)
 
 
 @torch.no_grad()
 def reference_logprobs(
-    model: PeftModel, samples: Sequence[TrainSample], config: GRPOConfig | None = None
+    model: PeftModel | UpdateModel, samples: Sequence[TrainSample], config: GRPOConfig | None = None
 ) -> None:
     """Fill `ref_logprobs` with the base model's log-probs (adapter disabled)."""
-    with model.disable_adapter():
-        _fill_logprobs(model, samples, "ref_logprobs", config)
+    update = as_update(model)
+    with update.policy.disable_adapter():
+        _fill_logprobs(update, samples, "ref_logprobs", config)
 
 
 @torch.no_grad()
 def recompute_old_logprobs(
-    model: torch.nn.Module, samples: Sequence[TrainSample], config: GRPOConfig | None = None
+    model: PeftModel | UpdateModel, samples: Sequence[TrainSample], config: GRPOConfig | None = None
 ) -> SamplerGap | None:
     """Replace the sampler's log-probs with the trainer's own, before any update of this batch; the
     sampler's are kept in `sampler_logprobs` and compared."""
     for sample in samples:
         sample.sampler_logprobs = sample.old_logprobs
-    _fill_logprobs(model, samples, "old_logprobs", config)
+    _fill_logprobs(as_update(model), samples, "old_logprobs", config)
     return sampler_gap(samples)
 
 
@@ -439,18 +536,26 @@ def sequence_weight(sample: TrainSample, batch: Sequence[TrainSample], config: G
 
 
 def optimizer_step(
-    model: torch.nn.Module,
+    model: PeftModel | UpdateModel,
     optimizer: Optimizer,
     scheduler: LambdaLR,
     batch: Sequence[TrainSample],
     config: GRPOConfig,
 ) -> UpdateStats:
     """One optimizer step over a mini-batch: gradients accumulated prompt group by prompt group, the loss
-    aggregated as `loss_agg_mode` says."""
+    aggregated as `loss_agg_mode` says. Several processes each take every `world`-th prompt group of the
+    mini-batch; the weights `c_s` are the whole mini-batch's, scaled by `world` because the synchronised
+    backward averages the processes' gradients, so the step equals one process's over the whole batch."""
     tokens = sum(len(sample.completion_ids) for sample in batch)
     if tokens == 0 or not all(sample.completion_ids for sample in batch):
         raise ValueError("a mini-batch with an empty completion")
-    model.train()
+    update = as_update(model)
+    accelerator = update.accelerator
+    groups = prompt_groups(batch)
+    mine, share = groups[update.rank :: update.world], float(update.world)
+    if not mine:  # fewer groups than processes: this one still takes part in the gradient sync, adding 0
+        mine, share = groups[:1], 0.0
+    update.policy.train()
     optimizer.zero_grad(set_to_none=True)
     totals = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "clipped": 0.0, "ratio": 0.0}
 
@@ -460,19 +565,23 @@ def optimizer_step(
             losses, stats = token_losses(logprobs, sample, config)
             sums.append(losses.sum() * sequence_weight(sample, batch, config))
             for key, value in stats.items():
-                totals[key] += float(value)
+                totals[key] += float(value) * share / update.world
         loss = torch.stack(sums).sum()
-        totals["loss"] += float(loss.detach())
-        return loss
+        totals["loss"] += float(loss.detach()) * share / update.world
+        return loss * share
 
-    for group in prompt_groups(batch):
-        backward_group(model, group, loss_of, config)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm))
+    for index, group in enumerate(mine):
+        backward_group(update, group, loss_of, config, sync=index == len(mine) - 1)
+    summed = accelerator.reduce(
+        torch.tensor(list(totals.values()), dtype=torch.float64, device=accelerator.device), "sum"
+    )
+    totals = dict(zip(totals, summed.tolist(), strict=True))
+    trainable = [p for p in update.policy.parameters() if p.requires_grad]
+    grad_norm = float(accelerator.clip_grad_norm_(trainable, config.max_grad_norm))
     learning_rate = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
-    model.eval()
+    update.policy.eval()
     return UpdateStats(
         loss=totals["loss"],
         policy_loss=totals["policy_loss"] / tokens,
@@ -486,7 +595,7 @@ def optimizer_step(
 
 
 def grpo_update(
-    model: PeftModel,
+    model: PeftModel | UpdateModel,
     optimizer: Optimizer,
     scheduler: LambdaLR,
     samples: Sequence[TrainSample],
@@ -495,17 +604,19 @@ def grpo_update(
 ) -> tuple[list[UpdateStats], SamplerGap | None]:
     """All optimizer steps of one iteration: `epochs` passes of `mini_batches` steps over the samples.
     Old (and reference) log-probs stay fixed for the whole iteration, as PPO's clipping needs. Returns the
-    steps' statistics and, with recomputed old log-probs, the sampler↔trainer gap."""
+    steps' statistics and, with recomputed old log-probs, the sampler↔trainer gap. Several processes:
+    each holds all the samples (the same mini-batches) and trains on its share (`optimizer_step`)."""
+    update = as_update(model)
     usable = [
         sample
         for sample in samples
         if sample.completion_ids and not (config.mask_truncated and sample.truncated)
     ]
-    gap = recompute_old_logprobs(model, usable, config) if config.old_logprobs == "recompute" else None
+    gap = recompute_old_logprobs(update, usable, config) if config.old_logprobs == "recompute" else None
     if config.kl_coef > 0:
-        reference_logprobs(model, usable, config)
+        reference_logprobs(update, usable, config)
     stats = []
     for _ in range(config.epochs):
         for batch in mini_batches(usable, config.mini_batches, rng):
-            stats.append(optimizer_step(model, optimizer, scheduler, batch, config))
+            stats.append(optimizer_step(update, optimizer, scheduler, batch, config))
     return stats, gap

@@ -4,6 +4,13 @@ adapter with its manifest, and its registry row.
 Reproducible: the instances of iteration i are drawn from a generator seeded by (seed, i), the model's
 sampling draws from torch's generator, seeded once and saved in every checkpoint; a resumed run takes
 the same path as an uninterrupted one.
+
+Several processes (`accelerate launch`, torchrun): each holds the model and trains on its share of every
+mini-batch (`trainer.grpo.optimizer_step`). Rollouts and evaluations run on the main process only and
+their results are broadcast: they go to the vLLM servers (which scale by themselves, `rollout.vllm_urls`)
+or sample the main process's model, and one process drawing them keeps a run reproducible whatever the
+number of processes. Checkpoints, history, plots, the adapter and its registration are the main
+process's too; every process resumes from the same checkpoint.
 """
 
 from __future__ import annotations
@@ -14,14 +21,15 @@ import random
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import torch
+from accelerate.utils import broadcast_object_list
 from peft import set_peft_model_state_dict
 from peft.utils import load_peft_weights
 from tqdm import tqdm
@@ -46,10 +54,10 @@ from trainer.checkpoint import (
 )
 from trainer.config import TrainConfig
 from trainer.episodes import BuildConfig, Episode, build_episodes
-from trainer.grpo import TrainSample, grpo_update, warmup_schedule
+from trainer.grpo import TrainSample, grpo_update, make_accelerator, prepare_update, warmup_schedule
 from trainer.judge import ContentJudge, OpenAIContentJudge
 from trainer.manifest import adapter_digest, policy_name, trained_serving, write_manifest
-from trainer.models import LoadedPolicy, chat_template_sha256, load_policy
+from trainer.models import LoadedPolicy, chat_template_sha256, load_policy, pick_device
 from trainer.plots import plot_reward_curve
 from trainer.rewards import RewardWeights
 from trainer.rollout_pool import SamplerPool
@@ -71,6 +79,8 @@ from trainer.tiny_model import create_tiny_model
 HISTORY_FILE = "history.jsonl"
 CURVE_FILE = "reward_curve.png"
 EVALS_DIR = "evals"  # per-episode records of every held-out evaluation
+
+_T = TypeVar("_T")
 
 
 class InfrastructureFailure(RuntimeError):
@@ -220,7 +230,9 @@ class Trainer:
     def __init__(self, config: TrainConfig, settings: Settings, *, progress: bool = True) -> None:
         self.config = config
         self.settings = settings
-        self.progress = progress
+        self.accelerator = make_accelerator(pick_device(config.model.device))
+        self.main = self.accelerator.is_main_process
+        self.progress = progress and self.main
         self.out_dir = Path(config.run.out_dir).expanduser()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.counter = make_token_counter(settings.tokenizer_file)
@@ -241,11 +253,13 @@ class Trainer:
             else None
         )
         trainable = [p for p in self.loaded.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
+        optimizer = torch.optim.AdamW(
             trainable, lr=config.grpo.learning_rate, weight_decay=config.grpo.weight_decay
         )
         total_steps = config.run.iterations * config.grpo.epochs * config.grpo.mini_batches
-        self.scheduler = warmup_schedule(self.optimizer, round(config.grpo.warmup_ratio * total_steps))
+        self.scheduler = warmup_schedule(optimizer, round(config.grpo.warmup_ratio * total_steps))
+        # the scheduler steps the bare optimizer: accelerate's would step it once per process
+        self.update, self.optimizer = prepare_update(self.accelerator, self.loaded.model, optimizer)
         self.state = TrainerState(fingerprint=config.fingerprint())
         self.served_adapter: str | None = None  # vllm rollouts: the name the current adapter is loaded under
         # Rollout adapter names are <prefix>-rollout-<nonce>-<weights digest>: equal weights share a name
@@ -264,7 +278,17 @@ class Trainer:
             if not (tiny_dir / "config.json").exists():
                 texts = [text for e in self.split.train + self.split.held_out for text in e.chunks]
                 create_tiny_model(tiny_dir, texts, seed=self.config.model.seed)
-        return load_policy(self.config.model, self.config.lora, tiny_dir=tiny_dir)
+        # `auto`: this process's accelerator (each of several processes has its own)
+        device = self.accelerator.device if self.config.model.device == "auto" else None
+        return load_policy(self.config.model, self.config.lora, tiny_dir=tiny_dir, device=device)
+
+    def _share(self, value: _T | None) -> _T:
+        """The main process's `value`, on every process."""
+        return broadcast_object_list([value])[0]  # type: ignore[no-any-return]
+
+    async def _on_main(self, work: Callable[[], Awaitable[_T]]) -> _T:
+        """`work` on the main process only; every process gets its result."""
+        return self._share(await work() if self.main else None)
 
     def resume(self) -> bool:
         found = latest_checkpoint(self.out_dir)
@@ -403,6 +427,9 @@ class Trainer:
         """Held-out episodes, one greedy rollout each (temperature 0, as served), and, with
         `run.eval_samples`, that many sampled rollouts each (keys `sampled_*`). Per-episode, per-question
         records go to `evals/<label>.jsonl` (default label: the iteration)."""
+        return await self._on_main(partial(self._evaluate, label))
+
+    async def _evaluate(self, label: str | None) -> dict[str, Any]:
         held_out = evaluated(self.split.held_out, self.config.run.eval_per_group, self.config.data.eval_group)
         label = label or f"iter{self.state.iteration:04d}"
         groups = await self.rollouts(held_out, group_size=1, temperature=0.0, label="eval")
@@ -435,35 +462,16 @@ class Trainer:
     async def iteration(self) -> IterationResult:
         started = time.perf_counter()
         number = self.state.iteration + 1
-        groups = await self.rollouts(
-            self._pick(self.state.iteration),
-            group_size=self.config.rollout.group_size,
-            temperature=self.config.rollout.temperature,
-            label=f"rollouts {number}",
-        )
+        samples, rewards = await self._on_main(partial(self._samples, number))
         rolled = time.perf_counter()
         grpo = self.config.grpo
-        flat = [group for group in groups if group.zero_variance]
-        shuffle = random.Random(f"{self.config.run.seed}:shuffle:{self.state.iteration}")
-        samples: list[TrainSample] = []
-        for group in groups:
-            if grpo.filter_zero_variance and group.zero_variance:
-                continue
-            trained = group.train_samples()
-            if grpo.shuffle_advantages:
-                advantages = [sample.advantage for sample in trained]
-                shuffle.shuffle(advantages)
-                for sample, advantage in zip(trained, advantages, strict=True):
-                    sample.advantage = advantage
-            samples += trained
         rng = random.Random(f"{self.config.run.seed}:minibatches:{self.state.iteration}")
-        stats, gap = grpo_update(self.loaded.model, self.optimizer, self.scheduler, samples, grpo, rng)
+        stats, gap = grpo_update(self.update, self.optimizer, self.scheduler, samples, grpo, rng)
         self.state.iteration = number
         self.state.optimizer_steps += len(stats)
         row: dict[str, Any] = {
             "iteration": number,
-            **mean_rewards(groups),
-            "zero_variance_groups": len(flat) / len(groups) if groups else 0.0,
+            **rewards,
             "samples": len(samples),
             "trained_samples": sum(not (grpo.mask_truncated and s.truncated) for s in samples),
             "optimizer_steps": self.state.optimizer_steps,
@@ -487,12 +495,45 @@ class Trainer:
                 row[key] = sum(getattr(s, key) for s in stats) / len(stats)
             row["tokens"] = sum(s.tokens for s in stats)
         self.state.history.append(row)
-        self._log(row)
+        if self.main:
+            self._log(row)
         return IterationResult(row=row, samples=samples)
+
+    async def _samples(self, number: int) -> tuple[list[TrainSample], dict[str, float]]:
+        """The iteration's rollouts as training samples, and their mean rewards."""
+        groups = await self.rollouts(
+            self._pick(self.state.iteration),
+            group_size=self.config.rollout.group_size,
+            temperature=self.config.rollout.temperature,
+            label=f"rollouts {number}",
+        )
+        grpo = self.config.grpo
+        flat = [group for group in groups if group.zero_variance]
+        shuffle = random.Random(f"{self.config.run.seed}:shuffle:{self.state.iteration}")
+        samples: list[TrainSample] = []
+        for group in groups:
+            if grpo.filter_zero_variance and group.zero_variance:
+                continue
+            trained = group.train_samples()
+            if grpo.shuffle_advantages:
+                advantages = [sample.advantage for sample in trained]
+                shuffle.shuffle(advantages)
+                for sample, advantage in zip(trained, advantages, strict=True):
+                    sample.advantage = advantage
+            samples += trained
+        rewards = {
+            **mean_rewards(groups),
+            "zero_variance_groups": len(flat) / len(groups) if groups else 0.0,
+        }
+        return samples, rewards
 
     def _log(self, row: dict[str, Any]) -> None:
         with open(self.out_dir / HISTORY_FILE, "a", encoding="utf-8") as log:
             log.write(json.dumps(row) + "\n")
+
+    def _checkpoint(self) -> None:
+        if self.main:
+            save_checkpoint(self.out_dir, self.loaded.model, self.optimizer, self.scheduler, self.state)
 
     def plot(self) -> Path:
         return plot_reward_curve(
@@ -511,7 +552,7 @@ class Trainer:
             self.state.evals.append(await self.evaluate())
             # The base model's evaluation can take hours on a CPU: a crash before the first iteration's
             # checkpoint must not repeat it.
-            save_checkpoint(self.out_dir, self.loaded.model, self.optimizer, self.scheduler, self.state)
+            self._checkpoint()
         bar = tqdm(
             total=config.run.iterations,
             initial=self.state.iteration,
@@ -520,7 +561,8 @@ class Trainer:
             disable=not self.progress,
         )
         while self.state.iteration < config.run.iterations:
-            if (
+            # the main process's clock decides: every process must stop after the same iteration
+            if self._share(
                 config.run.time_limit_s is not None
                 and time.perf_counter() - started > config.run.time_limit_s
             ):
@@ -538,20 +580,21 @@ class Trainer:
             if every and self.state.iteration % every == 0 and self.state.iteration < config.run.iterations:
                 self.state.evals.append(await self.evaluate())
             if self.state.iteration % config.run.checkpoint_every == 0:
-                save_checkpoint(self.out_dir, self.loaded.model, self.optimizer, self.scheduler, self.state)
-            self.plot()
+                self._checkpoint()
+            if self.main:
+                self.plot()
         bar.close()
         if self.state.evals[-1]["iteration"] != self.state.iteration:
             self.state.evals.append(await self.evaluate())
-            save_checkpoint(self.out_dir, self.loaded.model, self.optimizer, self.scheduler, self.state)
-        curve = self.plot()
-        result = await self.finish()
-        result.curve = curve
+            self._checkpoint()
+        result = await self._on_main(self.finish)
+        result.curve = self.out_dir / CURVE_FILE
         result.timings["run_s"] = time.perf_counter() - started
         return result
 
     async def finish(self) -> RunResult:
-        """Save the adapter + manifest, and register it as a new policy version."""
+        """Plot the curve, save the adapter + manifest, and register it as a new policy version."""
+        self.plot()
         adapter_dir = self.out_dir / "adapter"
         self.loaded.model.save_pretrained(adapter_dir)
         name = policy_name(

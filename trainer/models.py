@@ -82,10 +82,12 @@ def load_policy(
     adapter_dir: Path | None = None,
     trainable: bool = True,
     tiny_dir: Path | None = None,
+    device: torch.device | None = None,
 ) -> LoadedPolicy:
-    """Base model + LoRA adapter: a fresh one, or the one saved in `adapter_dir`."""
+    """Base model + LoRA adapter: a fresh one, or the one saved in `adapter_dir`; on `device` (default:
+    `config.device`)."""
     base, tokenizer, base_path = load_base(config, tiny_dir)
-    device = pick_device(config.device)
+    device = device or pick_device(config.device)
     base.to(device)
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
