@@ -7,6 +7,7 @@ import inspect
 import time
 from typing import Any
 
+import httpx
 import pytest
 from live_server import LiveServer, live
 from starlette.applications import Starlette
@@ -30,7 +31,7 @@ from app.client import (
     UnavailableError,
     UnprocessableError,
 )
-from app.contracts.schemas import AnswerOut, IngestResponse, MemoryOut, SessionOut
+from app.contracts.schemas import AnswerOut, CanaryReport, IngestResponse, MemoryOut, SessionOut
 
 LISBON = "Alice: I moved to Lisbon last spring and I work as a marine biologist at the aquarium."
 TEA = "Alice: every morning I drink green tea before I go diving."
@@ -204,8 +205,6 @@ def test_sync_and_async_clients_offer_the_same_calls() -> None:
 
 
 def test_openapi_is_clean_for_generated_clients(live_api: Any) -> None:
-    import httpx
-
     schema = httpx.get(f"{live_api.url}/openapi.json").json()
     assert "/metrics" not in schema["paths"]
     assert "/sessions/{session_id}/ingest" in schema["paths"]
@@ -275,3 +274,39 @@ async def test_policy_switch_history_and_rollback_through_the_client(live_api: A
         ("rollback", "candidate", seeded),
         ("switch", seeded, "candidate"),
     ]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+def test_the_canary_result_is_stored_with_the_switch(live_api: Any) -> None:
+    admin_key = live_api.key("ops", admin=True)
+    canary = CanaryReport(
+        replica="http://vllm-0:8000/v1",
+        chunks=8,
+        parse_error_rate=0.25,
+        r2=0.625,
+        expected={"parse_error_rate": 0.0, "r2": 0.9},
+        margin=0.2,
+        failures=["parse errors 0.25 > manifest 0.00 + 0.20", "r2 0.62 < manifest 0.90 - 0.20"],
+        passed=False,
+        forced=True,
+    )
+    with MemoryClient(live_api.url, admin_key) as admin:
+        seeded = admin.get_policy().name
+        admin.register_policy(PolicyRegistration(name="canaried", base_model="extractive"))
+        # a malformed result is refused, and nothing is switched
+        for bad in (
+            {**canary.model_dump(), "r2": "high"},
+            {**canary.model_dump(), "chunks": 0},
+            {"passed": True},
+        ):
+            response = httpx.put(
+                f"{live_api.url}/policy",
+                json={"name": "canaried", "canary": bad},
+                headers={"Authorization": f"Bearer {admin_key}"},
+            )
+            assert response.status_code == 422, response.text
+        assert admin.get_policy().name == seeded
+        admin.set_policy("canaried", canary)
+        admin.set_policy(seeded)  # a switch without a canary (as PUT /policy by hand, or a rollback)
+        history = admin.policy_activations().activations
+    assert [(a.to_name, a.canary) for a in history] == [(seeded, None), ("canaried", canary)]

@@ -27,6 +27,7 @@ from typing import Any
 
 from app.backends import memory_limits, openai_policy_config
 from app.contracts.policy import PolicyServing
+from app.contracts.schemas import CanaryReport
 from app.memory import Applier, TokenCounter
 from app.policy import OpenAIPolicy
 from app.settings import Settings
@@ -75,6 +76,21 @@ class CanaryResult:
             f"canary on {self.replica}, {self.chunks} chunks: parse errors {self.parse_error_rate:.2f} "
             f"(manifest {expected('parse_error_rate')}), r2 {self.r2:.2f} (manifest {expected('r2')}), "
             f"policy errors {len(self.policy_errors)}, margin {self.margin:.2f}: {verdict}"
+        )
+
+    def report(self, *, forced: bool) -> CanaryReport:
+        """The result as the service stores it with the switch (`forced`: switched whatever it measured)."""
+        return CanaryReport(
+            replica=self.replica,
+            chunks=self.chunks,
+            parse_error_rate=self.parse_error_rate,
+            r2=self.r2,
+            expected=self.expected,
+            margin=self.margin,
+            policy_errors=self.policy_errors,
+            failures=self.failures,
+            passed=self.passed,
+            forced=forced,
         )
 
     def as_dict(self) -> dict[str, Any]:

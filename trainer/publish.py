@@ -113,7 +113,7 @@ async def publish(
                 raise PublishError(f"{name!r} could not be loaded on {missing}")
             for url in vllm_urls:
                 await check_answers(url, name)
-            result = None
+            result, report = None, None
             if canary is not None and current.name != name:
                 try:
                     result = await run_canary(
@@ -125,7 +125,9 @@ async def publish(
                     ) from exc
                 if not result.passed and not canary.force:
                     raise CanaryRefused(name, result)
-            await client.set_policy(name)
+                report = result.report(forced=canary.force)
+            # the canary's result is stored with the switch (policy_activations.canary)
+            await client.set_policy(name, report)
     except MemalphaError as exc:
         raise PublishError(f"{service_url}: {exc}") from exc
     return Switch(action="publish", previous=current.name, active=name, adapter_path=stored, canary=result)

@@ -72,7 +72,7 @@ async def get_policy(service: Service, _: Caller) -> PolicyOut:
     summary="Switch to a registered policy version (admin; no restart)",
 )
 async def set_policy(body: PolicySwitch, service: Service, admin: Admin) -> PolicyOut:
-    return await service.policies.set_policy(body.name, actor=admin.tenant_id)
+    return await service.policies.set_policy(body.name, actor=admin.tenant_id, canary=body.canary)
 
 
 @router.post(

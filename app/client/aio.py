@@ -15,6 +15,7 @@ from app.client.calls import Call, ChunkLike, Model, RetryPolicy
 from app.client.errors import MemalphaError
 from app.contracts.schemas import (
     AnswerOut,
+    CanaryReport,
     ChunkList,
     ChunkResult,
     ChunkStatus,
@@ -152,9 +153,10 @@ class AsyncMemoryClient:
     async def get_policy(self) -> PolicyOut:
         return await self._run(calls.get_policy())
 
-    async def set_policy(self, name: str) -> PolicyOut:
-        """Switch the active policy to a registered version (admin key)."""
-        return await self._run(calls.set_policy(name))
+    async def set_policy(self, name: str, canary: CanaryReport | None = None) -> PolicyOut:
+        """Switch the active policy to a registered version (admin key), recording the publish canary's
+        result with the switch when given."""
+        return await self._run(calls.set_policy(name, canary))
 
     async def rollback_policy(self) -> PolicyOut:
         """Switch back to the policy active before the latest switch to the current one (admin key)."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from app.client.errors import error_from_response
 from app.contracts.schemas import (
     AnswerOut,
+    CanaryReport,
     ChunkBody,
     ChunkList,
     ChunkResult,
@@ -192,8 +193,11 @@ def get_policy() -> Call[PolicyOut]:
     return Call("GET", "/policy", PolicyOut)
 
 
-def set_policy(name: str) -> Call[PolicyOut]:
-    return Call("PUT", "/policy", PolicyOut, body={"name": name})
+def set_policy(name: str, canary: CanaryReport | None = None) -> Call[PolicyOut]:
+    body: dict[str, Any] = {"name": name}
+    if canary is not None:
+        body["canary"] = canary.model_dump(mode="json")
+    return Call("PUT", "/policy", PolicyOut, body=body)
 
 
 def rollback_policy() -> Call[PolicyOut]:

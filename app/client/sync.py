@@ -18,6 +18,7 @@ from app.client.calls import Call, ChunkLike, Model, RetryPolicy
 from app.client.errors import MemalphaError
 from app.contracts.schemas import (
     AnswerOut,
+    CanaryReport,
     ChunkList,
     ChunkResult,
     ChunkStatus,
@@ -155,9 +156,10 @@ class MemoryClient:
     def get_policy(self) -> PolicyOut:
         return self._run(calls.get_policy())
 
-    def set_policy(self, name: str) -> PolicyOut:
-        """Switch the active policy to a registered version (admin key)."""
-        return self._run(calls.set_policy(name))
+    def set_policy(self, name: str, canary: CanaryReport | None = None) -> PolicyOut:
+        """Switch the active policy to a registered version (admin key), recording the publish canary's
+        result with the switch when given."""
+        return self._run(calls.set_policy(name, canary))
 
     def rollback_policy(self) -> PolicyOut:
         """Switch back to the policy active before the latest switch to the current one (admin key)."""

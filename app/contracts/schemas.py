@@ -342,8 +342,28 @@ class PolicyRegistration(RequestBody):
     )
 
 
+class CanaryReport(RequestBody):
+    """What the publish canary measured (trainer/canary.py) before the switch it is sent with."""
+
+    replica: Text = Field(description="the policy server the canary ran against")
+    chunks: int = Field(ge=1, description="held-out chunks run through the serving prompt path")
+    parse_error_rate: float = Field(ge=0, le=1, description="share of chunks whose reply had a parse error")
+    r2: float = Field(ge=0, le=1, description="applied calls / parsed calls, mean over the chunks (SPEC §6)")
+    expected: dict[Literal["parse_error_rate", "r2"], float] = Field(
+        description="the manifest's evaluation it was compared with"
+    )
+    margin: float = Field(ge=0, description="how much worse than the manifest's either measure may be")
+    policy_errors: list[Text] = Field(default_factory=list, description="policy calls that failed")
+    failures: list[Text] = Field(default_factory=list, description="why it failed; empty: passed")
+    passed: bool
+    forced: bool = Field(description="the switch was asked for whatever the canary measured (--force)")
+
+
 class PolicySwitch(RequestBody):
     name: Text = Field(min_length=1, description="a registered policy version", examples=["memalpha-4b-v2"])
+    canary: CanaryReport | None = Field(
+        default=None, description="the publish canary's result, stored with the switch (publish sends it)"
+    )
 
 
 class Me(Result):
@@ -367,6 +387,7 @@ class PolicyActivation(Result):
     to_name: str
     actor: str = Field(description="tenant of the admin key that switched")
     at: datetime
+    canary: CanaryReport | None = Field(description="the publish canary's result; null: none was sent")
 
 
 class PolicyActivations(Result):

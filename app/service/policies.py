@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from app.backends import policy_serving
-from app.contracts.schemas import PolicyActivation, PolicyOut
+from app.contracts.schemas import CanaryReport, PolicyActivation, PolicyOut
 from app.errors import Conflict, NotFound
 from app.policy.replicas import ReplicaResolutionError, expand_replicas
 from app.policy.vllm_admin import ensure_served
@@ -37,10 +37,16 @@ class Policies:
         )
 
     async def set_policy(
-        self, name: str, *, actor: str = "admin", action: str = policies.SWITCH
+        self,
+        name: str,
+        *,
+        actor: str = "admin",
+        action: str = policies.SWITCH,
+        canary: CanaryReport | None = None,
     ) -> PolicyOut:
         """Switch to a registered version that a policy replica serves (a forgotten adapter is loaded
-        again from its registered path first); switching to the active one again changes nothing."""
+        again from its registered path first), recording the publish canary's result with the switch;
+        switching to the active one again changes nothing."""
         settings = self.service.settings
         async with self.service.db.read() as session:
             row = await policies.by_name(session, name)
@@ -63,7 +69,14 @@ class Policies:
             row = await policies.by_name(session, name)
             if row is None:  # registry rows are never deleted
                 raise NotFound(f"no registered policy named {name!r}")
-            await policies.activate(session, row, actor=actor, action=action, now=utcnow())
+            await policies.activate(
+                session,
+                row,
+                actor=actor,
+                action=action,
+                now=utcnow(),
+                canary=None if canary is None else canary.model_dump(),
+            )
             return self._policy_out(row)
 
     def _served_model(self, row: Policy) -> str | None:

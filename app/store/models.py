@@ -205,3 +205,5 @@ class PolicyActivation(Base):
     to_name: Mapped[str] = mapped_column(String(ID_LENGTH))
     actor: Mapped[str] = mapped_column(String(ID_LENGTH))  # the admin key's tenant
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The publish canary's result the switch was made on (schemas.CanaryReport); None: none ran.
+    canary: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)

@@ -74,8 +74,17 @@ async def register(
 SWITCH, ROLLBACK = "switch", "rollback"
 
 
-async def activate(db: AsyncSession, row: Policy, *, actor: str, action: str, now: datetime) -> None:
-    """Make `row` active and record the switch; activating the active row again records nothing."""
+async def activate(
+    db: AsyncSession,
+    row: Policy,
+    *,
+    actor: str,
+    action: str,
+    now: datetime,
+    canary: dict[str, Any] | None = None,
+) -> None:
+    """Make `row` active and record the switch (with the canary it was made on); activating the active row
+    again records nothing."""
     current = await active(db)
     if current is not None and current.id == row.id:
         return
@@ -90,6 +99,7 @@ async def activate(db: AsyncSession, row: Policy, *, actor: str, action: str, no
             to_name=row.name,
             actor=actor,
             at=now,
+            canary=canary,
         )
     )
     await db.flush()
