@@ -8,6 +8,7 @@ vLLM: it lists only its own model, so an adapter that passes the settings check 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ import httpx
 import pytest
 from conftest import service_settings
 from live_server import LiveApi, live
+from scripted_llm import Text
 
 from app.cli import main
+from trainer.episodes import Episode, save_episodes
 from trainer.manifest import write_manifest
 
 pytestmark = pytest.mark.timeout(300)
@@ -100,3 +103,50 @@ def test_publish_refuses_other_serving_settings_unless_forced(
             f"{server.url}/policy", json={"name": name}, headers={"Authorization": f"Bearer {key}"}
         )
         assert switch.status_code == 404, switch.text
+
+
+def test_forced_publish_prints_what_it_overrode_and_stores_the_canary(
+    service: tuple[LiveApi, str], scripted_llm: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Trained with other max_calls, and a canary that fails (the scripted server's replies hold no tool
+    call): --force switches, lists every override, and the switch is stored with the canary's result."""
+    server, key = service
+    served = server.get("/policy", key).json()
+    adapter = tmp_path / "forced"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "elsewhere"}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"scripted weights")
+    write_manifest(
+        adapter,
+        {
+            "name": "forced",
+            "base_model": scripted_llm.model,
+            "serving": {**served["serving"], "max_calls": 32},
+            "eval_metrics": {"eval_after": {"r2": 1.0, "parse_error_rate": 0.0}},
+        },
+    )
+    episodes = tmp_path / "canary.jsonl"
+    save_episodes([Episode("a", "squad", ["Alice has a beagle.", "The beagle is named Rex."], [])], episodes)
+    extra = ("--canary-episodes", str(episodes), "--canary-chunks", "2", "--canary-margin", "0.25")
+    assert _publish(adapter, server, key, scripted_llm.url, *extra) == 1  # refused without --force
+    assert "max_calls: trained 32, served 3" in capsys.readouterr().err
+
+    scripted_llm.default = Text("I would rather not.")  # every reply from here on: no tool call
+    assert _publish(adapter, server, key, scripted_llm.url, *extra, "--force") == 0
+    out = capsys.readouterr().out.splitlines()
+    overrides = out[out.index("--force overrode 3 failed check(s):") + 1 :][:3]
+    assert overrides == [
+        "  serving settings: max_calls: trained 32, served 3",
+        "  canary: parse errors 1.00 > manifest 0.00 + 0.25",
+        "  canary: r2 0.00 < manifest 1.00 - 0.25",
+    ]
+    assert out[-1] == f"publish: active policy {served['name']!r} → 'forced'"
+
+    # the switch is recorded with the canary it was forced past
+    history = server.get("/policy/activations", key).json()["activations"]
+    assert history[0]["to_name"] == "forced"
+    canary = history[0]["canary"]
+    assert (canary["chunks"], canary["parse_error_rate"], canary["r2"]) == (2, 1.0, 0.0)
+    assert canary["expected"] == {"r2": 1.0, "parse_error_rate": 0.0} and canary["margin"] == 0.25
+    assert (canary["passed"], canary["forced"]) == (False, True)
+    assert canary["failures"] == [line.removeprefix("  canary: ") for line in overrides[1:]]

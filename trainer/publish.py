@@ -55,6 +55,9 @@ class Switch:
     active: str
     adapter_path: str | None
     canary: CanaryResult | None = None  # None: no canary ran (rollback, already active, or none asked)
+    # What `force` overrode, one line per difference: "serving settings: <field>: trained X, served Y",
+    # "canary: <measure> vs the manifest's"; empty: every check passed (or nothing was forced).
+    overridden: tuple[str, ...] = ()
 
 
 def _client(service_url: str, admin_key: str | None) -> AsyncMemoryClient:
@@ -87,6 +90,7 @@ async def publish(
     base = str(manifest["base_model"])
     current = await served_policy(service_url, admin_key)
     differences = serving_differences(manifest, current.serving.model_dump())
+    overridden = [f"serving settings: {difference}" for difference in differences]
     if differences and not force:
         raise PublishError(
             f"{name} was trained under other prompt/decoding settings than {service_url} serves: "
@@ -125,12 +129,20 @@ async def publish(
                     ) from exc
                 if not result.passed and not canary.force:
                     raise CanaryRefused(name, result)
+                overridden += [f"canary: {failure}" for failure in result.failures]
                 report = result.report(forced=canary.force)
             # the canary's result is stored with the switch (policy_activations.canary)
             await client.set_policy(name, report)
     except MemalphaError as exc:
         raise PublishError(f"{service_url}: {exc}") from exc
-    return Switch(action="publish", previous=current.name, active=name, adapter_path=stored, canary=result)
+    return Switch(
+        action="publish",
+        previous=current.name,
+        active=name,
+        adapter_path=stored,
+        canary=result,
+        overridden=tuple(overridden),
+    )
 
 
 async def rollback(*, service_url: str, admin_key: str | None) -> Switch:

@@ -15,7 +15,8 @@ adapter as a new policy version. `publish` copies the adapter into the write-onc
 adapter, compared with the manifest's evaluation; see trainer/canary.py) and switches the service to it
 only when the canary passes; re-running it after a crash completes it. It refuses an adapter whose
 manifest's serving settings (tool format, response budget, prompt budget, token counter, max calls) differ
-from those `GET /policy` reports; --force overrides both refusals. The admin key may also come from
+from those `GET /policy` reports; --force overrides both refusals and prints each difference it overrode
+(every serving setting, trained vs served; every canary measure vs the manifest's). The admin key may also come from
 MEMALPHA_ADMIN_KEY; the canary builds the serving policy from GET /policy's settings over this process's
 MEMALPHA_* settings (temperature, memory limits: the service's configuration).
 """
@@ -110,7 +111,7 @@ def register(subparsers: Any) -> None:
         "--force",
         action="store_true",
         help="switch even if the service serves other settings than the adapter was trained under, or the "
-        "canary fails (it still runs and is reported)",
+        "canary fails (it still runs and is reported); prints each difference it overrode",
     )
     publish.add_argument(
         "--no-canary", action="store_true", help="switch without a canary (nothing checks the serving path)"
@@ -233,6 +234,12 @@ def _publish(args: argparse.Namespace) -> int:
         print(switch.canary.summary())
     elif args.no_canary:
         print("no canary: the serving path was not checked before switching")
+    if args.force and not args.rollback:
+        if switch.overridden:
+            print(f"--force overrode {len(switch.overridden)} failed check(s):")
+            print("\n".join(f"  {line}" for line in switch.overridden))
+        else:
+            print("--force overrode nothing: every check passed")
     print(f"{switch.action}: active policy {switch.previous!r} → {switch.active!r}")
     return 0
 
