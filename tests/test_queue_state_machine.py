@@ -186,7 +186,7 @@ class QueueMachine(RuleBasedStateMachine):
     def _move(self, driver: _Driver) -> None:
         self.outcomes["moves"] += 1
         if driver.key is None:
-            driver.key = self.run(self.service.queue.claim(driver.worker.owner))
+            driver.key = next(iter(self.run(self.service.queue.claim(driver.worker.owner))), None)
             if driver.key is not None and driver.key[0] != self.tenant:  # a failed example's leftover
                 self.run(self.service.queue.requeue(driver.key, driver.worker.owner))
                 driver.key = None
@@ -198,7 +198,7 @@ class QueueMachine(RuleBasedStateMachine):
             reply = _reply(driver.key, driver.step.seq)
             outcome = self.run(driver.worker._commit(driver.key, driver.step, reply))
             self.outcomes[outcome.name] += 1
-            if outcome is _Commit.LEASE_LOST:
+            if outcome in (_Commit.LEASE_LOST, _Commit.RELEASED):
                 driver.key = driver.step = None
             elif outcome is _Commit.DONE:
                 driver.step = None
@@ -360,7 +360,7 @@ class QueueMachine(RuleBasedStateMachine):
             await self._expire(driver.worker.owner)
         finisher = self.drivers[0].worker
         for _ in range(1000):
-            key = await self.service.queue.claim(finisher.owner)
+            key = next(iter(await self.service.queue.claim(finisher.owner)), None)
             if key is None:  # nothing claimable: done, or blocked by a failed chunk (also one that
                 # `start` failed for its attempts, spent by crashed workers)
                 async with self.service.db.read() as db:
@@ -379,7 +379,8 @@ class QueueMachine(RuleBasedStateMachine):
                 await self.service.queue.requeue(key, finisher.owner)
                 continue
             while (step := await finisher._start_next(key)) is not None:
-                assert await finisher._commit(key, step, _reply(key, step.seq)) is _Commit.DONE
+                outcome = await finisher._commit(key, step, _reply(key, step.seq))
+                assert outcome in (_Commit.DONE, _Commit.RELEASED)
         raise AssertionError("the sessions did not drain")
 
 
