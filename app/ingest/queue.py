@@ -87,6 +87,7 @@ class QueueConfig:
 class Accepted:
     seqs: list[int]  # the seqs of one input chunk (several when it was split)
     duplicate: bool  # its idempotency key was seen before: nothing new was written
+    blocked: bool  # the session was blocked by a failed chunk when they were accepted
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class ChunkQueue:
             row = await lock_or_create_session(session, key, now)
             # Counted here and written to the row once at the end: the row's changes then go out in
             # one UPDATE (a change before the inserts would be flushed in a statement of its own).
-            next_seq = row.next_seq
+            next_seq, blocked = row.next_seq, row.blocked_by_seq is not None
             seen: dict[str, list[int]] = {}  # keys of this request, so repeats within it dedupe too
             for pieces in inputs:
                 idempotency_key = pieces[0].idempotency_key
@@ -135,7 +136,7 @@ class ChunkQueue:
                         known = [c.seq for c in found] or None
                     if known is not None:
                         seen[idempotency_key] = known
-                        out.append(Accepted(known, duplicate=True))
+                        out.append(Accepted(known, duplicate=True, blocked=blocked))
                         continue
                 seqs = []
                 for piece in pieces:
@@ -144,7 +145,7 @@ class ChunkQueue:
                     next_seq += 1
                 if idempotency_key is not None:
                     seen[idempotency_key] = seqs
-                out.append(Accepted(seqs, duplicate=False))
+                out.append(Accepted(seqs, duplicate=False, blocked=blocked))
             # In batches: binding a request's worth of rows (up to `max_chunks_per_request`) in one
             # statement held the event loop for ~40 ms; between batches other requests get their turn.
             for batch in batched(rows, _INSERT_BATCH):
