@@ -9,7 +9,8 @@ worker may take the session over; the old one's result must be dropped) and cras
 chunk stays `processing` until a new holder restarts it). After every step:
 
 - the `done` chunks of a session are a prefix of its seqs (nothing overtakes), at most one chunk is
-  `processing`, and a `failed` chunk is exactly the session's `blocked_by_seq`;
+  `processing`, a `failed` chunk is exactly the session's `blocked_by_seq`, and a session with open
+  chunks and no failed one is never parked (no ready time: no claim would find it);
 - the semantic memory is the done chunks' texts, each once, in seq order, every done chunk has
   exactly one policy audit row, and no manual edit is lost.
 
@@ -319,8 +320,9 @@ class QueueMachine(RuleBasedStateMachine):
             by_session: dict[str, list[Chunk]] = {session: [] for session in SESSIONS}
             for chunk in chunks:
                 by_session[chunk.session_id].append(chunk)
-            rows = (await db.execute(select(Session).where(Session.tenant_id == tenant))).scalars()
+            rows = list((await db.execute(select(Session).where(Session.tenant_id == tenant))).scalars())
             blocked = {row.id: row.blocked_by_seq for row in rows}
+            parked = {row.id for row in rows if row.ready_at is None}
             audit: dict[str, dict[int | None, int]] = {session: {} for session in SESSIONS}
             counted = await db.execute(
                 select(OperationLog.session_id, OperationLog.chunk_seq, func.count())
@@ -339,6 +341,11 @@ class QueueMachine(RuleBasedStateMachine):
             assert len(failed) <= 1, statuses
             if session in blocked:
                 assert blocked[session] == (failed[0] if failed else None), (blocked[session], statuses)
+            # Parked (no ready time) with open chunks only behind a failed one: otherwise no claim
+            # would ever find the session again (the commit parks it when it runs dry).
+            if session in parked and not failed:
+                assert ChunkStatus.PENDING not in statuses, ("parked with work", statuses)
+                assert ChunkStatus.PROCESSING not in statuses, ("parked with work", statuses)
             assert audit[session] == {seq: CALLS_PER_REPLY for seq in done}
             self.open[session] = len(rows_of) - len(done)
             if drained:
