@@ -6,8 +6,9 @@ that many real sentences (half semantic, half episodic), then real SQuAD questio
 `answers.search` (top-k per kind) and `answers.answer` (the default budget-filled context and the
 extractive answerer), one at a time, alternating sizes. Per call: wall time of the service method,
 i.e. the session row read, the memory (cached per version), the BM25 index (cached per version) and
-ranking, the context and the answer. The first question after the import is reported apart: it loads
-the memory and builds the indexes.
+ranking, the context and the answer, and the CPU time of the calling thread over the same span (the
+event loop's; Postgres runs apart), which a loaded machine inflates less than wall time. The first
+question after the import is reported apart: it loads the memory and builds the indexes.
 
     python -m bench.read_latency --data-dir ../shared/data [--questions 200] [--sizes 10000,100000]
         [--json FILE]
@@ -41,6 +42,7 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, obje
     pool = load_pool(args.data_dir)
     questions = pool.questions[: args.questions]
     times: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     first: dict[int, float] = {}
     try:
         for size in args.sizes:
@@ -51,12 +53,13 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, obje
         for question in questions:
             for size in args.sizes:
                 for op in ("search", "answer"):
-                    started = time.perf_counter()
+                    started, cpu_started = time.perf_counter(), time.thread_time()
                     if op == "search":
                         await service.answers.search(TENANT, f"s{size}", question, k=None, memory_type=None)
                     else:
                         await service.answers.answer(TENANT, f"s{size}", question, k=None)
                     times.setdefault((op, size), []).append(time.perf_counter() - started)
+                    cpu.setdefault((op, size), []).append(time.thread_time() - cpu_started)
     finally:
         await service.stop()
 
@@ -74,10 +77,18 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, obje
         row: dict[str, float] = {"first_answer_ms": first[size] * 1000}
         for op in ("search", "answer"):
             row[f"{op}_p50_ms"], row[f"{op}_p90_ms"] = ms(times[op, size], 5), ms(times[op, size], 9)
-        summary[str(size)] = row
+            row[f"{op}_cpu_p50_ms"], row[f"{op}_cpu_p90_ms"] = ms(cpu[op, size], 5), ms(cpu[op, size], 9)
+        # per call, for confidence intervals between runs
+        samples = {
+            f"{op}_{unit}": [v * 1000 for v in data[op, size]]
+            for op in ("search", "answer")
+            for unit, data in (("ms", times), ("cpu_ms", cpu))
+        }
+        summary[str(size)] = {**row, "samples": samples}
         print(
-            f"  {size:>7,} items: search p50 {row['search_p50_ms']:6.2f} ms (p90 {row['search_p90_ms']:6.2f})"
-            f" | answer p50 {row['answer_p50_ms']:6.2f} ms (p90 {row['answer_p90_ms']:6.2f})"
+            f"  {size:>7,} items: search p50 {row['search_p50_ms']:6.2f} ms (p90 {row['search_p90_ms']:6.2f},"
+            f" CPU {row['search_cpu_p50_ms']:5.2f}) | answer p50 {row['answer_p50_ms']:6.2f} ms"
+            f" (p90 {row['answer_p90_ms']:6.2f}, CPU {row['answer_cpu_p50_ms']:5.2f})"
             f" | first answer (load + index) {row['first_answer_ms']:8.1f} ms"
         )
     smallest, largest = str(args.sizes[0]), str(args.sizes[-1])

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rank_bm25 import BM25Okapi
 from shared_data import DATA
 
 from app.memory import Item, MemoryKind, MemoryState
-from app.retrieval import LUCENE, BM25Index, Retriever, bm25_tokens
+from app.retrieval import LUCENE, BM25Index, Retriever, bm25_tokens, compound_of, compound_parts
 from trainer.corpus import load_conversation
 
 SQUAD = DATA / "squad" / "squad_dev_v1.1_articles_00-23.json"
@@ -232,6 +234,12 @@ def test_a_question_word_meets_the_compound_that_ends_in_it() -> None:
     # The paper's scorer stays as it was (SPEC §4): plain words only.
     found = Retriever(scorer="okapi").search(state, "boat", k=5, matching=True)
     assert found[MemoryKind.SEMANTIC] == []
+
+
+@given(word=st.text("ab", max_size=12), part=st.text("ab", max_size=12))
+def test_compound_parts_are_exactly_the_parts_compound_of_accepts(word: str, part: str) -> None:
+    # A two-letter alphabet makes suffix matches common, at every length around the bounds.
+    assert (part in set(compound_parts(word))) == compound_of(word, part)
 
 
 def test_partial_top_k_equals_the_full_sort_with_ties_by_position() -> None:

@@ -112,21 +112,26 @@ class WorkerPool:
             while not self._shutdown.stop.is_set():
                 if await unless(self._shutdown.stop, self._slots.acquire()) is None:
                     return
+                slots = 1
+                while not self._slots.locked():  # every free slot: one claim fills them all
+                    await self._slots.acquire()  # free, so it does not wait
+                    slots += 1
                 woken.clear()  # before looking: a wake-up during the look is not lost
                 owner = f"{self._prefix}:{next(self._claims)}"
                 try:
-                    key = await self.queue.claim(owner)
+                    keys = await self.queue.claim(owner, slots)
                 except Exception as exc:  # the database may be away for a while; keep the loop alive
                     if not self.queue.db.outage.failed(exc):  # an outage is logged once, not per poll
                         log.exception("claiming a session failed")
-                    key = None
-                if key is None:
+                    keys = []
+                for key in keys:
+                    task = asyncio.create_task(self._run(key, owner), name=f"memalpha-session-{owner}")
+                    self._sessions.add(task)
+                    task.add_done_callback(self._sessions.discard)
+                for _ in range(slots - len(keys)):
                     self._slots.release()
+                if len(keys) < slots:  # nothing else was ready: wait for news rather than look again
                     await self._idle(woken)
-                    continue
-                task = asyncio.create_task(self._run(key, owner), name=f"memalpha-session-{owner}")
-                self._sessions.add(task)
-                task.add_done_callback(self._sessions.discard)
 
     async def _run(self, key: SessionKey, owner: str) -> None:
         worker = Worker(
@@ -138,15 +143,16 @@ class WorkerPool:
             shutdown=self._shutdown,
             views=self._views,
         )
+        left = False
         try:
-            await worker.run_session(key)
+            left = await worker.run_session(key)
         except Exception as exc:  # the lease expires and another worker takes the session over
             if not self.queue.db.outage.failed(exc):
                 log.exception("worker %s: processing %s failed", owner, key)
         finally:
             self._slots.release()
-            # The session may have been handed back with work left: look for it now, not at the next poll.
-            self.queue.wakeups.work()
+            if left:  # handed back with work left: look for it now, not at the next poll
+                self.queue.wakeups.work()
 
     async def _idle(self, woken: asyncio.Event) -> None:
         waits = [asyncio.ensure_future(woken.wait()), asyncio.ensure_future(self._shutdown.stop.wait())]

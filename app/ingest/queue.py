@@ -11,9 +11,10 @@ Chunk transitions (`ChunkStatus`):
 | transition     | from        | to          | session                                           | caller      |
 |----------------|-------------|-------------|---------------------------------------------------|-------------|
 | enqueue        | (new)       | pending     | queued now unless blocked or in backoff           | ingest      |
-| claim          | —           | —           | lease taken (ready, no live lease)                | worker      |
+| claim          | —           | —           | leases taken (ready, no live lease), up to n      | worker      |
 | start          | pending     | processing  | lease extended; attempts + 1                      | worker      |
-| complete       | processing  | done        | lease extended (same transaction as the memory)   | worker      |
+| complete       | processing  | done        | lease extended (same transaction as the memory);  | worker      |
+|                |             |             | as `park` when the next head is not runnable      |             |
 | fail_attempt   | processing  | pending     | queued at the backoff time (`backoff · 2^(n-1)`)  | worker      |
 | fail_and_block | processing  | failed      | parked, `blocked_by_seq`, lease released          | worker      |
 |   (lost)       | processing  | failed      | the same, at `start` when the last attempt died   | worker      |
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import request_id
@@ -86,6 +87,7 @@ class QueueConfig:
 class Accepted:
     seqs: list[int]  # the seqs of one input chunk (several when it was split)
     duplicate: bool  # its idempotency key was seen before: nothing new was written
+    blocked: bool  # the session was blocked by a failed chunk when they were accepted
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,9 @@ class ChunkQueue:
         rows: list[dict[str, object]] = []
         async with self.db.write() as session:
             row = await lock_or_create_session(session, key, now)
+            # Counted here and written to the row once at the end: the row's changes then go out in
+            # one UPDATE (a change before the inserts would be flushed in a statement of its own).
+            next_seq, blocked = row.next_seq, row.blocked_by_seq is not None
             seen: dict[str, list[int]] = {}  # keys of this request, so repeats within it dedupe too
             for pieces in inputs:
                 idempotency_key = pieces[0].idempotency_key
@@ -131,26 +136,26 @@ class ChunkQueue:
                         known = [c.seq for c in found] or None
                     if known is not None:
                         seen[idempotency_key] = known
-                        out.append(Accepted(known, duplicate=True))
+                        out.append(Accepted(known, duplicate=True, blocked=blocked))
                         continue
                 seqs = []
                 for piece in pieces:
-                    seqs.append(row.next_seq)
-                    rows.append(_pending_row(key, row.next_seq, piece, now))
-                    row.next_seq += 1
+                    seqs.append(next_seq)
+                    rows.append(_pending_row(key, next_seq, piece, now))
+                    next_seq += 1
                 if idempotency_key is not None:
                     seen[idempotency_key] = seqs
-                out.append(Accepted(seqs, duplicate=False))
+                out.append(Accepted(seqs, duplicate=False, blocked=blocked))
             # In batches: binding a request's worth of rows (up to `max_chunks_per_request`) in one
             # statement held the event loop for ~40 ms; between batches other requests get their turn.
             for batch in batched(rows, _INSERT_BATCH):
                 await session.execute(cast(Table, Chunk.__table__).insert(), batch)
             if rows:
-                row.updated_at = now
+                row.next_seq, row.updated_at = next_seq, now
                 # A session blocked by a failed chunk stays parked; one in backoff keeps its ready time.
                 if row.blocked_by_seq is None and row.ready_at is None:
                     row.ready_at = now
-                await announce(session, work=True)
+                await announce(session, work=self.wakeups)
         if rows:
             self.backlog += len(rows)
             self.wakeups.work()
@@ -174,26 +179,30 @@ class ChunkQueue:
         row.next_seq = max(int(chunk["seq"]) for chunk in imported) + 1
         if any(chunk["status"] != ChunkStatus.DONE for chunk in imported):
             row.ready_at = now  # a worker finds the head: pending runs, failed blocks
-            await announce(session, work=True)
+            await announce(session, work=self.wakeups)
 
     # --- the worker's side ---
 
-    async def claim(self, owner: str) -> SessionKey | None:
-        """Lease the longest-waiting ready session that no live lease holds."""
+    async def claim(self, owner: str, limit: int = 1) -> list[SessionKey]:
+        """Lease up to `limit` of the longest-waiting ready sessions that no live lease holds, all
+        under `owner` (one statement). Fewer than `limit` means nothing else was ready."""
         async with self.db.write() as session:
             now = utcnow()
-            query = (
-                select(Session)
+            ready = (
+                select(Session.tenant_id, Session.id)
                 .where(Session.ready_at <= now, or_(Session.lease_until.is_(None), Session.lease_until < now))
                 .order_by(Session.ready_at)
-                .limit(1)
+                .limit(limit)
                 .with_for_update(skip_locked=True)
             )
-            row = (await session.execute(query)).scalar_one_or_none()
-            if row is None:
-                return None
-            row.lease_owner, row.lease_until = owner, self._lease_end(now)
-            return (row.tenant_id, row.id)
+            taken = await session.execute(
+                update(Session)
+                .where(tuple_(Session.tenant_id, Session.id).in_(ready))
+                .values(lease_owner=owner, lease_until=self._lease_end(now))
+                .returning(Session.tenant_id, Session.id)
+                .execution_options(synchronize_session=False)
+            )
+            return [(tenant, session_id) for tenant, session_id in taken]
 
     async def requeue(self, key: SessionKey, owner: str) -> None:
         """Hand the lease back with the session at the back of the queue (it still has work)."""
@@ -221,16 +230,9 @@ class ChunkQueue:
             if row is None or row.lease_owner != owner:
                 return None
             head = await chunks.head(session, key)
-            if head is None or head.status == ChunkStatus.FAILED:
-                row.ready_at = None
-                if head is not None:
-                    row.blocked_by_seq = head.seq
-                row.lease_owner, row.lease_until = None, None
+            if _parked(row, head, now):
                 return None
-            if head.next_attempt_at and head.next_attempt_at > now:
-                row.ready_at = head.next_attempt_at
-                row.lease_owner, row.lease_until = None, None
-                return None
+            assert head is not None
             if head.attempts >= self.config.max_attempts:
                 await self._fail_and_block(session, key, row, head, head.error or LOST_ATTEMPT, now)
                 self.wakeups.finished(key, head.seq, ChunkStatus.FAILED)
@@ -264,13 +266,16 @@ class ChunkQueue:
         policy: str,
         model: str,
         usage: dict[str, Any],
-    ) -> None:
-        """`processing` → `done`, in the transaction that writes the chunk's effects (from `held`)."""
+    ) -> bool:
+        """`processing` → `done`, in the transaction that writes the chunk's effects (from `held`).
+        True when the lease was released with it: the next head is not runnable now (none, failed or
+        in backoff), and the session is parked or queued as `start` would do, one transaction early."""
         chunk.status, chunk.done_at, chunk.error, chunk.next_attempt_at = ChunkStatus.DONE, now, None, None
         chunk.policy, chunk.model, chunk.usage = policy, model, usage
         row.updated_at = now
         row.lease_until = self._lease_end(now)
         await announce(session, finished=key, seq=chunk.seq, status=ChunkStatus.DONE)
+        return _parked(row, await chunks.head(session, key, after=chunk.seq), now)
 
     def announce_done(self, key: SessionKey, seq: int) -> None:
         """After `complete` committed: wake this process's waiters."""
@@ -310,7 +315,7 @@ class ChunkQueue:
             row, chunk = held
             chunk.status, chunk.attempts = ChunkStatus.PENDING, chunk.attempts - 1
             row.lease_owner, row.lease_until, row.ready_at = None, None, utcnow()
-            await announce(session, work=True)
+            await announce(session, work=self.wakeups)
 
     # --- the API's side ---
 
@@ -322,7 +327,7 @@ class ChunkQueue:
         if row.blocked_by_seq == chunk.seq:
             row.blocked_by_seq = None
         row.ready_at, row.updated_at = now, now
-        await announce(session, work=True)
+        await announce(session, work=self.wakeups)
 
     # --- helpers ---
 
@@ -336,6 +341,21 @@ class ChunkQueue:
         row.blocked_by_seq, row.ready_at = chunk.seq, None
         row.lease_owner, row.lease_until = None, None
         await announce(session, finished=key, seq=chunk.seq, status=ChunkStatus.FAILED)
+
+
+def _parked(row: Session, head: Chunk | None, now: datetime) -> bool:
+    """When the session's head is not runnable now, release the lease and park the session (no
+    head, or a failed one that blocks it) or queue it at the head's backoff time; True if so."""
+    if head is not None and head.status != ChunkStatus.FAILED:
+        if not (head.next_attempt_at and head.next_attempt_at > now):
+            return False
+        row.ready_at = head.next_attempt_at
+    else:
+        row.ready_at = None
+        if head is not None:
+            row.blocked_by_seq = head.seq
+    row.lease_owner, row.lease_until = None, None
+    return True
 
 
 def _pending_row(key: SessionKey, seq: int, piece: Piece, now: datetime) -> dict[str, object]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.ingest.wakeups import Wakeups
+from app.ingest.wakeups import Wakeups, Watch
 from app.store import chunks
 from app.store.database import Database
 from app.store.models import Chunk, ChunkStatus
@@ -51,44 +51,47 @@ class ChunkWaiter:
             await asyncio.gather(self._poller, return_exceptions=True)
             self._poller = None
 
-    async def wait(self, key: SessionKey, seqs: Sequence[int], timeout_s: float) -> bool:
+    async def wait(
+        self, key: SessionKey, seqs: Sequence[int], timeout_s: float, *, watch: Watch, look: bool
+    ) -> bool:
         """True when every chunk in `seqs` is done or failed within `timeout_s`; False at the timeout,
-        or at once when the open ones wait behind a failed chunk (nothing moves until it is retried)."""
+        or at once when the open ones wait behind a failed chunk (nothing moves until it is retried).
+        `watch` (of `key`) must have been set up before the chunks were committed, so that no report
+        of them goes unheard; `look`: read their statuses first (some may be final or stuck behind a
+        failed chunk already: duplicates, a blocked session), otherwise the reports say it all."""
         deadline = time.monotonic() + timeout_s
         pending = set(seqs)
-        # Watch before the first look, so that nothing finishing in between goes unheard.
-        with self.wakeups.watch(key) as watch:
-            self._open.setdefault(key, []).append(pending)
-            self._events.add(watch.event)
-            try:
-                blocked_by = await self._look(key, pending)
-                while True:
-                    for seq, status in watch.take():
-                        if seq is None:  # told to look again (deleted session, reconnected listener)
-                            blocked_by = await self._look(key, pending)
-                        else:
-                            pending.discard(seq)
-                            if status == ChunkStatus.FAILED:
-                                blocked_by = seq
-                    if not pending:
-                        return True
-                    if self._released:
-                        return False
-                    if blocked_by is not None and blocked_by < min(pending):
-                        return False
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    try:
-                        await asyncio.wait_for(watch.event.wait(), timeout=remaining)
-                    except TimeoutError:
-                        pass
-            finally:
-                self._events.discard(watch.event)
-                waits = self._open[key]
-                waits.remove(pending)
-                if not waits:
-                    del self._open[key]
+        self._open.setdefault(key, []).append(pending)
+        self._events.add(watch.event)
+        try:
+            blocked_by = await self._look(key, pending) if look else None
+            while True:
+                for seq, status in watch.take():
+                    if seq is None:  # told to look again (deleted session, reconnected listener)
+                        blocked_by = await self._look(key, pending)
+                    else:
+                        pending.discard(seq)
+                        if status == ChunkStatus.FAILED:
+                            blocked_by = seq
+                if not pending:
+                    return True
+                if self._released:
+                    return False
+                if blocked_by is not None and blocked_by < min(pending):
+                    return False
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(watch.event.wait(), timeout=remaining)
+                except TimeoutError:
+                    pass
+        finally:
+            self._events.discard(watch.event)
+            waits = self._open[key]
+            waits.remove(pending)
+            if not waits:
+                del self._open[key]
 
     async def _look(self, key: SessionKey, pending: set[int]) -> int | None:
         """Drop finished seqs from `pending`; return the seq of a failed chunk heading the session."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -49,6 +50,9 @@ class Watch:
 
 class Wakeups:
     def __init__(self) -> None:
+        # Names this process's "work" notifications: it wakes its own workers directly when it
+        # announces work, and waking them again when the notification comes back costs a claim.
+        self.origin = secrets.token_hex(8)
         self._workers: set[asyncio.Event] = set()
         self._sessions: dict[SessionKey, set[Watch]] = {}
 
@@ -91,7 +95,8 @@ class Wakeups:
     def dispatch(self, payload: str) -> None:
         kind, _, rest = payload.partition(_SEPARATOR)
         if kind == _WORK:
-            self.work()
+            if rest != self.origin:
+                self.work()
         elif kind == _DONE:
             tenant, session_id, seq, status = rest.rsplit(_SEPARATOR, 3)
             self.finished((tenant, session_id), int(seq) if seq else None, status or None)
@@ -100,15 +105,17 @@ class Wakeups:
 async def announce(
     db: AsyncSession,
     *,
-    work: bool = False,
+    work: Wakeups | None = None,
     finished: SessionKey | None = None,
     seq: int | None = None,
     status: str | None = None,
 ) -> None:
-    """Tell other processes, at this transaction's commit (Postgres only; SQLite is one process)."""
+    """Tell other processes, at this transaction's commit (Postgres only; SQLite is one process):
+    `work`, the announcing process's wake-ups (it wakes its own workers itself), that there is
+    work to claim; `finished`, that a chunk reached its final status."""
     if (await db.connection()).dialect.name != "postgresql":
         return
-    payloads = [_WORK] if work else []
+    payloads = [f"{_WORK}{_SEPARATOR}{work.origin}"] if work is not None else []
     if finished is not None:
         fields = (_DONE, *finished, "" if seq is None else str(seq), status or "")
         payloads.append(_SEPARATOR.join(fields))

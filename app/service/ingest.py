@@ -43,10 +43,18 @@ class Ingestion:
         # stall every other request (and the liveness probe).
         size = sum(len(chunk.content) for chunk in chunks_in if isinstance(chunk.content, str))
         inputs = await asyncio.to_thread(prepare_all) if size > _INLINE_PREPARE_CHARS else prepare_all()
-        accepted = await self.service.queue.enqueue(key, inputs, utcnow())
-        seqs = [seq for item in accepted for seq in item.seqs]
-        if wait:
-            await self.service.waiter.wait(key, seqs, self.service.settings.ingest_wait_timeout_s)
+        # Watched from before the commit, so no report of these chunks can be missed: the wait then
+        # reads their statuses only when some may be final or stuck already.
+        with self.service.wakeups.watch(key) as watch:
+            accepted = await self.service.queue.enqueue(key, inputs, utcnow())
+            if wait:
+                await self.service.waiter.wait(
+                    key,
+                    [seq for item in accepted for seq in item.seqs],
+                    self.service.settings.ingest_wait_timeout_s,
+                    watch=watch,
+                    look=any(item.duplicate or item.blocked for item in accepted),
+                )
         outcomes = await self._outcomes(key, accepted)
         complete = all(outcome.status in chunks.FINAL_STATUSES for outcome in outcomes)
         return IngestResponse(session_id=session_id, chunks=outcomes, complete=complete)

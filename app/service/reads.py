@@ -32,11 +32,19 @@ class StateCache:
         self.max_sessions = max_sessions
         self._states: OrderedDict[SessionKey, tuple[datetime, MemoryState]] = OrderedDict()
 
-    async def get(self, session: AsyncSession, key: SessionKey, row: SessionRow) -> MemoryState:
+    def cached(self, key: SessionKey, row: SessionRow) -> MemoryState | None:
+        """The memory of `row` if it is cached at the row's version."""
         cached = self._states.get(key)
-        if cached is not None and cached[0] == row.created_at and cached[1].version == row.version:
-            self._states.move_to_end(key)
-            return cached[1]
+        if cached is None or cached[0] != row.created_at or cached[1].version != row.version:
+            return None
+        self._states.move_to_end(key)
+        return cached[1]
+
+    async def get(self, session: AsyncSession, key: SessionKey, row: SessionRow) -> MemoryState:
+        """The memory of `row`, loaded in `session` (the transaction `row` was read in) unless cached."""
+        cached = self.cached(key, row)
+        if cached is not None:
+            return cached
         state = await load_state(session, row)
         self._states[key] = (row.created_at, state)
         self._states.move_to_end(key)

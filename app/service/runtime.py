@@ -269,7 +269,13 @@ class MemoryService:
         return k or self.settings.answer_top_k
 
     async def state(self, key: SessionKey) -> MemoryState:
-        """The session's memory, from the cache when its version (and creation time) still match."""
+        """The session's memory, from the cache when its version (and creation time) still match.
+        The row alone is looked up first (one statement, no transaction: the common case); a miss
+        reads row and items again in one transaction, so they come from the same snapshot."""
+        async with self.db.lookup() as session:
+            cached = self.states.cached(key, await session_row(session, key))
+        if cached is not None:
+            return cached
         async with self.db.read() as session:
             row = await session_row(session, key)
             return await self.states.get(session, key, row)

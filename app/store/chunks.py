@@ -48,11 +48,12 @@ async def by_idempotency_key(db: AsyncSession, key: SessionKey, idempotency_key:
     return list((await db.execute(query)).scalars())
 
 
-async def head(db: AsyncSession, key: SessionKey) -> Chunk | None:
-    """The first chunk not yet done: the only one a worker may process (strict seq order)."""
+async def head(db: AsyncSession, key: SessionKey, *, after: int = 0) -> Chunk | None:
+    """The first chunk not yet done: the only one a worker may process (strict seq order). `after`:
+    the first one past that seq (the head once the chunk `after` is done, before that is flushed)."""
     query = (
         select(Chunk)
-        .where(*_of(key), Chunk.status.in_((*OPEN_STATUSES, ChunkStatus.FAILED)))
+        .where(*_of(key), Chunk.seq > after, Chunk.status.in_((*OPEN_STATUSES, ChunkStatus.FAILED)))
         .order_by(Chunk.seq)
         .limit(1)
     )

@@ -33,6 +33,9 @@ async def get_session(db: AsyncSession, key: SessionKey, *, for_update: bool = F
 async def lock_or_create_session(db: AsyncSession, key: SessionKey, now: datetime) -> Session:
     """The locked session row, created (with its tenant) on first use; concurrent creators meet on
     the primary key and all end up locking the one row."""
+    row = await get_session(db, key, for_update=True)
+    if row is not None:  # the common case: no upserts (a session's tenant exists)
+        return row
     await ensure_tenant(db, key[0], now)
     await insert_ignore(
         db,
