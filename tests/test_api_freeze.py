@@ -1,11 +1,12 @@
-"""One large request must not freeze the process: `/healthz` keeps answering within 100 ms over real
-HTTP while `memalpha serve` accepts, splits and processes the largest request the limits allow; and a
-request over the chunk cap is refused before anything is written.
+"""One large request must not freeze the process: `/healthz` keeps answering over real HTTP while
+`memalpha serve` accepts, splits and processes the largest request the limits allow; and a request over
+the chunk cap is refused before anything is written.
 
-The dev machines are shared (CPU contention alone makes idle round trips of several hundred ms), so
-the same probe then runs against the idle server for as long, as a control: a stall of the event loop
-shows as a gap more than 100 ms beyond the idle worst (before the fix: 6–8 s; on an unloaded machine
-the idle worst is a few ms, so the bound is the plain 100 ms)."""
+The dev machines are shared, and CPU contention alone makes single idle round trips of up to ~1.2 s
+(measured at load 7), so the same probe then runs against the idle server for as long, as a control.
+Two bounds, each robust to one descheduled probe: a freeze — the event loop held for seconds, as before
+the fix (6–28 s) — shows as a worst gap more than `_FREEZE_S` beyond the idle worst; a loop that is slow
+throughout shows in the 99th percentile, more than 100 ms beyond the idle one's."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.timeout(600)
 
 _SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank on a quiet day. "
 _CONTROL_MAX_S = 120.0
+_FREEZE_S = 2.0
 
 
 def _largest_request(max_chunk_bytes: int, max_request_bytes: int) -> list[str]:
@@ -54,9 +56,14 @@ class HealthProbe:
         self._done.set()
         self._thread.join()
 
-    def summary(self) -> str:
+    def p99(self) -> float:
         gaps = sorted(self.gaps)
-        return f"{len(gaps)} probes, p99 {gaps[int(len(gaps) * 0.99)] * 1000:.1f} ms, worst {gaps[-1] * 1000:.1f} ms"
+        return gaps[int(len(gaps) * 0.99)]
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.gaps)} probes, p99 {self.p99() * 1000:.1f} ms, worst {max(self.gaps) * 1000:.1f} ms"
+        )
 
 
 def test_healthz_answers_while_the_largest_request_is_processed(tmp_path: Path) -> None:
@@ -82,9 +89,12 @@ def test_healthz_answers_while_the_largest_request_is_processed(tmp_path: Path) 
             time.sleep(min(time.monotonic() - started, _CONTROL_MAX_S))
         print(f"/healthz while processing: {loaded.summary()}; idle control: {idle.summary()}")
         worst, idle_worst = max(loaded.gaps), max(idle.gaps)
-        assert worst < 0.1 + idle_worst, (
+        assert worst < _FREEZE_S + idle_worst, (
             f"/healthz took {worst * 1000:.0f} ms while the request was processed "
             f"(idle control worst {idle_worst * 1000:.0f} ms)"
+        )
+        assert loaded.p99() < 0.1 + idle.p99(), (
+            f"slow throughout: {loaded.summary()} vs idle {idle.summary()}"
         )
     finally:
         server.stop()
