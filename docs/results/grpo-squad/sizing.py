@@ -1,7 +1,8 @@
 """Sizing before the run (PREREGISTRATION.md), for one tool format and response budget.
 
-    sizing.py FORMAT BUDGET [EPISODES]   greedy replies of the base model on EPISODES held-out episodes (every
-                                         60th; default 3): lengths, truncation, r1, CPU and wall seconds
+    sizing.py FORMAT BUDGET [EPISODES]   greedy replies of the base model on EPISODES held-out episodes (evenly
+                                         spaced; default 3): per reply its chunk, length and truncation; per
+                                         episode r1; CPU and wall seconds
     sizing.py FORMAT BUDGET iteration    one GRPO iteration of the experiment's config (rollouts + update):
                                          seconds, peak resident memory, what the rollouts did
 
@@ -21,6 +22,7 @@ from typing import Any
 from app.settings import Settings
 from trainer.config import load_config
 from trainer.loop import Trainer
+from trainer.runner import StepRecord
 
 
 def _trainer(fmt: str, budget: int, kind: str) -> Trainer:
@@ -36,9 +38,22 @@ def _trainer(fmt: str, budget: int, kind: str) -> Trainer:
     )
 
 
+def _reply(step: StepRecord) -> dict[str, Any]:
+    """One chunk step: its length and cut in sampled tokens (None: the policy failed), and the whole text."""
+    sample = step.extras
+    return {
+        "chunk": step.index,
+        "tokens": len(sample.completion_ids) if sample else None,
+        "truncated": sample.truncated if sample else None,
+        "calls": len(step.calls),
+        "text": step.raw_text,
+    }
+
+
 async def greedy(fmt: str, budget: int, count: int) -> dict[str, Any]:
     trainer = _trainer(fmt, budget, "greedy")
-    episodes = trainer.split.held_out[::60][:count]
+    held_out = trainer.split.held_out
+    episodes = held_out[:: max(1, len(held_out) // count)][:count]  # revision 1: 304 // 5 = every 60th
     wall, cpu = time.perf_counter(), time.process_time()
     groups = await trainer.rollouts(episodes, group_size=1, temperature=0.0, label="sizing")
     steps = [step for group in groups for step in group.steps if step.sample]
@@ -47,13 +62,15 @@ async def greedy(fmt: str, budget: int, count: int) -> dict[str, Any]:
     return {
         "format": fmt,
         "budget": budget,
-        "episodes": len(episodes),
+        "episodes": [episode.instance_id for episode in episodes],
         "wall_s": time.perf_counter() - wall,
         "cpu_s": time.process_time() - cpu,
         "completion_tokens": [len(step.sample.completion_ids) for step in steps if step.sample],
         "truncated": [step.sample.truncated for step in steps if step.sample],
         "r1": [run.score for run in runs],
-        "reply_start": [run.steps[0].raw_text[:400] for run in runs],
+        "memory_tokens": [run.memory_tokens for run in runs],
+        "input_tokens": [run.input_tokens for run in runs],
+        "replies": [[_reply(step) for step in run.steps] for run in runs],
     }
 
 
