@@ -7,6 +7,7 @@
                                          seconds, peak resident memory, what the rollouts did
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python docs/results/grpo-squad/sizing.py json 384
+Further arguments KEY=VALUE override the config as `memalpha train run --set` does (e.g. model.path=DIR).
 `json` is sampled under the service's schema constraint (trainer/sampling/constraint.py).
 """
 
@@ -20,13 +21,15 @@ import time
 from typing import Any
 
 from app.settings import Settings
+from trainer.commands.train import _overrides
 from trainer.config import load_config
 from trainer.loop import Trainer
 from trainer.runner import StepRecord
 
 
-def _trainer(fmt: str, budget: int, kind: str) -> Trainer:
+def _trainer(fmt: str, budget: int, kind: str, extra: dict[str, object]) -> Trainer:
     overrides: dict[str, object] = {
+        **extra,
         "run.out_dir": f"/tmp/memalpha-sizing-{fmt}-{budget}-{kind}",
         "rollout.tool_format": fmt,
         "rollout.max_new_tokens": budget,
@@ -50,8 +53,8 @@ def _reply(step: StepRecord) -> dict[str, Any]:
     }
 
 
-async def greedy(fmt: str, budget: int, count: int) -> dict[str, Any]:
-    trainer = _trainer(fmt, budget, "greedy")
+async def greedy(fmt: str, budget: int, count: int, extra: dict[str, object]) -> dict[str, Any]:
+    trainer = _trainer(fmt, budget, "greedy", extra)
     held_out = trainer.split.held_out
     episodes = held_out[:: max(1, len(held_out) // count)][:count]  # revision 1: 304 // 5 = every 60th
     wall, cpu = time.perf_counter(), time.process_time()
@@ -65,6 +68,7 @@ async def greedy(fmt: str, budget: int, count: int) -> dict[str, Any]:
         "episodes": [episode.instance_id for episode in episodes],
         "wall_s": time.perf_counter() - wall,
         "cpu_s": time.process_time() - cpu,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "completion_tokens": [len(step.sample.completion_ids) for step in steps if step.sample],
         "truncated": [step.sample.truncated for step in steps if step.sample],
         "r1": [run.score for run in runs],
@@ -74,8 +78,8 @@ async def greedy(fmt: str, budget: int, count: int) -> dict[str, Any]:
     }
 
 
-async def iteration(fmt: str, budget: int) -> dict[str, Any]:
-    trainer = _trainer(fmt, budget, "iteration")
+async def iteration(fmt: str, budget: int, extra: dict[str, object]) -> dict[str, Any]:
+    trainer = _trainer(fmt, budget, "iteration", extra)
     wall, cpu = time.perf_counter(), time.process_time()
     result = await trainer.iteration()
     await trainer.aclose()
@@ -91,5 +95,6 @@ async def iteration(fmt: str, budget: int) -> dict[str, Any]:
 
 if __name__ == "__main__":
     fmt, budget, mode = sys.argv[1], int(sys.argv[2]), (sys.argv[3] if len(sys.argv) > 3 else "3")
-    job = iteration(fmt, budget) if mode == "iteration" else greedy(fmt, budget, int(mode))
+    extra = _overrides(sys.argv[4:])
+    job = iteration(fmt, budget, extra) if mode == "iteration" else greedy(fmt, budget, int(mode), extra)
     print(json.dumps(asyncio.run(job), default=str), flush=True)
