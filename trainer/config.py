@@ -63,6 +63,7 @@ class DataConfig(_Section):
     # builder knobs (trainer.episodes.BuildConfig)
     articles: int = 3
     paragraphs: int | None = None
+    episode_paragraphs: int = Field(default=3, gt=0)  # squad-multichunk: paragraphs per episode
     records: int = 10
     labels: int | None = None
     shots: int = 5

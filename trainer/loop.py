@@ -121,6 +121,7 @@ def _build_config(config: TrainConfig, counter: TokenCounter) -> BuildConfig:
         counter=counter,
         articles=data.articles,
         paragraphs=data.paragraphs,
+        episode_paragraphs=data.episode_paragraphs,
         records=data.records,
         labels=data.labels,
         shots=data.shots,

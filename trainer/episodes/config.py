@@ -26,6 +26,7 @@ class BuildConfig:
     counter: TokenCounter = field(default_factory=WordTokenCounter)
     articles: int = 3  # SQuAD: articles shuffled together into one episode
     paragraphs: int | None = None  # SQuAD: first N paragraphs of each article; None: all
+    episode_paragraphs: int = 3  # squad-multichunk: consecutive paragraphs of one article per episode
     records: int = 10  # HotpotQA: questions whose context paragraphs form one episode
     labels: int | None = None  # classification: labels per episode; None: all of the set
     shots: int = 5  # classification: labelled samples per label shown in the stream

@@ -11,7 +11,7 @@ from trainer.episodes.io import load_episodes
 from trainer.episodes.locomo import build_locomo
 from trainer.episodes.model import Episode
 from trainer.episodes.squad import build_squad
-from trainer.episodes.squad_paragraphs import build_squad_paragraphs
+from trainer.episodes.squad_paragraphs import build_squad_multichunk, build_squad_paragraphs
 from trainer.episodes.updates import build_updates
 
 Builder = Callable[[BuildConfig], list[Episode]]
@@ -21,6 +21,7 @@ BUILDERS: dict[str, Builder] = {
     "locomo-updates": build_updates,
     "squad": build_squad,
     "squad-paragraphs": build_squad_paragraphs,
+    "squad-multichunk": build_squad_multichunk,
     "hotpotqa": build_hotpotqa,
     "trec": lambda config: build_classification(load_trec(config.data_dir, fine=False), config),
     "trec-fine": lambda config: build_classification(load_trec(config.data_dir, fine=True), config),
