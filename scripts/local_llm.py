@@ -54,6 +54,7 @@ VLLM_UNWANTED = ("torchvision", "torchaudio", "torchcodec")
 # llama.cpp's source, vendored in this sdist (never installed: only its vendor/llama.cpp is built).
 LLAMA_CPP_SDIST = "llama-cpp-python==0.3.36"
 LLAMA_CPP_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"  # see ensure_llama_server
 DEFAULT_PORT = 8011
 HOST = "127.0.0.1"
 
@@ -557,6 +558,10 @@ def ensure_llama_server() -> Path:
         "-DLLAMA_BUILD_EXAMPLES=OFF",
         "-DLLAMA_BUILD_SERVER=ON",
         "-DGGML_NATIVE=ON",
+        # Without ggml's AMX matmul: a CPU may advertise AMX while its kernel or VM does not grant the
+        # tile state, and the first `ldtilecfg` then kills the server while it loads (SIGSEGV).
+        f"-DCMAKE_C_FLAGS={_NO_AMX}",
+        f"-DCMAKE_CXX_FLAGS={_NO_AMX}",
     ]
     run_cmd(["cmake", "-S", str(source), "-B", str(build), *flags], "configure llama.cpp")
     jobs = str(len(os.sched_getaffinity(0)))

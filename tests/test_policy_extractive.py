@@ -292,6 +292,27 @@ def test_a_turns_events_are_one_dated_item_and_a_short_reply_keeps_its_question(
     ]
 
 
+def test_a_turns_lasting_facts_are_one_item_each_fact_checked_for_duplicates() -> None:
+    """The sentence that names the topic and the one that says more about it stay together (a search
+    for "pets" and "drag" finds both), as a raw passage keeps them; a fact memory holds is not
+    written again."""
+    state = MemoryState()
+    chunk = """\
+[9 May 2022] Nate: Would a pet suit you?
+[9 May 2022] Joanna: I'm allergic to most reptiles and animals with fur. It can be a bit of a drag, but I find other ways to be happy.
+[9 May 2022] Nate: Dogs are not for you, then.
+[9 May 2022] Joanna: Yeah, I'm allergic to most reptiles and animals with fur. My sister has a parrot though."""
+    run(ExtractivePolicy(COUNTER), state, chunk)
+    assert [item.content for item in state.semantic] == [
+        (
+            "Joanna is allergic to most reptiles and animals with fur. "
+            "It can be a bit of a drag, but Joanna find other ways to be happy."
+        ),
+        "Dogs are not for Joanna, then.",
+        "Joanna's sister has a parrot though.",
+    ]
+
+
 @pytest.mark.parametrize(
     "chunk",
     [

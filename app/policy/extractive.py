@@ -7,7 +7,7 @@ the very same apply path runs as for an LLM policy. It stores information, not t
   other participant's (`app.policy.facts`), relative times resolved against the session date
   ("yesterday (7 May 2023)"). Events (past tense, time expressions) go to episodic memory, one item
   per turn (`On <date>, <fact> <fact>`: the turn's events stay together, the date written once),
-  lasting facts to semantic memory, one per sentence. Small talk (greetings, questions, sentences with
+  lasting facts to semantic memory, likewise one item per turn. Small talk (greetings, questions, sentences with
   nothing informative besides reactions and names) is dropped; a short reply keeps the question it
   answers in front ("Which team did John sign with: The Minnesota Wolves!");
 - prose: sentences with a time expression or first-person past events → episodic, other informative
@@ -298,9 +298,9 @@ class ExtractivePolicy:
             elif _anchored(sentence):
                 grouped[MemoryKind.SEMANTIC].append(fact)
         # One item per turn and kind: the turn's facts stay together, as in the raw passage a
-        # question's words may be spread over; the date is written once.
-        for fact in grouped[MemoryKind.SEMANTIC]:
-            writes.insert(MemoryKind.SEMANTIC, fact)
+        # question's words may be spread over (the answer sentence and the one that names its topic);
+        # the date is written once.
+        writes.insert_facts(MemoryKind.SEMANTIC, grouped[MemoryKind.SEMANTIC])
         dated = f"On {format_date(turn.when)}, " if turn.when is not None else ""
         writes.insert_facts(MemoryKind.EPISODIC, grouped[MemoryKind.EPISODIC], dated)
 
