@@ -3,7 +3,7 @@
 # policy backend (tool format `json`) on llama.cpp's llama-server, then sweep them against rag-raw and the
 # extractive writer. Resumable: every reply is cached under $CACHE as it arrives; run it again to go on.
 #
-#   nice -n 15 /work/prompts/pausable.sh bash scripts/llm_writer_run.sh     # (on a shared machine)
+#   nice -n 15 bash scripts/llm_writer_run.sh     # (on a shared machine)
 #
 # Env: CONVERSATIONS (default conv-30,conv-26), CACHE (default $MEMALPHA_CACHE/llm-writer), DATA_DIR,
 # OUT (default docs/results/sweep/llm-writer.json), PORT_15 / PORT_05 (llama-server ports).

@@ -4,7 +4,7 @@
 # this script again with the same step:
 #   docs/results/grpo-squad/run.sh [treatment|control|evaluate|all]      (default: all, in that order)
 # In the background, on the shared CPU machine:
-#   nohup /work/prompts/pausable.sh nice -n 15 docs/results/grpo-squad/run.sh treatment \
+#   nohup nice -n 15 docs/results/grpo-squad/run.sh treatment \
 #     > docs/results/grpo-squad/runs/squad-grpo.log 2>&1 &
 # Runs (checkpoints, history.jsonl, evals) live in RUNS, by default inside the repository so that a later
 # session resumes from what was committed. Serving-path evaluations need the vLLM server that serves the
