@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from app.settings import Settings
 from trainer.canary import CanaryConfig
 from trainer.episodes import Episode
 from trainer.manifest import read_manifest, write_manifest
-from trainer.publish import CanaryRefused, publish
+from trainer.publish import CanaryRefused, Switch, publish
 
 pytestmark = [pytest.mark.llm, pytest.mark.timeout(2400)]
 
@@ -72,6 +74,13 @@ def _variant(adapter: Path, folder: Path, name: str, **manifest: Any) -> Path:
     return folder
 
 
+def _publisher(
+    serve: ServeProcess, admin_key: str, url: str, store: Path
+) -> Callable[..., Awaitable[Switch]]:
+    """`publish` aimed at one running service, the shared vLLM server and the test's adapter store."""
+    return partial(publish, vllm_urls=[url], service_url=serve.url, admin_key=admin_key, adapters_dir=store)
+
+
 async def _active(service: ServeProcess, admin_key: str) -> str:
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {admin_key}"}) as client:
         response = await client.get(f"{service.url}/policy")
@@ -93,15 +102,12 @@ async def test_canary_refuses_unproven_and_overclaiming_adapters(
     )
     loaded: list[str] = []
     serve, admin_key = _serve(tmp_path, "served-96", url, base_name, SERVING["max_new_tokens"])
+    to_service = _publisher(serve, admin_key, url, store)
     try:
         # No evaluation in the manifest: nothing to compare with, refused; nothing switched.
         with pytest.raises(CanaryRefused, match="records no evaluation") as refused:
-            await publish(
+            await to_service(
                 adapter,
-                vllm_urls=[url],
-                service_url=serve.url,
-                admin_key=admin_key,
-                adapters_dir=store,
                 canary=canary,
             )
         loaded.append(name)
@@ -119,12 +125,8 @@ async def test_canary_refuses_unproven_and_overclaiming_adapters(
             proven_name,
             eval_metrics={"eval_after": {"r2": measured.r2, "parse_error_rate": measured.parse_error_rate}},
         )
-        switch = await publish(
+        switch = await to_service(
             proven,
-            vllm_urls=[url],
-            service_url=serve.url,
-            admin_key=admin_key,
-            adapters_dir=store,
             canary=canary,
             name=proven_name,
         )
@@ -141,6 +143,7 @@ async def test_canary_refuses_unproven_and_overclaiming_adapters(
 
     # A service serving a 16-token reply budget: every constrained reply (at least one call) is cut.
     serve, admin_key = _serve(tmp_path, "served-16", url, base_name, 16)
+    to_service = _publisher(serve, admin_key, url, store)
     claimed = {"r2": 1.0, "parse_error_rate": 0.0}
     over_name = f"{name}-t16"
     overclaiming = _variant(
@@ -152,12 +155,8 @@ async def test_canary_refuses_unproven_and_overclaiming_adapters(
     )
     try:
         with pytest.raises(CanaryRefused, match=r"parse errors 1\.00 > manifest 0\.00 \+ 0\.25") as refused:
-            await publish(
+            await to_service(
                 overclaiming,
-                vllm_urls=[url],
-                service_url=serve.url,
-                admin_key=admin_key,
-                adapters_dir=store,
                 canary=canary,
                 name=over_name,
             )
@@ -167,12 +166,8 @@ async def test_canary_refuses_unproven_and_overclaiming_adapters(
         assert over_name in await served_models(url)
 
         # Published again with force: the canary runs and is reported, and the switch completes.
-        forced = await publish(
+        forced = await to_service(
             overclaiming,
-            vllm_urls=[url],
-            service_url=serve.url,
-            admin_key=admin_key,
-            adapters_dir=store,
             canary=replace(canary, force=True),
             name=over_name,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -135,42 +136,24 @@ async def test_publish_ingest_rollback(local_llm: tuple[str, str], tmp_path: Pat
         assert row.name == name and not row.active
 
         store = tmp_path / "adapters"
+        to_service = partial(
+            publish, vllm_urls=[url], service_url=serve.url, admin_key=admin_key, adapters_dir=store
+        )
         # The same weights trained under another response budget (the prompt states it): refused.
         other = tmp_path / "other-budget"
         shutil.copytree(adapter, other)
         write_manifest(other, {**read_manifest(adapter), "serving": {**SERVING, "max_new_tokens": 2048}})
         with pytest.raises(PublishError, match="max_new_tokens: trained 2048, served 96"):
-            await publish(
-                other,
-                vllm_urls=[url],
-                service_url=serve.url,
-                admin_key=admin_key,
-                adapters_dir=store,
-                canary=None,
-            )
+            await to_service(other, canary=None)
         assert name not in await served_models(url) and not store.exists()
 
-        switch = await publish(
-            adapter,
-            vllm_urls=[url],
-            service_url=serve.url,
-            admin_key=admin_key,
-            adapters_dir=store,
-            canary=None,
-        )
+        switch = await to_service(adapter, canary=None)
         loaded_on_vllm = True
         assert (switch.previous, switch.active) == (base_name, name)
         assert switch.adapter_path == str((store / name).resolve())
         assert name in await served_models(url)
         # Publishing again (a re-run after a crash) completes without changing anything.
-        again = await publish(
-            adapter,
-            vllm_urls=[url],
-            service_url=serve.url,
-            admin_key=admin_key,
-            adapters_dir=store,
-            canary=None,
-        )
+        again = await to_service(adapter, canary=None)
         assert (again.previous, again.active, again.adapter_path) == (name, name, switch.adapter_path)
 
         headers = {"Authorization": f"Bearer {admin_key}"}
