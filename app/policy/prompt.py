@@ -68,29 +68,6 @@ _NATIVE_NOTE = "Write to memory by calling the provided tools; call several tool
 _EPISODIC_EXAMPLE_ALPHA = 'e.g. "On 2 March 2024, Alice adopted a beagle named Rex."'
 _EPISODIC_SHAPE = 'written as "On <date>, <who> <did what>."'
 
-# The `json` format's reply shape: the tool and kind names are real, every content is a placeholder that
-# says what goes there, so nothing in it can be mistaken for a fact to store.
-_JSON_SHAPE = [
-    {
-        "name": "new_memory_insert",
-        "arguments": {
-            "memory_type": "semantic_memory",
-            "content": "<one self-contained fact from the chunk>",
-        },
-    },
-    {
-        "name": "new_memory_insert",
-        "arguments": {
-            "memory_type": "episodic_memory",
-            "content": "<one event from the chunk: its date, who, what happened>",
-        },
-    },
-    {
-        "name": "memory_update",
-        "arguments": {"memory_type": "core_memory", "new_content": "<the whole new core memory>"},
-    },
-]
-
 
 @dataclass(frozen=True)
 class PromptBuild:
@@ -187,18 +164,19 @@ tags, one block per call, as many calls as you need, in the order they should ru
 
 
 def _json_block() -> str:
+    # The reply's shape is described in words, with no example reply: small models copied an example's
+    # content — even `<placeholders>` saying what goes there — into memory as if it came from the chunk.
+    # The service decodes `json` under the calls' JSON schema, which enforces the shape.
     entries = "\n".join(
         f"- {tool['name']}: {tool['description']} Parameters: {json.dumps(tool['parameters'], ensure_ascii=False)}"
         for tool in TOOL_SCHEMAS
     )
-    shape = json.dumps(_JSON_SHAPE, ensure_ascii=False)
     return f"""# Tools
 
 {entries}
 
 # Reply format
 
-Reply with a JSON array of tool calls and nothing else. Each call is an object \
-{{"name": <tool name>, "arguments": <arguments object>}}; the calls run in order, as many as the chunk needs \
-(one insert per fact or event). The shape of a reply, with a description in <> where your content goes:
-{shape}"""
+Reply with a JSON array of tool calls and nothing else. Each call is an object with two keys: "name", the \
+tool's name, and "arguments", an object with that tool's parameters. The calls run in order, as many as the \
+chunk needs (one insert per fact or event); every content is written from the chunk."""
