@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from app.contracts.policy import PolicyServing, format_max_calls
 from app.memory import MemoryLimits, TokenCounter
-from app.policy import ExtractivePolicy, OpenAIPolicy, OpenAIPolicyConfig, PolicyBackend
+from app.policy import ExtractivePolicy, OpenAIPolicy, OpenAIPolicyConfig, PolicyBackend, prompt_sha256
 from app.qa import Answerer, ExtractiveAnswerer, OpenAIAnswerer
 from app.settings import Settings
 from app.tokens import make_token_counter
@@ -75,4 +75,5 @@ def policy_serving(settings: Settings, counter: TokenCounter) -> PolicyServing:
         prompt_budget_tokens=settings.policy_prompt_budget_tokens,
         token_counter=counter.name,
         max_calls=format_max_calls(settings.policy_tool_format, settings.policy_max_calls),
+        prompt_sha256=prompt_sha256(settings.policy_tool_format, settings.core_token_limit),
     )

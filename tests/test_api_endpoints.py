@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from conftest import Api, free_port, running_api, service_settings
 
+from app.policy.prompt import prompt_sha256
+
 pytestmark = pytest.mark.timeout(180)
 
 ALICE = "Alice moved to Lisbon in March 2021. She works as a marine biologist at the city aquarium."
@@ -272,6 +274,7 @@ async def test_policy_read_and_admin_switch(api: Api) -> None:
         "prompt_budget_tokens": settings.policy_prompt_budget_tokens,
         "token_counter": "word-estimate",
         "max_calls": settings.policy_max_calls if settings.policy_tool_format == "json" else None,
+        "prompt_sha256": prompt_sha256(settings.policy_tool_format, settings.core_token_limit),
     }
     _error(await api.client.put("/policy", headers=user, json={"name": active["name"]}), 403)
     _error(await api.client.put("/policy", headers=admin, json={"name": "no-such-policy"}), 404)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.memory import Item, MemoryState, WordTokenCounter, render_policy_memory
-from app.policy.prompt import build_messages
+from app.policy.prompt import build_messages, prompt_sha256
 from app.policy.tools import TOOL_NAMES, TOOL_SCHEMAS, openai_tools, tool_calls_json_schema
 
 COUNTER = WordTokenCounter()
@@ -197,6 +197,13 @@ def test_prompt_holds_no_example_content_that_could_leak_into_memory(fmt: str) -
         assert (
             '"name"' in reply_format and "[{" not in reply_format and not re.search(r"<[^>]+>", reply_format)
         )
+
+
+def test_prompt_digest_follows_the_wording_not_the_request() -> None:
+    formats = ("alpha", "hermes", "native", "json")
+    assert len({prompt_sha256(fmt) for fmt in formats}) == len(formats)  # type: ignore[arg-type]
+    assert prompt_sha256("json", 256) != prompt_sha256("json") == prompt_sha256("json", 512)
+    assert re.fullmatch(r"[0-9a-f]{64}", prompt_sha256("alpha"))
 
 
 def test_alpha_prompt_keeps_its_episodic_example() -> None:

@@ -16,6 +16,7 @@ from app.memory import OpResult, WordTokenCounter
 from app.memory.state import MemoryState
 from app.policy.backend import Usage
 from app.policy.parser import ToolCall
+from app.policy.prompt import prompt_sha256
 from app.settings import Settings
 from trainer.canary import (
     CanaryConfig,
@@ -33,7 +34,11 @@ from trainer.runner import StepRecord
 from trainer.sampling.record import SampledReply, TokenSample
 
 SERVING = PolicyServing(
-    tool_format="alpha", max_new_tokens=64, prompt_budget_tokens=6144, token_counter="word-estimate"
+    tool_format="alpha",
+    max_new_tokens=64,
+    prompt_budget_tokens=6144,
+    token_counter="word-estimate",
+    prompt_sha256=prompt_sha256("alpha"),
 )
 EPISODES = [
     Episode("a", "squad", ["Alice has a beagle.", "The beagle is named Rex.", "Rex is five."], []),

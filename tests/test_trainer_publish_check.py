@@ -20,6 +20,7 @@ from live_server import LiveApi, live
 from scripted_llm import Text
 
 from app.cli import main
+from app.policy.prompt import prompt_sha256
 from trainer.episodes import Episode, save_episodes
 from trainer.manifest import write_manifest
 
@@ -74,6 +75,7 @@ def test_publish_refuses_other_serving_settings_unless_forced(
         "prompt_budget_tokens": server.settings.policy_prompt_budget_tokens,
         "token_counter": "word-estimate",
         "max_calls": 3,
+        "prompt_sha256": prompt_sha256("json", server.settings.core_token_limit),
     }
 
     def adapter(name: str, serving: dict[str, Any]) -> Path:
@@ -91,6 +93,10 @@ def test_publish_refuses_other_serving_settings_unless_forced(
     older = adapter("older", {k: v for k, v in served.items() if k != "max_calls"})
     assert _publish(older, server, key, scripted_llm.url) == 1
     assert "max_calls: trained None, served 3" in capsys.readouterr().err
+    # Trained on the prompt of another core limit (the prompt states it): the wording differs, refused.
+    other_prompt = adapter("other-prompt", {**served, "prompt_sha256": prompt_sha256("json", 128)})
+    assert _publish(other_prompt, server, key, scripted_llm.url) == 1
+    assert "prompt_sha256: trained" in capsys.readouterr().err
 
     # Equal settings pass the check, and so does --force: both stop at the base-model check that follows.
     for directory, extra in ((adapter("same", served), ()), (other_calls, ("--force",))):

@@ -23,6 +23,7 @@ from conftest import ServeProcess
 from llm_server import _script
 
 from app.memory import WordTokenCounter
+from app.policy.prompt import prompt_sha256
 from app.policy.vllm_admin import served_models, unload_lora_adapter
 from app.settings import Settings
 from trainer.config import GRPOConfig, LoraConfig, ModelConfig
@@ -44,6 +45,7 @@ SERVING = {
     "prompt_budget_tokens": 6144,
     "token_counter": "word-estimate",
     "max_calls": 3,  # MEMALPHA_POLICY_MAX_CALLS: the json format's schema constraint
+    "prompt_sha256": prompt_sha256("json"),
 }
 
 

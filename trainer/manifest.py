@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.contracts.policy import PolicyServing, format_max_calls
+from app.policy import prompt_sha256
 from trainer.config import TrainConfig
 
 MANIFEST_FILE = "manifest.json"
@@ -51,6 +52,8 @@ def trained_serving(config: TrainConfig, token_counter: str) -> PolicyServing:
         prompt_budget_tokens=rollout.prompt_budget_tokens,
         token_counter=token_counter,
         max_calls=format_max_calls(rollout.tool_format, rollout.max_calls),
+        # The rollout samplers state the default core limit (they build prompts without the settings').
+        prompt_sha256=prompt_sha256(rollout.tool_format),
     )
 
 

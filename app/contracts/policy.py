@@ -2,7 +2,7 @@
 as this service serves it. `GET /policy` exposes them, the trainer records the same fields in an
 adapter's manifest, and publishing refuses an adapter trained under different ones (the prompt states the
 response budget, the token counter decides what the prompt budget keeps, the tool format decides what the
-model writes)."""
+model writes, and the prompt's wording, as a digest, is what the model was trained to read)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ class PolicyServing(BaseModel):
     # The `json` format's schema constraint allows at most this many tool calls per reply; None for the
     # other formats, which it does not shape (an adapter is not refused over a setting that changes nothing).
     max_calls: int | None = None
+    # sha256 of the memorize prompt's wording for this format and core limit (`app.policy.prompt_sha256`).
+    prompt_sha256: str
 
 
 def format_max_calls(tool_format: ToolFormat, max_calls: int) -> int | None:

@@ -4,7 +4,7 @@ from app.policy.backend import PolicyBackend, PolicyError, PolicyReply, Usage
 from app.policy.extractive import ExtractivePolicy
 from app.policy.openai_backend import OpenAIPolicy, OpenAIPolicyConfig
 from app.policy.parser import ParseResult, ToolCall, parse_reply
-from app.policy.prompt import PromptBuild, build_messages
+from app.policy.prompt import PromptBuild, build_messages, prompt_sha256
 from app.policy.tools import TOOL_NAMES, TOOL_SCHEMAS, openai_tools, tool_calls_json_schema
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "build_messages",
     "openai_tools",
     "parse_reply",
+    "prompt_sha256",
     "tool_calls_json_schema",
 ]

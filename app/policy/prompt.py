@@ -12,6 +12,7 @@ call lines), which is what Memalpha-4B was trained on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from app.contracts.policy import ToolFormat
 from app.memory.limits import MemoryLimits
 from app.memory.render import POLICY_VISIBLE_ITEMS, render_policy_memory
 from app.memory.state import MemoryState
-from app.memory.tokens import TokenCounter
+from app.memory.tokens import TokenCounter, WordTokenCounter
 from app.policy.parser import FN_ARGS, FN_EXIT, FN_NAME, FN_RESULT
 from app.policy.tools import TOOL_NAMES, TOOL_SCHEMAS, openai_tools
 
@@ -105,6 +106,14 @@ def build_messages(
         visible //= 2
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     return PromptBuild(messages=messages, visible_items=visible, prompt_tokens=tokens)
+
+
+def prompt_sha256(fmt: ToolFormat, core_tokens: int = MemoryLimits.core_tokens) -> str:
+    """A digest of the prompt's wording (an empty memory and chunk, no budget stated): an adapter reads at
+    serving time the prompt it was trained on only when the digests agree. The chunk, the memory and the
+    stated response budget vary per request or are serving settings of their own."""
+    build = build_messages(MemoryState(), "", fmt, WordTokenCounter(), 1 << 30, 0, core_tokens=core_tokens)
+    return hashlib.sha256(json.dumps(build.messages, ensure_ascii=False).encode()).hexdigest()
 
 
 def _system(state: MemoryState, visible: int, instructions: str, tool_block: str) -> str:
