@@ -303,12 +303,13 @@ def test_a_turns_lasting_facts_are_one_item_each_fact_checked_for_duplicates() -
 [9 May 2022] Nate: Dogs are not for you, then.
 [9 May 2022] Joanna: Yeah, I'm allergic to most reptiles and animals with fur. My sister has a parrot though."""
     run(ExtractivePolicy(COUNTER), state, chunk)
+    # The reply's first fact has four content words ("most" is a function word): a short reply, so it
+    # keeps the question; "Dogs are not for you, then." has one and is small talk.
     assert [item.content for item in state.semantic] == [
         (
-            "Joanna is allergic to most reptiles and animals with fur. "
+            "Would a pet suit Joanna: Joanna is allergic to most reptiles and animals with fur. "
             "It can be a bit of a drag, but Joanna find other ways to be happy."
         ),
-        "Dogs are not for Joanna, then.",
         "Joanna's sister has a parrot though.",
     ]
 
@@ -339,3 +340,13 @@ def test_titled_paragraphs_are_prose_about_their_title(chunk: str) -> None:
     assert "Participants:" not in state.core
     follows = ("(Corliss Archer) The character appears", "(Shirley Temple) Her daughter wrote")
     assert any(content.startswith(follows) for content in contents), contents
+
+
+def test_content_words_leave_out_the_same_function_words_retrieval_does() -> None:
+    from app.policy import facts
+    from app.retrieval import STOPWORDS
+
+    assert facts.STOPWORDS is STOPWORDS  # one list (app.memory.stopwords), not two copies
+    assert facts.content_words("She left after his show, before noon.") == ["left", "show", "noon"]
+    assert facts.content_words("It's what I'm after", ["tim"]) == []
+
