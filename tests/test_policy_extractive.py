@@ -342,6 +342,22 @@ def test_titled_paragraphs_are_prose_about_their_title(chunk: str) -> None:
     assert any(content.startswith(follows) for content in contents), contents
 
 
+def test_a_reply_that_points_back_keeps_the_question_it_answers() -> None:
+    """ "It was Matt Patterson …" says nothing about what "it" is: the question does ("concert"). A
+    long reply that names its subject stands alone, as before."""
+    state = MemoryState()
+    chunk = """\
+[8 May 2023] Caroline: Who played the concert?
+[8 May 2023] Melanie: Thanks! It was Matt Patterson, his voice and songs were amazing.
+[8 May 2023] Caroline: Who sang the opener?
+[8 May 2023] Melanie: Jenna Lee sang first, her voice and songs were amazing."""
+    run(ExtractivePolicy(COUNTER), state, chunk)
+    assert [item.content for item in state.semantic] == [
+        "Who played the concert: It was Matt Patterson, his voice and songs were amazing.",
+        "Jenna Lee sang first, her voice and songs were amazing.",
+    ]
+
+
 def test_content_words_leave_out_the_same_function_words_retrieval_does() -> None:
     from app.policy import facts
     from app.retrieval import STOPWORDS
@@ -350,3 +366,15 @@ def test_content_words_leave_out_the_same_function_words_retrieval_does() -> Non
     assert facts.content_words("She left after his show, before noon.") == ["left", "show", "noon"]
     assert facts.content_words("It's what I'm after", ["tim"]) == []
 
+
+def test_a_sentence_naming_part_of_its_title_is_not_prefixed_again() -> None:
+    state = MemoryState()
+    chunk = (
+        "Vermont Catamounts basketball: The team won 24 games in 2012. "
+        "The Catamounts play their home games at Patrick Gym. "
+        "They finished the season second in the conference."
+    )
+    run(ExtractivePolicy(COUNTER), state, chunk)
+    contents = [item.content for item in state.semantic + state.episodic]
+    assert "The Catamounts play their home games at Patrick Gym." in contents
+    assert "(Vermont Catamounts basketball) They finished the season second in the conference." in contents
