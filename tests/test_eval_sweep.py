@@ -13,7 +13,7 @@ from shared_data import DATA, HOTPOTQA, LOCOMO, require
 from app.memory import WordTokenCounter
 from trainer.episodes import BuildConfig, build_episodes
 from trainer.evaluate.recall import answer_present, gold_turn_recall, locomo_evidence
-from trainer.evaluate.sweep import bootstrap_ci, main, passages
+from trainer.evaluate.sweep import bootstrap_ci, common_episodes, main, parse_variants, passages, summarise
 
 COUNTER = WordTokenCounter()
 TURN = "I went to the LGBTQ support group yesterday and it was so powerful."
@@ -134,3 +134,49 @@ def test_knowledge_update_sweep_scores_current_and_stale_answers(tmp_path: Path)
     assert table["memory:lucene:budget"]["stale"] == 0.0
     assert table["memory:lucene:budget"]["current"] >= 0.8
     assert table["memory:lucene:budget"]["current"] >= table["rag-raw:lucene:budget"]["current"]
+
+
+def test_report_cuts_runs_to_the_episodes_asked_for(tmp_path: Path) -> None:
+    """A held-out split is reported from the same run: its summary is recomputed from its own rows."""
+    rows = [
+        {
+            "variant": variant,
+            "episode": episode,
+            "question": 0,
+            "category": 4,
+            "budget": 1024,
+            "tokens_read": 900,
+            "score": score,
+            "turn_recall": score,
+            "answer_present": score,
+            "current": None,
+            "stale": None,
+        }
+        for episode, score in (("conv-a", 1.0), ("conv-b", 0.0))
+        for variant in ("memory:lucene:budget", "rag-raw:lucene:budget")
+    ]
+    path = tmp_path / "locomo.json"
+    path.with_suffix(".rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = {
+        "label": "after",
+        "dataset": "locomo",
+        "variants": ["memory:lucene:budget", "rag-raw:lucene:budget"],
+        "budgets": [1024],
+        "episodes": [
+            {"episode": "conv-a", "input_tokens": 100, "memory_tokens": 40, "questions": 1},
+            {"episode": "conv-b", "input_tokens": 100, "memory_tokens": 60, "questions": 1},
+        ],
+        "stored_share": 0.5,
+        "passage_tokens": 128,
+        "token_counter": "words",
+        "elapsed_s": 1.0,
+        **summarise(rows, parse_variants("memory:lucene:budget,rag-raw:lucene:budget"), [1024]),
+    }
+    path.write_text(json.dumps(run))
+    assert common_episodes([run], [path])[0]["table"][0]["score"] == 0.5
+    (held_out,) = common_episodes([run], [path], {"conv-a"})
+    assert [e["episode"] for e in held_out["episodes"]] == ["conv-a"]
+    assert held_out["stored_share"] == 0.4
+    assert held_out["table"][0]["questions"] == 1 and held_out["table"][0]["score"] == 1.0
+    assert main(["report", str(path), "--episodes", "conv-b", "--out", str(tmp_path / "b")]) == 0
+    assert "stored memory = 0.600" in (tmp_path / "b" / "sweep.md").read_text()

@@ -303,12 +303,13 @@ def test_a_turns_lasting_facts_are_one_item_each_fact_checked_for_duplicates() -
 [9 May 2022] Nate: Dogs are not for you, then.
 [9 May 2022] Joanna: Yeah, I'm allergic to most reptiles and animals with fur. My sister has a parrot though."""
     run(ExtractivePolicy(COUNTER), state, chunk)
+    # The reply's first fact has four content words ("most" is a function word): a short reply, so it
+    # keeps the question; "Dogs are not for you, then." has one and is small talk.
     assert [item.content for item in state.semantic] == [
         (
-            "Joanna is allergic to most reptiles and animals with fur. "
+            "Would a pet suit Joanna: Joanna is allergic to most reptiles and animals with fur. "
             "It can be a bit of a drag, but Joanna find other ways to be happy."
         ),
-        "Dogs are not for Joanna, then.",
         "Joanna's sister has a parrot though.",
     ]
 
@@ -339,3 +340,41 @@ def test_titled_paragraphs_are_prose_about_their_title(chunk: str) -> None:
     assert "Participants:" not in state.core
     follows = ("(Corliss Archer) The character appears", "(Shirley Temple) Her daughter wrote")
     assert any(content.startswith(follows) for content in contents), contents
+
+
+def test_a_reply_that_points_back_keeps_the_question_it_answers() -> None:
+    """ "It was Matt Patterson …" says nothing about what "it" is: the question does ("concert"). A
+    long reply that names its subject stands alone, as before."""
+    state = MemoryState()
+    chunk = """\
+[8 May 2023] Caroline: Who played the concert?
+[8 May 2023] Melanie: Thanks! It was Matt Patterson, his voice and songs were amazing.
+[8 May 2023] Caroline: Who sang the opener?
+[8 May 2023] Melanie: Jenna Lee sang first, her voice and songs were amazing."""
+    run(ExtractivePolicy(COUNTER), state, chunk)
+    assert [item.content for item in state.semantic] == [
+        "Who played the concert: It was Matt Patterson, his voice and songs were amazing.",
+        "Jenna Lee sang first, her voice and songs were amazing.",
+    ]
+
+
+def test_content_words_leave_out_the_same_function_words_retrieval_does() -> None:
+    from app.policy import facts
+    from app.retrieval import STOPWORDS
+
+    assert facts.STOPWORDS is STOPWORDS  # one list (app.memory.stopwords), not two copies
+    assert facts.content_words("She left after his show, before noon.") == ["left", "show", "noon"]
+    assert facts.content_words("It's what I'm after", ["tim"]) == []
+
+
+def test_a_sentence_naming_part_of_its_title_is_not_prefixed_again() -> None:
+    state = MemoryState()
+    chunk = (
+        "Vermont Catamounts basketball: The team won 24 games in 2012. "
+        "The Catamounts play their home games at Patrick Gym. "
+        "They finished the season second in the conference."
+    )
+    run(ExtractivePolicy(COUNTER), state, chunk)
+    contents = [item.content for item in state.semantic + state.episodic]
+    assert "The Catamounts play their home games at Patrick Gym." in contents
+    assert "(Vermont Catamounts basketball) They finished the season second in the conference." in contents

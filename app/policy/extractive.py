@@ -34,6 +34,7 @@ from app.memory.limits import MemoryLimits
 from app.memory.operations import Tool
 from app.memory.state import MemoryState
 from app.memory.stemming import stem
+from app.memory.stopwords import STOPWORDS
 from app.memory.tokens import TokenCounter, truncate_at_word
 from app.policy.backend import PolicyReply, Usage
 from app.policy.dates import find_date, format_date, mentions_time, resolve_relative
@@ -284,7 +285,10 @@ class ExtractivePolicy:
                 # A reply says what it is about when it is long and repeats the question's words;
                 # otherwise the question is what a later search will name ("What got you into running?").
                 said, topic = _terms(fact, names), _terms(asked, names)
-                if len(said) <= _SHORT_REPLY_WORDS or (len(topic) >= _TOPIC_WORDS and not said & topic):
+                pointing = bool(_REFERENCE_START.match(fact) or _PRONOUN_START.match(fact))
+                if len(said) <= _SHORT_REPLY_WORDS or (
+                    (pointing or len(topic) >= _TOPIC_WORDS) and not said & topic
+                ):
                     fact = f"{asked.rstrip('?').rstrip()}: {fact}"
                 asked = None  # only the reply's first fact answers it
             slot = slot_of(fact)
@@ -317,7 +321,7 @@ class ExtractivePolicy:
                 content = resolve_relative(sentence, anchor) if anchor else sentence
                 # A titled paragraph (an article's "Title: text") is about its title throughout: a
                 # sentence read alone must still say what it is about ("(End of Days) The film follows …").
-                if topic and topic not in sentence and (titled or _PRONOUN_START.match(sentence)):
+                if topic and not _names_topic(sentence, topic) and (titled or _PRONOUN_START.match(sentence)):
                     content = f"({topic}) {content}"
                 writes.insert(MemoryKind.EPISODIC if _is_event(sentence) else MemoryKind.SEMANTIC, content)
 
@@ -372,6 +376,13 @@ def _asked(previous: _Turn, turn: _Turn, names: set[str]) -> str | None:
     if len(informative) < _QUESTION_WORDS:
         return None
     return third_person(question, previous.speaker, turn.speaker)
+
+
+def _names_topic(sentence: str, topic: str) -> bool:
+    """The sentence names its paragraph's topic, or part of it ("The Catamounts, led by …" under
+    "2011–12 Vermont Catamounts men's basketball team")."""
+    names = {word for word in re.findall(r"\b[A-Z][\w'’-]*", topic) if word.lower() not in STOPWORDS}
+    return topic in sentence or bool(names & set(re.findall(r"\b[A-Z][\w'’-]*", sentence)))
 
 
 def _terms(text: str, names: set[str]) -> set[str]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from app.memory.stemming import stem
+from app.memory.stopwords import STOPWORDS
 from app.policy.sentences import entities, is_filler, words
 
 _NAME = r"[A-Z][\w'-]*(?: [A-Z][\w'-]*)?"
@@ -117,87 +118,6 @@ REACTION_WORDS = frozenset(
         "tough",
         "hard",
         "right",
-    ]
-)
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "and",
-        "or",
-        "but",
-        "if",
-        "of",
-        "at",
-        "by",
-        "for",
-        "with",
-        "about",
-        "to",
-        "from",
-        "in",
-        "on",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "have",
-        "has",
-        "had",
-        "do",
-        "does",
-        "did",
-        "i",
-        "me",
-        "my",
-        "we",
-        "our",
-        "you",
-        "your",
-        "he",
-        "she",
-        "it",
-        "its",
-        "they",
-        "them",
-        "their",
-        "this",
-        "that",
-        "these",
-        "those",
-        "there",
-        "here",
-        "what",
-        "which",
-        "who",
-        "when",
-        "where",
-        "why",
-        "how",
-        "it's",
-        "that's",
-        "i'm",
-        "you're",
-        "we're",
-        "they're",
-        "can",
-        "could",
-        "would",
-        "should",
-        "will",
-        "just",
-        "not",
-        "no",
-        "so",
-        "as",
-        "all",
-        "any",
-        "some",
-        "more",
     ]
 )
 # A value ends at punctuation or where a new phrase starts ("Berlin last month", "nurse this year").
@@ -336,7 +256,7 @@ def third_person(sentence: str, speaker: str, other: str | None) -> str:
 
 
 def content_words(text: str, names: Iterable[str] = ()) -> list[str]:
-    skip = _STOP | {name.lower() for name in names}
+    skip = STOPWORDS | {name.lower() for name in names}
     return [word for word in words(text) if word not in skip]
 
 

@@ -378,22 +378,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = sub.add_parser("report", help="plots and markdown from run JSONs")
     report.add_argument("runs", nargs="+", type=Path)
     report.add_argument("--out", type=Path, required=True)
+    report.add_argument(
+        "--episodes", help="only these episodes (comma-separated ids), e.g. a held-out split of LoCoMo"
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         write_run(asyncio.run(run_sweep(args)), args.out)
         return 0
     from trainer.evaluate.sweep_report import write_report
 
-    write_report(common_episodes([json.loads(path.read_text()) for path in args.runs], args.runs), args.out)
+    only = set(args.episodes.split(",")) if args.episodes else None
+    runs = [json.loads(path.read_text()) for path in args.runs]
+    write_report(common_episodes(runs, args.runs, only), args.out)
     return 0
 
 
-def common_episodes(runs: list[dict[str, Any]], paths: Sequence[Path]) -> list[dict[str, Any]]:
+def common_episodes(
+    runs: list[dict[str, Any]], paths: Sequence[Path], only: set[str] | None = None
+) -> list[dict[str, Any]]:
     """Runs of one data set cut to the episodes they all have (from the rows beside each JSON), so that
-    before/after tables compare the same questions."""
+    before/after tables compare the same questions; `only`: further cut to these episodes (a split)."""
     by_dataset: dict[str, set[str]] = {}
     for run in runs:
         episodes = {e["episode"] for e in run["episodes"]}
+        if only is not None:
+            episodes &= only
         by_dataset[run["dataset"]] = by_dataset.get(run["dataset"], episodes) & episodes
     out = []
     for run, path in zip(runs, paths, strict=True):
