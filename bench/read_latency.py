@@ -64,7 +64,10 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, obje
                     cpu.setdefault((op, size), []).append(time.thread_time() - cpu_started)
         for size in args.sizes:  # the first answer after a write: one manual insert, a new version
             for n in range(args.writes):
-                await service.memory.insert_item(TENANT, f"s{size}", "semantic", pool.sentences[n])
+                # A content no item has (a duplicate insert is rejected: no new version).
+                content = f"{pool.sentences[n]} (noted after the import, {n})"
+                result = await service.memory.insert_item(TENANT, f"s{size}", "semantic", content)
+                assert result.status == "ok", result
                 started, cpu_started = time.perf_counter(), time.thread_time()
                 await service.answers.answer(TENANT, f"s{size}", questions[n % len(questions)], k=None)
                 times.setdefault(("after_write", size), []).append(time.perf_counter() - started)
