@@ -138,10 +138,14 @@ class Retriever:
         analyze = self.scorer.analyzer.index_terms
         if previous is None:
             return BM25Index([analyze(content) for _, content in fingerprint], self.scorer.params)
-        # C-level passes over the pairs (a dict from zip, `map` of `pop`): at 100k items the diff is a
-        # few ms. `pop`: a pair that occurs twice keeps its document once and is new the second time.
-        known = dict(zip(previous.fingerprint, range(len(previous.fingerprint))))
-        kept = np.array(list(map(known.pop, fingerprint, repeat(-1))), dtype=np.intp)
+        before = len(previous.fingerprint)
+        if fingerprint[:before] == previous.fingerprint:  # the memory only grew: one C-level compare
+            kept = np.concatenate((np.arange(before), np.full(len(fingerprint) - before, -1))).astype(np.intp)
+        else:
+            # C-level passes over the pairs (a dict from zip, `map` of `pop`). `pop`: a pair that
+            # occurs twice keeps its document once and is new the second time.
+            known = dict(zip(previous.fingerprint, range(before)))
+            kept = np.array(list(map(known.pop, fingerprint, repeat(-1))), dtype=np.intp)
         added = [analyze(fingerprint[at][1]) for at in np.flatnonzero(kept < 0).tolist()]
         return previous.index.updated(kept, added, max_garbage=self._max_garbage)
 

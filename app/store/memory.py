@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Select, Table, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, Operation, Tool, normalise_id
@@ -40,8 +40,9 @@ def _of(row: Session) -> Select[str, str, str, datetime, datetime, int | None, d
     return select(*_COLUMNS).where(MemoryItem.tenant_id == row.tenant_id, MemoryItem.session_id == row.id)
 
 
-def _item(record: Row[str, str, str, datetime, datetime, int | None, datetime | None]) -> Item:
-    _kind, item_id, content, created_at, updated_at, source_seq, occurred_at = record
+def _item(record: Sequence[Any]) -> Item:
+    """The item of a row that starts with `_COLUMNS`."""
+    _kind, item_id, content, created_at, updated_at, source_seq, occurred_at = record[:7]
     return Item(
         id=item_id,
         content=content,
@@ -63,12 +64,17 @@ async def load_changes(db: AsyncSession, row: Session, cached: MemoryState) -> M
     """The memory of `row`, from `cached` (the whole memory of the same session at an older version)
     and what was written since: the rows written at a later version (inserted or edited) and the
     removals. Reads O(change) rows; returns a new state (`cached` and its items are not modified)."""
-    changed = [
-        record
-        for record in await db.execute(
-            _of(row).where(MemoryItem.version > cached.version).order_by(MemoryItem.position)
+    changed = list(
+        await db.execute(
+            select(*_COLUMNS, MemoryItem.position)
+            .where(
+                MemoryItem.tenant_id == row.tenant_id,
+                MemoryItem.session_id == row.id,
+                MemoryItem.version > cached.version,
+            )
+            .order_by(MemoryItem.position)
         )
-    ]
+    )
     removed = set(
         (
             await db.execute(
@@ -84,7 +90,14 @@ async def load_changes(db: AsyncSession, row: Session, cached: MemoryState) -> M
     for kind in LIST_KINDS:
         rows = {record[1]: _item(record) for record in changed if record[0] == kind.value}
         items = state.items(kind)
-        items.extend(rows.pop(item.id, item) for item in cached.items(kind) if item.id not in removed)
+        # An item's position is below the id counter of every version it exists in, so rows at or
+        # above the cached counter are new items: with no removal and no edit, the memory only grew
+        # (the common case, a chunk's inserts) and the cached list is copied whole.
+        edited = any(record[7] < cached.next_item for record in changed if record[0] == kind.value)
+        if removed or edited:
+            items.extend(rows.pop(item.id, item) for item in cached.items(kind) if item.id not in removed)
+        else:
+            items.extend(cached.items(kind))
         # What is left is new: written after every existing item, so in position order at the end.
         items.extend(rows.values())
     return state
