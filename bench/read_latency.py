@@ -8,10 +8,12 @@ extractive answerer), one at a time, alternating sizes. Per call: wall time of t
 i.e. the session row read, the memory (cached per version), the BM25 index (cached per version) and
 ranking, the context and the answer, and the CPU time of the calling thread over the same span (the
 event loop's; Postgres runs apart), which a loaded machine inflates less than wall time. The first
-question after the import is reported apart: it loads the memory and builds the indexes.
+question after the import is reported apart: it loads the memory and builds the indexes. With
+`--writes N`, each session then gets N manual inserts (a new version each), and the first answer after
+each is timed: what a new version costs the memory cache and the index.
 
     python -m bench.read_latency --data-dir ../shared/data [--questions 200] [--sizes 10000,100000]
-        [--json FILE]
+        [--writes N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -60,6 +62,16 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, obje
                         await service.answers.answer(TENANT, f"s{size}", question, k=None)
                     times.setdefault((op, size), []).append(time.perf_counter() - started)
                     cpu.setdefault((op, size), []).append(time.thread_time() - cpu_started)
+        for size in args.sizes:  # the first answer after a write: one manual insert, a new version
+            for n in range(args.writes):
+                # A content no item has (a duplicate insert is rejected: no new version).
+                content = f"{pool.sentences[n]} (noted after the import, {n})"
+                result = await service.memory.insert_item(TENANT, f"s{size}", "semantic", content)
+                assert result.status == "ok", result
+                started, cpu_started = time.perf_counter(), time.thread_time()
+                await service.answers.answer(TENANT, f"s{size}", questions[n % len(questions)], k=None)
+                times.setdefault(("after_write", size), []).append(time.perf_counter() - started)
+                cpu.setdefault(("after_write", size), []).append(time.thread_time() - cpu_started)
     finally:
         await service.stop()
 
@@ -81,8 +93,9 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, obje
         # per call, for confidence intervals between runs
         samples = {
             f"{op}_{unit}": [v * 1000 for v in data[op, size]]
-            for op in ("search", "answer")
+            for op in ("search", "answer", "after_write")
             for unit, data in (("ms", times), ("cpu_ms", cpu))
+            if (op, size) in data
         }
         summary[str(size)] = {**row, "samples": samples}
         print(
@@ -91,6 +104,11 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, obje
             f" (p90 {row['answer_p90_ms']:6.2f}, CPU {row['answer_cpu_p50_ms']:5.2f})"
             f" | first answer (load + index) {row['first_answer_ms']:8.1f} ms"
         )
+        if args.writes:
+            print(
+                f"           first answer after a write: p50 {ms(times['after_write', size], 5):8.1f} ms,"
+                f" CPU {ms(cpu['after_write', size], 5):8.1f} ms (n = {args.writes})"
+            )
     smallest, largest = str(args.sizes[0]), str(args.sizes[-1])
     for op in ("search", "answer"):
         ratio = summary[largest][f"{op}_p50_ms"] / summary[smallest][f"{op}_p50_ms"]  # type: ignore[index]
@@ -106,6 +124,9 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument(
         "--sizes", type=lambda text: tuple(int(n) for n in text.split(",")), default=(10_000, 100_000)
+    )
+    parser.add_argument(
+        "--writes", type=int, default=0, help="then time the first answer after each of N writes"
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()

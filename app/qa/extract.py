@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 
 from app.memory import LIST_KINDS
 from app.qa.context import AnswerContext, dated
@@ -25,7 +26,7 @@ from app.retrieval import STOPWORDS, Analyzer, compound_parts
 
 NO_INFORMATION = "The memory does not contain this information."
 MIN_COVERAGE = 0.3
-_SENTENCE_CACHE = 65_536  # sentences whose terms are remembered (across sessions and questions)
+_ITEM_CACHE = 32_768  # items whose sentences are remembered (across sessions and questions)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
@@ -80,20 +81,24 @@ def _sentence_answer(context: AnswerContext) -> str | None:
         weights = context.word_weights.get(kind, {})
         for scored in context.items(kind):
             text = dated(scored.item)
-            for position, sentence in enumerate(_SENTENCE_END.split(text)):
-                sentence = sentence.strip()
-                if not sentence or sentence.endswith("?"):
-                    continue
-                held = _held(terms, _sentence_terms(analyzer, sentence), analyzer)
+            for sentence in _sentences(analyzer, text):
+                held = _held(terms, sentence)
                 support = sum(weights.get(term, 0.0) for term in held)
                 if support <= 0:
                     continue
-                dated_answer = when and _has_date(sentence, text)
-                order = (dated_answer, support, scored.score, -len(sentence.split()), -kind_order, -position)
+                dated_answer = when and _has_date(sentence.text, text)
+                order = (
+                    dated_answer,
+                    support,
+                    scored.score,
+                    -len(sentence.text.split()),
+                    -kind_order,
+                    -sentence.position,
+                )
                 if best is None or order > best[0]:
-                    best, best_held = (order, sentence, text), len(held)
+                    best, best_held = (order, sentence.text, text), len(held)
                 if when and (fallback is None or order[1:] > fallback[0][1:]):
-                    fallback, fallback_held = (order, sentence, text), len(held)
+                    fallback, fallback_held = (order, sentence.text, text), len(held)
     if best is not None and best_held < MIN_COVERAGE * len(terms) and fallback is not None:
         best, best_held = fallback, fallback_held  # no dated sentence with support enough
     if best is None or best_held < MIN_COVERAGE * len(terms):
@@ -101,22 +106,44 @@ def _sentence_answer(context: AnswerContext) -> str | None:
     return _span(context.question, best[1], best[2])
 
 
-def _held(terms: set[str], words: frozenset[str], analyzer: Analyzer) -> set[str]:
+@dataclass(frozen=True)
+class _Sentence:
+    text: str
+    position: int  # among the pieces the item's text splits into
+    terms: frozenset[str]  # its distinct terms, analysed as the retriever indexes them
+    parts: frozenset[
+        str
+    ]  # the parts its terms are compounds of (`compound_parts`), if the analyzer matches them
+
+
+@functools.lru_cache(maxsize=_ITEM_CACHE)
+def _sentences(analyzer: Analyzer, text: str) -> tuple[_Sentence, ...]:
+    """An item's sentences that may answer (questions left out), with their terms. Cached per item
+    text: the same items come back question after question, and splitting, stemming and finding the
+    compounds' parts of their words anew for every question was most of the answerer's time."""
+    out: list[_Sentence] = []
+    for position, piece in enumerate(_SENTENCE_END.split(text)):
+        sentence = piece.strip()
+        if not sentence or sentence.endswith("?"):
+            continue
+        terms = frozenset(analyzer.index_terms(sentence))
+        parts = (
+            frozenset(part for word in terms for part in compound_parts(word))
+            if analyzer.compounds
+            else frozenset()
+        )
+        out.append(_Sentence(sentence, position, terms, parts))
+    return tuple(out)
+
+
+def _held(terms: set[str], sentence: _Sentence) -> set[str]:
     """The question terms the sentence has, as the retriever matched them (a compound holds its last
-    part when the analyzer matches compounds). The compounds' parts are looked up by suffix: testing
-    every term against every word (`compound_of`) was most of an answer's time."""
-    held = terms.intersection(words)
+    part when the analyzer matches compounds)."""
+    held = terms.intersection(sentence.terms)
     rest = terms - held
-    if analyzer.compounds and rest:
-        held |= rest.intersection(part for word in words for part in compound_parts(word))
+    if rest and sentence.parts:
+        held |= rest.intersection(sentence.parts)
     return held
-
-
-@functools.lru_cache(maxsize=_SENTENCE_CACHE)
-def _sentence_terms(analyzer: Analyzer, sentence: str) -> frozenset[str]:
-    """A sentence's distinct terms. Cached: the same items' sentences come back question after
-    question, and stemming them was the rest of the answerer's time."""
-    return frozenset(analyzer.index_terms(sentence))
 
 
 def _has_date(sentence: str, item_text: str) -> bool:

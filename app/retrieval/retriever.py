@@ -21,7 +21,11 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter
 from typing import Literal
+
+import numpy as np
 
 from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState
 from app.retrieval.bm25 import LUCENE, OKAPI, BM25Index, BM25Params
@@ -66,11 +70,13 @@ class KindIndex:
     # The state this entry was last checked against (a weak reference: the cache must not keep
     # memories alive); the fingerprint is compared only when another state object comes along.
     owner: weakref.ref[MemoryState]
-    terms: list[list[str]]  # each item's analysed terms (same positions), reused by the next build
 
 
 def _fingerprint(items: list[Item]) -> tuple[tuple[str, str], ...]:
-    return tuple((item.id, item.content) for item in items)
+    return tuple(zip(map(_ID, items), map(_CONTENT, items)))
+
+
+_ID, _CONTENT = attrgetter("id"), attrgetter("content")
 
 
 class Retriever:
@@ -80,8 +86,12 @@ class Retriever:
         scorer: Scorer | ScorerName = "okapi",
         *,
         observe: Callable[[float], None] | None = None,
+        max_garbage: float = 0.25,
     ) -> None:
-        """`observe`: called with each search's seconds (the service records them as a metric)."""
+        """`observe`: called with each search's seconds (the service records them as a metric).
+        `max_garbage`: how many removed and added items an index derived from earlier versions may
+        carry, as a fraction of the memory, before the next version is built afresh
+        (`BM25Index.updated`)."""
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
@@ -91,6 +101,7 @@ class Retriever:
         # The trainer may search from worker threads; the lock keeps the LRU bookkeeping consistent.
         self._lock = threading.Lock()
         self._observe = observe
+        self._max_garbage = max_garbage
         self._hits = 0
         self._misses = 0
 
@@ -107,13 +118,8 @@ class Retriever:
             self._misses += 1
             previous = self._newest.get((key, kind))
         fingerprint = _fingerprint(items)
-        # Items unchanged since the last index built for this memory keep their analysed terms:
-        # analysis (stemming) is ~85% of a build, and a new version changes a few items. The index
-        # is then built from the same terms as from scratch, so it is the same index.
-        known = dict(zip(previous.fingerprint, previous.terms)) if previous is not None else {}
-        analyzer = self.scorer.analyzer
-        terms = [known.get(pair) or analyzer.index_terms(pair[1]) for pair in fingerprint]
-        built = KindIndex(fingerprint, BM25Index(terms, self.scorer.params), weakref.ref(state), terms)
+        index = self._build(fingerprint, previous)
+        built = KindIndex(fingerprint, index, weakref.ref(state))
         with self._lock:
             self._cache[slot] = built
             self._cache.move_to_end(slot)
@@ -123,6 +129,25 @@ class Retriever:
                 if self._newest.get((old_key, old_kind)) is evicted:
                     del self._newest[old_key, old_kind]
         return built
+
+    def _build(self, fingerprint: tuple[tuple[str, str], ...], previous: KindIndex | None) -> BM25Index:
+        """The index of a new version of a memory. Derived from the last index built for that memory
+        (caller key and kind) when there is one: items whose (id, content) did not change keep their
+        document, only new and edited items are analysed and indexed (`BM25Index.updated`, equal to a
+        build from scratch), so the first search after a write costs O(change) plus a diff of the ids."""
+        analyze = self.scorer.analyzer.index_terms
+        if previous is None:
+            return BM25Index([analyze(content) for _, content in fingerprint], self.scorer.params)
+        before = len(previous.fingerprint)
+        if fingerprint[:before] == previous.fingerprint:  # the memory only grew: one C-level compare
+            kept = np.concatenate((np.arange(before), np.full(len(fingerprint) - before, -1))).astype(np.intp)
+        else:
+            # C-level passes over the pairs (a dict from zip, `map` of `pop`). `pop`: a pair that
+            # occurs twice keeps its document once and is new the second time.
+            known = dict(zip(previous.fingerprint, range(before)))
+            kept = np.array(list(map(known.pop, fingerprint, repeat(-1))), dtype=np.intp)
+        added = [analyze(fingerprint[at][1]) for at in np.flatnonzero(kept < 0).tolist()]
+        return previous.index.updated(kept, added, max_garbage=self._max_garbage)
 
     def search(
         self,

@@ -46,7 +46,7 @@ class Exchange:
             await insert_items(
                 session,
                 (
-                    item_row(key, kind, item, position)
+                    item_row(key, kind, item, position, state.version)
                     for kind in LIST_KINDS
                     for position, item in enumerate(state.items(kind))
                 ),

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import NotFound
 from app.memory import MemoryState
 from app.store import sessions
-from app.store.memory import load_state
+from app.store.memory import load_changes, load_state
 from app.store.models import Session as SessionRow
 from app.store.sessions import SessionKey
 
@@ -26,7 +26,9 @@ async def session_row(session: AsyncSession, key: SessionKey, *, for_update: boo
 
 
 class StateCache:
-    """Sessions' memories by key, valid while the session's creation time and version match."""
+    """Sessions' memories by key, valid while the session's creation time and version match. A
+    memory cached at an older version of the same session is brought up to date with what was
+    written since (`load_changes`), not read again."""
 
     def __init__(self, max_sessions: int = STATE_CACHE_SESSIONS) -> None:
         self.max_sessions = max_sessions
@@ -41,11 +43,15 @@ class StateCache:
         return cached[1]
 
     async def get(self, session: AsyncSession, key: SessionKey, row: SessionRow) -> MemoryState:
-        """The memory of `row`, loaded in `session` (the transaction `row` was read in) unless cached."""
-        cached = self.cached(key, row)
-        if cached is not None:
-            return cached
-        state = await load_state(session, row)
+        """The memory of `row`, read in `session` (the transaction `row` was read in) unless cached."""
+        current = self.cached(key, row)
+        if current is not None:
+            return current
+        older = self._states.get(key)
+        if older is not None and older[0] == row.created_at and older[1].version < row.version:
+            state = await load_changes(session, row, older[1])  # the rows written since
+        else:
+            state = await load_state(session, row)
         self._states[key] = (row.created_at, state)
         self._states.move_to_end(key)
         while len(self._states) > self.max_sessions:

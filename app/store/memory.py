@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Select, Table, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, Operation, Tool, normalise_id
-from app.store.models import MemoryItem, Session
+from app.store.models import MemoryItem, MemoryRemoval, Session
 from app.store.sessions import SessionKey
 
 # Plain columns, not ORM entities: loading is on every chunk and every question.
@@ -40,8 +40,9 @@ def _of(row: Session) -> Select[str, str, str, datetime, datetime, int | None, d
     return select(*_COLUMNS).where(MemoryItem.tenant_id == row.tenant_id, MemoryItem.session_id == row.id)
 
 
-def _item(record: Row[str, str, str, datetime, datetime, int | None, datetime | None]) -> Item:
-    _kind, item_id, content, created_at, updated_at, source_seq, occurred_at = record
+def _item(record: Sequence[Any]) -> Item:
+    """The item of a row that starts with `_COLUMNS`."""
+    _kind, item_id, content, created_at, updated_at, source_seq, occurred_at = record[:7]
     return Item(
         id=item_id,
         content=content,
@@ -56,6 +57,49 @@ async def load_state(db: AsyncSession, row: Session) -> MemoryState:
     state = _scalars(row)
     for record in await db.execute(_of(row).order_by(MemoryItem.kind, MemoryItem.position)):
         state.items(MemoryKind(record[0])).append(_item(record))
+    return state
+
+
+async def load_changes(db: AsyncSession, row: Session, cached: MemoryState) -> MemoryState:
+    """The memory of `row`, from `cached` (the whole memory of the same session at an older version)
+    and what was written since: the rows written at a later version (inserted or edited) and the
+    removals. Reads O(change) rows; returns a new state (`cached` and its items are not modified)."""
+    changed = list(
+        await db.execute(
+            select(*_COLUMNS, MemoryItem.position)
+            .where(
+                MemoryItem.tenant_id == row.tenant_id,
+                MemoryItem.session_id == row.id,
+                MemoryItem.version > cached.version,
+            )
+            .order_by(MemoryItem.position)
+        )
+    )
+    removed = set(
+        (
+            await db.execute(
+                select(MemoryRemoval.item_id).where(
+                    MemoryRemoval.tenant_id == row.tenant_id,
+                    MemoryRemoval.session_id == row.id,
+                    MemoryRemoval.version > cached.version,
+                )
+            )
+        ).scalars()
+    )
+    state = _scalars(row)
+    for kind in LIST_KINDS:
+        rows = {record[1]: _item(record) for record in changed if record[0] == kind.value}
+        items = state.items(kind)
+        # An item's position is below the id counter of every version it exists in, so rows at or
+        # above the cached counter are new items: with no removal and no edit, the memory only grew
+        # (the common case, a chunk's inserts) and the cached list is copied whole.
+        edited = any(record[7] < cached.next_item for record in changed if record[0] == kind.value)
+        if removed or edited:
+            items.extend(rows.pop(item.id, item) for item in cached.items(kind) if item.id not in removed)
+        else:
+            items.extend(cached.items(kind))
+        # What is left is new: written after every existing item, so in position order at the end.
+        items.extend(rows.values())
     return state
 
 
@@ -135,7 +179,8 @@ def _by_id(state: MemoryState) -> dict[str, tuple[MemoryKind, Item]]:
     return {item.id: (kind, item) for kind in LIST_KINDS for item in state.items(kind)}
 
 
-def item_row(key: SessionKey, kind: MemoryKind, item: Item, position: int) -> dict[str, object]:
+def item_row(key: SessionKey, kind: MemoryKind, item: Item, position: int, version: int) -> dict[str, object]:
+    """The row of `item`, written at session version `version`."""
     return {
         "tenant_id": key[0],
         "session_id": key[1],
@@ -147,6 +192,7 @@ def item_row(key: SessionKey, kind: MemoryKind, item: Item, position: int) -> di
         "updated_at": item.updated_at,
         "source_seq": item.source_seq,
         "occurred_at": item.occurred_at,
+        "version": version,
     }
 
 
@@ -167,11 +213,22 @@ async def save_state(db: AsyncSession, row: Session, before: MemoryState, after:
                 MemoryItem.tenant_id == key[0], MemoryItem.session_id == key[1], MemoryItem.item_id.in_(gone)
             )
         )
+        await db.execute(
+            cast(Table, MemoryRemoval.__table__).insert(),
+            [
+                {"tenant_id": key[0], "session_id": key[1], "item_id": item_id, "version": after.version}
+                for item_id in gone
+            ],
+        )
     # New items are appended and each consumed one tick of the id counter, so the counter value at
     # their creation is a position after every existing one.
     fresh = [(kind, item) for item_id, (kind, item) in new.items() if item_id not in old]
     await insert_items(
-        db, (item_row(key, kind, item, before.next_item + n) for n, (kind, item) in enumerate(fresh))
+        db,
+        (
+            item_row(key, kind, item, before.next_item + n, after.version)
+            for n, (kind, item) in enumerate(fresh)
+        ),
     )
     for item_id, (_kind, item) in new.items():
         previous = old.get(item_id)
@@ -190,7 +247,12 @@ async def save_state(db: AsyncSession, row: Session, before: MemoryState, after:
                     MemoryItem.session_id == key[1],
                     MemoryItem.item_id == item_id,
                 )
-                .values(content=item.content, updated_at=item.updated_at, occurred_at=item.occurred_at)
+                .values(
+                    content=item.content,
+                    updated_at=item.updated_at,
+                    occurred_at=item.occurred_at,
+                    version=after.version,
+                )
             )
     row.core, row.core_truncated = after.core, after.core_truncated
     row.version, row.next_item = after.version, after.next_item

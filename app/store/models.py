@@ -127,6 +127,7 @@ class MemoryItem(Base):
         # The ingest worker looks items up by content (an insert's duplicates) without reading the
         # session's items: a hash index on Postgres (contents can exceed a B-tree entry's size limit).
         Index(None, "content", postgresql_using="hash"),
+        Index(None, "tenant_id", "session_id", "version"),  # what changed since a version
     )
 
     tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
@@ -139,6 +140,22 @@ class MemoryItem(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     source_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The session version that last wrote the row: a reader holding the memory at version v reads
+    # only the rows above v (and `MemoryRemoval`s above v) to bring it up to date.
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class MemoryRemoval(Base):
+    """An item deleted from a session's memory, at the version that deleted it (item ids are never
+    reused, so one row per item)."""
+
+    __tablename__ = "memory_removals"
+    __table_args__ = (ForeignKeyConstraint(*_SESSION_FK, ondelete="CASCADE"),)
+
+    tenant_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    item_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class OperationLog(Base):

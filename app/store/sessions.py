@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contracts.schemas import SessionOut
-from app.store.models import Chunk, ChunkStatus, MemoryItem, OperationLog, Session, Tenant
+from app.store.models import Chunk, ChunkStatus, MemoryItem, MemoryRemoval, OperationLog, Session, Tenant
 from app.store.sql import insert_ignore
 
 SessionKey = tuple[str, str]  # (tenant_id, session_id)
@@ -60,7 +60,7 @@ async def lock_or_create_session(db: AsyncSession, key: SessionKey, now: datetim
 
 async def delete_session(db: AsyncSession, key: SessionKey) -> bool:
     tenant, session_id = key
-    for model in (OperationLog, MemoryItem, Chunk):
+    for model in (OperationLog, MemoryItem, MemoryRemoval, Chunk):
         await db.execute(delete(model).where(model.tenant_id == tenant, model.session_id == session_id))
     result = await db.execute(delete(Session).where(Session.tenant_id == tenant, Session.id == session_id))
     return bool(result.rowcount)  # type: ignore[attr-defined]
