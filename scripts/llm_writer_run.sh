@@ -5,13 +5,13 @@
 #
 #   nice -n 15 bash scripts/llm_writer_run.sh     # (on a shared machine)
 #
-# Env: CONVERSATIONS (default conv-30,conv-26), CACHE (default $MEMALPHA_CACHE/llm-writer), DATA_DIR,
+# Env: CONVERSATIONS (default conv-30,conv-26), CACHE (default docs/results/sweep/llm-writer-cache), DATA_DIR,
 # OUT (default docs/results/sweep/llm-writer.json), PORT_15 / PORT_05 (llama-server ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 CONVERSATIONS=${CONVERSATIONS:-conv-30,conv-26}
-CACHE=${CACHE:-${MEMALPHA_CACHE:-$HOME/.cache/memalpha}/llm-writer}
+CACHE=${CACHE:-$PWD/docs/results/sweep/llm-writer-cache}  # committed, so a fresh machine resumes
 DATA_DIR=${DATA_DIR:-${MEMALPHA_DATA_DIR:-../shared/data}}
 OUT=${OUT:-docs/results/sweep/llm-writer.json}
 PORT_15=${PORT_15:-18615}
