@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.ingest.shutdown import run_to_completion
 from app.ingest.wakeups import Wakeups, Watch
 from app.store import chunks
 from app.store.database import Database
@@ -108,8 +109,9 @@ class ChunkWaiter:
                 if not wanted:
                     continue
                 try:
-                    async with self.db.read() as session:
-                        finished, blocked_by = await _finished(session, key, wanted)
+                    # `stop` cancels this loop: a read cut short there leaves SQLAlchemy a connection
+                    # whose reset is cancelled too (an error in the log at every unlucky shutdown).
+                    finished, blocked_by = await run_to_completion(self._read(key, wanted))
                 except Exception as exc:  # the database may be away; the waits time out on their own
                     if not self.db.outage.failed(exc):
                         log.exception("polling chunk statuses of %s failed", key)
@@ -118,6 +120,10 @@ class ChunkWaiter:
                     self.wakeups.finished(key, seq, status)
                 if blocked_by is not None:
                     self.wakeups.finished(key, blocked_by, ChunkStatus.FAILED)
+
+    async def _read(self, key: SessionKey, wanted: set[int]) -> tuple[dict[int, str | None], int | None]:
+        async with self.db.read() as session:
+            return await _finished(session, key, wanted)
 
 
 async def _finished(

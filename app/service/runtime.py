@@ -48,6 +48,7 @@ from app.errors import BadRequest
 from app.ingest.pool import WorkerPool
 from app.ingest.prepare import validate_session_id
 from app.ingest.queue import ChunkQueue, QueueConfig
+from app.ingest.shutdown import run_to_completion
 from app.ingest.waiting import ChunkWaiter
 from app.ingest.wakeups import PgListener, Wakeups
 from app.ingest.worker import WorkerConfig
@@ -222,7 +223,8 @@ class MemoryService:
     async def _refresh_gauge(self) -> None:
         while True:
             try:
-                await self.queue.refresh_backlog()
+                # Cancelled by `stop`: the count finishes first (see ChunkWaiter._poll).
+                await run_to_completion(self.queue.refresh_backlog())
             except Exception as exc:  # metrics must not take the service down
                 if not self.db.outage.failed(exc):
                     log.exception("refreshing the pending-chunks gauge failed")
