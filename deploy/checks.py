@@ -273,16 +273,17 @@ def check_smoke(args: argparse.Namespace) -> int:
     server = worker = None
     try:
         print(f"  start   {shlex.join(command)}   (MEMALPHA_PORT={port}, env from docker-compose config)")
-        log = open(workdir / "api.log", "wb")
-        server = subprocess.Popen(
-            command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        # The child keeps its own descriptor of the log; the parent's is closed at once.
+        with open(workdir / "api.log", "wb") as log:
+            server = subprocess.Popen(
+                command, env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         probe = healthcheck_command()
         probe[0] = str(venv_bin / probe[0]) if (venv_bin / probe[0]).exists() else probe[0]
         deadline = time.monotonic() + args.timeout
         healthy = False
         while time.monotonic() < deadline and server.poll() is None:
-            if subprocess.run(probe, env=env, capture_output=True).returncode == 0:
+            if subprocess.run(probe, env=env, capture_output=True, check=False).returncode == 0:
                 healthy = True
                 break
             time.sleep(1)
@@ -305,15 +306,15 @@ def check_smoke(args: argparse.Namespace) -> int:
                 if got != want:
                     errors.append(f"{what}: HTTP {got}, expected {want}")
         # The compose worker: same image entrypoint (`memalpha`) and environment, command `worker`.
-        worker_log = open(workdir / "worker.log", "wb")
-        worker = subprocess.Popen(
-            [str(venv_bin / "memalpha"), "worker"],
-            env=env,
-            cwd=workdir,
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(workdir / "worker.log", "wb") as worker_log:
+            worker = subprocess.Popen(
+                [str(venv_bin / "memalpha"), "worker"],
+                env=env,
+                cwd=workdir,
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         time.sleep(5)
         if worker.poll() is not None:
             errors.append(f"memalpha worker exited with {worker.returncode}; log: {workdir / 'worker.log'}")

@@ -25,7 +25,8 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null
 fi
 
-step "static checks: formatting, layer contracts (import-linter), types (mypy on app/)"
+step "static checks: lint and formatting (ruff), layer contracts (import-linter), types (mypy on app/)"
+.venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
 .venv/bin/mypy
