@@ -1,26 +1,36 @@
 """The `json` format is trained under the service's schema constraint: the trainer's sampler only emits
 replies that are valid (prefixes of) `tool_calls_json_schema`, records the log-probs of the masked
-distribution, and the update recomputes exactly those log-probs under the same mask."""
+distribution, and the update recomputes exactly those log-probs under the same mask. And it is trained on
+the service's prompt: the experiment's sampler decodes from the messages the service sends."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
 import pytest
 import torch
+from scripted_llm import ScriptedLLM, Text
+from shared_data import SQUAD, require
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from app.backends import make_policy, policy_serving
+from app.memory import MemoryState
+from app.memory.state import Item
 from app.policy.tools import json_response_format, tool_calls_json_schema
-from trainer.config import LoraConfig, ModelConfig
+from app.settings import Settings
+from trainer.config import LoraConfig, ModelConfig, load_config
 from trainer.grpo import TrainSample, shared_prompt_logprobs
+from trainer.loop import Trainer
+from trainer.manifest import serving_differences, trained_serving
 from trainer.models import LoadedPolicy, load_policy
 from trainer.sampling.constraint import ConstraintError, JsonCallsConstraint
 from trainer.sampling.mask import masked, unpack_allowed
-from trainer.sampling.record import TokenSample, stop_token_ids
+from trainer.sampling.record import TokenSample, chat_prompt_ids, stop_token_ids
 from trainer.sampling.transformers_policy import TransformersPolicy
 from trainer.sampling.vllm_policy import VLLMSamplingPolicy
 from trainer.tiny_model import CHAT_TEMPLATE, END_OF_TEXT, IM_END, IM_START, build_model
@@ -67,7 +77,8 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def tiny_bpe(tmp_path_factory: pytest.TempPathFactory) -> LoadedPolicy:
+def tiny_bpe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A transformers model directory: a tiny random Qwen2 with a lossless (byte-level) tokenizer."""
     base = Path(tmp_path_factory.mktemp("tiny-bpe")) / "base"
     tokenizer = _tokenizer()
     model = build_model(
@@ -75,8 +86,14 @@ def tiny_bpe(tmp_path_factory: pytest.TempPathFactory) -> LoadedPolicy:
     )
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
+    return base
+
+
+@pytest.fixture(scope="module")
+def tiny_bpe(tiny_bpe_dir: Path) -> LoadedPolicy:
     loaded = load_policy(
-        ModelConfig(source="hf", name="tiny-bpe", path=str(base), device="cpu"), LoraConfig(r=4, alpha=8)
+        ModelConfig(source="hf", name="tiny-bpe", path=str(tiny_bpe_dir), device="cpu"),
+        LoraConfig(r=4, alpha=8),
     )
     for name, parameter in loaded.model.named_parameters():
         if "lora_B" in name:  # a non-zero adapter: the update's model is not the bare base
@@ -212,3 +229,45 @@ def test_vllm_rollouts_send_the_services_response_format(
             max_new_tokens=64,
             constraint=constraint,
         )
+
+
+async def test_the_experiment_samples_from_the_prompt_the_service_sends(
+    tiny_bpe_dir: Path, tmp_path: Path
+) -> None:
+    """Train = serve for the prompt (grpo-squad pre-registration, revision 3): the experiment's trainer, with
+    the tiny model in place of the 0.5B, decodes from exactly the chat template of the messages the service
+    sends for the same memory and chunk under the registered serving settings (run.sh's), and the serving
+    settings its adapters record (the prompt's digest included) are the service's."""
+    config = load_config(
+        Path(__file__).parents[1] / "trainer/configs/cpu-squad-experiment.toml",
+        {
+            "model.path": str(tiny_bpe_dir),
+            "model.name": "tiny-bpe",
+            "data.data_dir": str(require(SQUAD).parents[1]),
+            "run.out_dir": str(tmp_path / "run"),
+        },
+    )
+    trainer = Trainer(config, Settings(_env_file=None), progress=False)  # type: ignore[call-arg]
+    first, chunk = trainer.split.held_out[0].chunks[:2]
+    when = datetime(2024, 3, 2, tzinfo=UTC)
+    state = MemoryState(core=first[:80], semantic=[Item("s1", first, when, when, source_seq=0)], next_item=1)
+    with ScriptedLLM(Text("[]")) as llm:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            policy_backend="openai",
+            policy_url=llm.url,
+            policy_model=llm.model,
+            policy_tool_format="json",
+            policy_max_tokens=384,
+            policy_max_calls=32,
+        )
+        service = make_policy(settings)
+        await service.propose(state, chunk)
+        await service.aclose()
+        sent = llm.requests[-1].body["messages"]
+    reply = await trainer._sampler(0.0, []).propose(state, chunk)
+    await trainer.aclose()
+    assert reply.extras["prompt_ids"] == chat_prompt_ids(trainer.loaded.tokenizer, sent, "json")
+    served = policy_serving(settings, trainer.counter).model_dump()
+    trained = trained_serving(config, trainer.counter.name).model_dump()
+    assert serving_differences({"serving": trained}, served) == []
