@@ -1,7 +1,9 @@
 """The budget-filled answer context reads the ranking lazily (`Retriever.matching`, batches that grow):
 it must answer exactly what ranking every match up front answered, for any memory, question, cap and
 budget. The reference below is the eager algorithm the lazy one replaced (every match ranked, wrapped
-and sorted; episodic order from a map of every item's position)."""
+and sorted; episodic order from a map of every item's position), and it charges each item what the
+rendered prompt really grows by: the lazy loop's cost of an item (its text, number, line) must be exact,
+so it fills the budget as far as the matches allow."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, WordTokenCounter
 from app.qa import assemble_context
-from app.qa.context import _MAX_SKIPS, _NUMBERING_TOKENS, AnswerContext, _measured
+from app.qa.context import _MAX_SKIPS, AnswerContext, _measured
 from app.retrieval import Retriever, ScoredItem, bm25_tokens
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
@@ -48,7 +50,16 @@ def _eager(
     candidates = sorted(
         ((scored, kind) for kind in LIST_KINDS for scored in found[kind]), key=lambda pair: -pair[0].score
     )
-    used = _measured(draft, COUNTER).tokens
+    position = {item.id: n for n, item in enumerate(state.episodic)}
+
+    def measured(taken: list[tuple[ScoredItem, MemoryKind]]) -> AnswerContext:
+        semantic = [s for s, kind in taken if kind is MemoryKind.SEMANTIC]
+        episodic = sorted(
+            (s for s, kind in taken if kind is MemoryKind.EPISODIC), key=lambda s: position[s.item.id]
+        )
+        return _measured(replace(draft, semantic=semantic, episodic=episodic), COUNTER)
+
+    context = measured([])
     taken: list[tuple[ScoredItem, MemoryKind]] = []
     seen: set[str] = set()
     skips = 0
@@ -56,8 +67,8 @@ def _eager(
         text = " ".join(bm25_tokens(scored.item.content))
         if text in seen:
             continue
-        cost = COUNTER.count(scored.item.content) + _NUMBERING_TOKENS
-        if used + cost > budget:
+        grown = measured([*taken, (scored, kind)])
+        if grown.tokens > budget:
             skips += 1
             if skips >= _MAX_SKIPS:
                 break
@@ -65,17 +76,8 @@ def _eager(
         skips = 0
         seen.add(text)
         taken.append((scored, kind))
-        used += cost
-    position = {item.id: n for n, item in enumerate(state.episodic)}
-    while True:
-        semantic = [s for s, kind in taken if kind is MemoryKind.SEMANTIC]
-        episodic = sorted(
-            (s for s, kind in taken if kind is MemoryKind.EPISODIC), key=lambda s: position[s.item.id]
-        )
-        context = _measured(replace(draft, semantic=semantic, episodic=episodic), COUNTER)
-        if context.tokens <= budget or not taken:
-            return context
-        taken.pop()
+        context = grown
+    return context
 
 
 @settings(max_examples=300, deadline=None)

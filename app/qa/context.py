@@ -3,7 +3,9 @@
 - `budget` (the service default): the items of both kinds that share a term with the question, best
   BM25 score first, added while the whole prompt fits the token budget; an item whose words repeat one
   already taken is left out. Nothing unrelated pads the context, so a small budget holds only what
-  matches. Episodic items are shown in time order (their order in memory), with their date.
+  matches. Episodic items are shown in time order (their order in memory), with their date. Each
+  item is charged what it adds to the prompt (its text, its number, its line), so the loop fills the
+  budget instead of overfilling it and dropping items again.
 - `top-k` (SPEC §4, as the paper and the trainer's reward use it): core + the top-k items of each kind,
   k shrunk until the prompt fits the budget.
 """
@@ -22,7 +24,7 @@ from app.qa.prompt import answer_messages, prompt_tokens
 from app.retrieval import Analyzer, Retriever, ScoredItem, bm25_tokens
 
 ContextMode = Literal["budget", "top-k"]
-_NUMBERING_TOKENS = 3  # "12. " and the line break, per item (checked against the real count at the end)
+_NONE_RETRIEVED = "(none retrieved)"  # what an empty kind shows (`render_answer_context`)
 _MAX_SKIPS = 64  # items that did not fit, in a row, before the budget counts as full
 _COST_CACHE_ITEMS = 65_536  # items whose cost is remembered (across sessions and versions)
 
@@ -148,6 +150,7 @@ def _fill_budget(
     )
     used = _measured(draft, counter).tokens
     taken: list[_Taken] = []
+    shown = dict.fromkeys(LIST_KINDS, 0)
     seen: set[str] = set()
     skips = 0
     for position, scored, kind in candidates:
@@ -155,6 +158,7 @@ def _fill_budget(
         text, cost = _cost(counter, scored.item.content)  # type: ignore[arg-type]
         if text in seen:
             continue
+        cost += _line_cost(counter, shown[kind] + 1)  # type: ignore[arg-type]
         if used + cost > budget_tokens:
             skips += 1
             if skips >= _MAX_SKIPS:
@@ -163,19 +167,30 @@ def _fill_budget(
         skips = 0
         seen.add(text)
         taken.append((position, scored, kind))
+        shown[kind] += 1
         used += cost
     while True:
         context = _measured(_arrange(draft, taken), counter)
         if context.tokens <= budget_tokens or not taken:
             return context
-        taken.pop()  # the estimate fell short: drop the lowest-scored item
+        taken.pop()  # the estimate fell short (tokens merged across a line break): drop the lowest-scored
 
 
 @functools.lru_cache(maxsize=_COST_CACHE_ITEMS)
 def _cost(counter: TokenCounter, content: str) -> tuple[str, int]:
-    """An item's duplicate key (its words) and what it adds to the prompt. Cached: the same items
-    come back question after question, and this was most of the budget loop's time."""
-    return " ".join(bm25_tokens(content)), counter.count(content) + _NUMBERING_TOKENS
+    """An item's duplicate key (its words) and the tokens of its text as the prompt holds it: after
+    its number's space and before a line break (a BPE tokenizer merges the space into the first word,
+    " Caroline" one token where "Caroline" is two, and the break with closing punctuation). Cached:
+    the same items come back question after question, and this was most of the budget loop's time."""
+    return " ".join(bm25_tokens(content)), counter.count(f" {content}\n")
+
+
+@functools.lru_cache(maxsize=1024)
+def _line_cost(counter: TokenCounter, number: int) -> int:
+    """What the `number`-th item of a kind adds besides its text: its number (a token per digit, so
+    more from the tenth item on); the first one replaces "(none retrieved)" and its line break."""
+    tokens = counter.count(f"{number}.")
+    return tokens - counter.count(_NONE_RETRIEVED + "\n") if number == 1 else tokens
 
 
 def _ranked(
