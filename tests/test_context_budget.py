@@ -24,7 +24,16 @@ COUNTER = WordTokenCounter()
 WORDS = ["bee", "hive", "honey", "wax", "queen", "drone", "the", "sting"]
 
 texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(" ".join)
-memories = st.tuples(st.lists(texts, max_size=60), st.lists(texts, max_size=60))
+# A memory's events all open with a date or none does, so that the budget loop charges day lines (budget
+# mode writes one per day). A mix also costs "No date:" lines between runs, which the loop does not
+# foresee: the final check keeps such a context within the budget (`test_mixed_dates_stay_within_budget`).
+dated_events = st.tuples(st.sampled_from(["On 1 May 2023, ", "On 2 May 2023, ", "[3 May 2023] "]), texts).map(
+    "".join
+)
+memories = st.tuples(
+    st.lists(texts, max_size=60),
+    st.booleans().flatmap(lambda dated: st.lists(dated_events if dated else texts, max_size=60)),
+)
 
 
 def _state(semantic: list[str], episodic: list[str]) -> MemoryState:
@@ -44,7 +53,7 @@ def _eager(
     draft = assemble_context(
         state, question, retriever=retriever, k=0, budget_tokens=budget, counter=COUNTER, mode="top-k"
     )
-    draft = replace(draft, semantic=[], episodic=[])
+    draft = replace(draft, semantic=[], episodic=[], by_day=True)  # budget mode: a date line per day
     cap = k if k is not None else max(len(state.semantic), len(state.episodic))
     found = retriever.search(state, question, cap, LIST_KINDS, matching=True)
     candidates = sorted(
@@ -119,3 +128,25 @@ def test_matching_in_batches_equals_one_ranking(
         streamed = list(retriever.matching(state, terms, kind, limit=limit, batch=batch))
         assert [scored for _, scored in streamed] == expected
         assert all(state.items(kind)[position] is scored.item for position, scored in streamed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    semantic=st.lists(texts, max_size=30),
+    episodic=st.lists(dated_events | texts, max_size=30),
+    question=texts,
+    budget=st.integers(0, 400),
+)
+def test_mixed_dates_stay_within_budget(
+    semantic: list[str], episodic: list[str], question: str, budget: int
+) -> None:
+    context = assemble_context(
+        _state(semantic, episodic),
+        question,
+        retriever=Retriever(),
+        k=None,
+        budget_tokens=budget,
+        counter=COUNTER,
+        mode="budget",
+    )
+    assert context.tokens <= budget or not (context.semantic or context.episodic)
