@@ -2,16 +2,16 @@
 
 For each LoCoMo question the sweep's own contexts are assembled (`trainer.evaluate.sweep`: the
 extractive writer's memory and the raw stream as 128-token passages, `lucene` scorer, budget mode) and
-the prompt's tokens are split into parts by rendering the context again without each part and
-counting the difference (BPE merges across a cut are a token or two; the parts add up to the
+the prompt's tokens are split into parts by taking each part out of the rendered context and counting
+the difference (BPE merges across a cut are a token or two; the parts add up to the
 context's count by construction, the remainder is `headers`):
 
 - `fixed`: system prompt, `<memory>` wrapper and the question (the same for both methods);
 - `core`: the core memory's text (its section header is counted in `headers`);
 - `numbering`: the `N. ` in front of every item;
 - `dates`: a leading date on an episodic item (`On 8 May 2023, `, the writer's form, or the
-  answerer's `[8 May 2023] ` prefix) and the time stamp at the start of every raw transcript line
-  (`[1:56 pm on 8 May, 2023] `, in rag-raw's passages);
+  answerer's `[8 May 2023] ` prefix), budget mode's date line per day (`8 May 2023:`), and the time
+  stamp at the start of every raw transcript line (`[1:56 pm on 8 May, 2023] `, in rag-raw's passages);
 - `items`: the items' text without those;
 - `headers`: section headers, `(none retrieved)`, blank lines;
 - `slack`: budget − the prompt's tokens (what the budget loop left unused).
@@ -31,7 +31,7 @@ from pathlib import Path
 from statistics import fmean
 
 from app.backends import make_policy
-from app.memory import MemoryState, TokenCounter, render_answer_context
+from app.memory import MemoryState, TokenCounter
 from app.qa import AnswerContext, assemble_context
 from app.qa.context import dated
 from app.retrieval import Retriever
@@ -49,26 +49,21 @@ PARTS = ("fixed", "core", "numbering", "dates", "items", "headers", "slack")
 _LEADING_DATE = re.compile(r"(?m)^(?:On \d{1,2} [A-Z][a-z]+ \d{4}, |\[[^\]\n]{1,40}\d{4}\] )")
 
 
-def _render(context: AnswerContext, *, numbered: bool, with_dates: bool, with_core: bool) -> str:
-    def strip(text: str) -> str:
-        return text if with_dates else _LEADING_DATE.sub("", text)
-
-    core = context.core if with_core else ""
-    text = render_answer_context(
-        core,
-        [strip(s.item.content) for s in context.semantic],
-        [strip(dated(s.item)) for s in context.episodic],
-    )
-    return text if numbered else re.sub(r"(?m)^\d+\. ", "", text)
+_NUMBER = re.compile(r"(?m)^\d+\. ")
+_DAY_LINE = re.compile(r"(?m)^(?:\d{1,2} [A-Z][a-z]+ \d{4}|No date):\n")  # budget mode's line per day
 
 
 def parts(context: AnswerContext, budget: int, counter: TokenCounter) -> dict[str, int]:
-    full = counter.count(context.rendered())
-    unnumbered = counter.count(_render(context, numbered=False, with_dates=True, with_core=True))
-    undated = counter.count(_render(context, numbered=False, with_dates=False, with_core=True))
-    bare = counter.count(_render(context, numbered=False, with_dates=False, with_core=False))
-    items = sum(counter.count(_LEADING_DATE.sub("", s.item.content)) for s in context.semantic) + sum(
-        counter.count(_LEADING_DATE.sub("", dated(s.item))) for s in context.episodic
+    full_text = context.rendered()
+    unnumbered_text = _NUMBER.sub("", full_text)
+    undated_text = _LEADING_DATE.sub("", _DAY_LINE.sub("", unnumbered_text))
+    bare_text = undated_text.replace(f"Core memory:\n{context.core}\n", "Core memory:\n(empty)\n", 1)
+    full, unnumbered, undated, bare = (
+        counter.count(text) for text in (full_text, unnumbered_text, undated_text, bare_text)
+    )
+    # Each item's text as the prompt holds it: after its number's space (" Caroline" is one token).
+    items = sum(counter.count(" " + _LEADING_DATE.sub("", s.item.content)) for s in context.semantic) + sum(
+        counter.count(" " + _LEADING_DATE.sub("", dated(s.item))) for s in context.episodic
     )
     empty_core = counter.count("(empty)") if context.core else 0
     return {
