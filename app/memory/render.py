@@ -8,6 +8,7 @@ from app.memory.kinds import LIST_KINDS, MemoryKind
 from app.memory.state import MemoryState
 
 POLICY_VISIBLE_ITEMS = 5
+NONE_RETRIEVED = "(none retrieved)"  # what the answer context shows for a kind without items
 
 
 def render_policy_memory(state: MemoryState, visible: int = POLICY_VISIBLE_ITEMS) -> str:
@@ -34,7 +35,7 @@ def render_answer_context(
         (MemoryKind.SEMANTIC, _numbered(semantic)),
         (MemoryKind.EPISODIC, _numbered(episodic, days)),
     ):
-        body = "\n".join(lines) if lines else "(none retrieved)"
+        body = "\n".join(lines) if lines else NONE_RETRIEVED
         sections.append(f"{kind.value.capitalize()} memory:\n{body}")
     return "\n\n".join(sections)
 

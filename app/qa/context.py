@@ -23,12 +23,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, TokenCounter, render_answer_context
+from app.memory import (
+    LIST_KINDS,
+    NONE_RETRIEVED,
+    Item,
+    MemoryKind,
+    MemoryState,
+    TokenCounter,
+    render_answer_context,
+)
 from app.qa.prompt import answer_messages, prompt_tokens
 from app.retrieval import Analyzer, Retriever, ScoredItem, bm25_tokens
 
 ContextMode = Literal["budget", "top-k"]
-_NONE_RETRIEVED = "(none retrieved)"  # what an empty kind shows (`render_answer_context`)
 _MAX_SKIPS = 64  # items that did not fit, in a row, before the budget counts as full
 _COST_CACHE_ITEMS = 65_536  # items whose cost is remembered (across sessions and versions)
 # The date an episodic item's text opens with, in the forms the service writes: the extractive writer's
@@ -213,7 +220,8 @@ def _fill_budget(
         context = _measured(_arrange(draft, taken), counter)
         if context.tokens <= budget_tokens or not taken:
             return context
-        taken.pop()  # the estimate fell short (tokens merged across a line break): drop the lowest-scored
+        # The estimate fell short (a "No date:" line between dated runs, tokens merged across a break):
+        taken.pop()  # drop the lowest-scored item
 
 
 @functools.lru_cache(maxsize=_COST_CACHE_ITEMS)
@@ -230,7 +238,7 @@ def _line_cost(counter: TokenCounter, number: int) -> int:
     """What the `number`-th item of a kind adds besides its text: its number (a token per digit, so
     more from the tenth item on); the first one replaces "(none retrieved)" and its line break."""
     tokens = counter.count(f"{number}.")
-    return tokens - counter.count(_NONE_RETRIEVED + "\n") if number == 1 else tokens
+    return tokens - counter.count(NONE_RETRIEVED + "\n") if number == 1 else tokens
 
 
 @functools.lru_cache(maxsize=_COST_CACHE_ITEMS)
