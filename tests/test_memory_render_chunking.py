@@ -66,6 +66,14 @@ def test_answer_context_has_no_ids_and_numbers_items() -> None:
     assert "(none retrieved)" in text and "[" not in text
 
 
+def test_answer_context_writes_a_line_per_day_and_numbers_on() -> None:
+    text = render_answer_context(
+        "", [], ["A.", "B.", "C.", "D."], ["8 May 2023", "8 May 2023", None, "9 May 2023"]
+    )
+    assert text.endswith("Episodic memory:\n8 May 2023:\n1. A.\n2. B.\nNo date:\n3. C.\n9 May 2023:\n4. D.")
+    assert render_answer_context("", [], ["A."], [None]).endswith("Episodic memory:\n1. A.")
+
+
 def test_word_counter_and_truncation() -> None:
     assert COUNTER.count("Hello, world! It's 5pm.") == 9  # Hello , world ! It ' s 5pm .
     assert truncate_at_word("one two three four", 2, COUNTER) == "one two"

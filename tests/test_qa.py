@@ -8,15 +8,18 @@ from datetime import UTC, datetime
 import pytest
 
 from app.errors import Unavailable
-from app.memory import Applier, MemoryLimits, MemoryState, Operation, WordTokenCounter
+from app.memory import Applier, Item, MemoryLimits, MemoryState, Operation, WordTokenCounter
 from app.qa import (
     ANSWER_SYSTEM_PROMPT,
     NO_INFORMATION,
+    AnswerContext,
+    ContextMode,
     ExtractiveAnswerer,
     OpenAIAnswerer,
     answer_question,
     assemble_context,
 )
+from app.qa.context import day_line
 from app.qa.prompt import prompt_tokens
 from app.retrieval import Retriever
 
@@ -279,3 +282,44 @@ def test_budget_mode_fills_by_score_across_kinds_collapses_duplicates_and_orders
     assert small.tokens <= base + 12 and 0 < len(small.semantic) + len(small.episodic) < len(shown)
     best = max((s for s in full.semantic + full.episodic), key=lambda s: s.score)
     assert best.item.id in {s.item.id for s in small.semantic + small.episodic}
+
+
+def test_budget_mode_writes_one_date_line_per_day_and_top_k_mode_dates_every_item() -> None:
+    state = _memory(
+        "",
+        [],
+        [
+            "On 8 May 2023, Ann picked apples.",
+            "On 8 May 2023, Ann sold apples at the market.",
+            "[9 May 2023] Ann baked apples into a pie.",
+            "Ann gave apples away.",
+        ],
+    )
+
+    def context(mode: ContextMode) -> AnswerContext:
+        return assemble_context(
+            state, "apples?", retriever=Retriever(), k=4, budget_tokens=10_000, counter=COUNTER, mode=mode
+        )
+
+    budget = context("budget")
+    assert budget.rendered().endswith(
+        "Episodic memory:\n8 May 2023:\n1. Ann picked apples.\n2. Ann sold apples at the market.\n"
+        "9 May 2023:\n3. Ann baked apples into a pie.\nNo date:\n4. Ann gave apples away."
+    )
+    assert budget.tokens == prompt_tokens(budget.messages(), COUNTER)
+    # SPEC §4's top-k form (the trainer's reward reads it) keeps every item's own text, by score.
+    top_k = context("top-k").rendered()
+    assert ". On 8 May 2023, Ann picked apples.\n" in top_k and "8 May 2023:" not in top_k
+
+
+def test_day_line_takes_the_leading_date_else_the_event_time() -> None:
+    at = datetime(2023, 5, 7, 13, 56, tzinfo=UTC)
+    assert day_line(Item("a", "On 8 May 2023, Ann ran.", NOW, NOW, occurred_at=at)) == (
+        "8 May 2023",
+        "Ann ran.",
+    )
+    assert day_line(Item("b", "Ann ran on 8 May 2023.", NOW, NOW, occurred_at=at)) == (
+        "7 May 2023",
+        "Ann ran on 8 May 2023.",
+    )
+    assert day_line(Item("c", "Ann ran.", NOW, NOW)) == (None, "Ann ran.")

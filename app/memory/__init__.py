@@ -6,12 +6,18 @@ from app.memory.ids import item_id, normalise_id
 from app.memory.kinds import LIST_KINDS, MemoryKind
 from app.memory.limits import TRUNCATION_MARKER, MemoryLimits
 from app.memory.operations import Applier, Operation, OpResult, OpStatus, Tool
-from app.memory.render import POLICY_VISIBLE_ITEMS, render_answer_context, render_policy_memory
+from app.memory.render import (
+    NONE_RETRIEVED,
+    POLICY_VISIBLE_ITEMS,
+    render_answer_context,
+    render_policy_memory,
+)
 from app.memory.state import Item, MemoryState
 from app.memory.tokens import TokenCounter, WordTokenCounter, truncate_at_word
 
 __all__ = [
     "LIST_KINDS",
+    "NONE_RETRIEVED",
     "POLICY_VISIBLE_ITEMS",
     "TRUNCATION_MARKER",
     "Applier",

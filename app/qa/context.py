@@ -3,7 +3,11 @@
 - `budget` (the service default): the items of both kinds that share a term with the question, best
   BM25 score first, added while the whole prompt fits the token budget; an item whose words repeat one
   already taken is left out. Nothing unrelated pads the context, so a small budget holds only what
-  matches. Episodic items are shown in time order (their order in memory), with their date.
+  matches. Episodic items are shown in time order (their order in memory) under one date line per
+  day (`8 May 2023:`), their text without the date it opened with: a date on every item was a tenth
+  of the budget. Each item is charged what it adds to the prompt (its text, its number, its line, its
+  day's line if it opens one), so the loop fills the budget instead of overfilling it and dropping
+  items again.
 - `top-k` (SPEC §4, as the paper and the trainer's reward use it): core + the top-k items of each kind,
   k shrunk until the prompt fits the budget.
 """
@@ -13,18 +17,30 @@ from __future__ import annotations
 import functools
 import heapq
 import math
+import re
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Literal
 
-from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, TokenCounter, render_answer_context
+from app.memory import (
+    LIST_KINDS,
+    NONE_RETRIEVED,
+    Item,
+    MemoryKind,
+    MemoryState,
+    TokenCounter,
+    render_answer_context,
+)
 from app.qa.prompt import answer_messages, prompt_tokens
 from app.retrieval import Analyzer, Retriever, ScoredItem, bm25_tokens
 
 ContextMode = Literal["budget", "top-k"]
-_NUMBERING_TOKENS = 3  # "12. " and the line break, per item (checked against the real count at the end)
 _MAX_SKIPS = 64  # items that did not fit, in a row, before the budget counts as full
 _COST_CACHE_ITEMS = 65_536  # items whose cost is remembered (across sessions and versions)
+# The date an episodic item's text opens with, in the forms the service writes: the extractive writer's
+# "On 8 May 2023, …" and a transcript's stamp "[8 May 2023] …".
+_LEADING_DAY = re.compile(r"^(?:On (\d{1,2} [A-Z][a-z]+ \d{4}),|\[(\d{1,2} [A-Z][a-z]+ \d{4})\])\s+")
 
 
 @dataclass(frozen=True)
@@ -40,13 +56,18 @@ class AnswerContext:
     word_weights: dict[MemoryKind, dict[str, float]]
     analyzer: Analyzer  # how the retriever turned text into terms (the answerer matches the same way)
     query: str = ""  # what was searched, when it differs from the question (a task hint left out)
+    by_day: bool = False  # episodic items under one date line per day (budget mode), not dated one by one
 
     def items(self, kind: MemoryKind) -> list[ScoredItem]:
         return self.semantic if kind is MemoryKind.SEMANTIC else self.episodic
 
     def rendered(self) -> str:
+        semantic = [s.item.content for s in self.semantic]
+        if not self.by_day:
+            return render_answer_context(self.core, semantic, [dated(s.item) for s in self.episodic])
+        lines = [day_line(s.item) for s in self.episodic]
         return render_answer_context(
-            self.core, [s.item.content for s in self.semantic], [dated(s.item) for s in self.episodic]
+            self.core, semantic, [text for _, text in lines], [day for day, _ in lines]
         )
 
     def messages(self) -> list[dict[str, str]]:
@@ -57,8 +78,27 @@ def dated(item: Item) -> str:
     """An episodic item with its date in front, unless its text already names that date."""
     if item.occurred_at is None:
         return item.content
-    day = f"{item.occurred_at.day} {item.occurred_at:%B %Y}"
+    day = _day(item.occurred_at)
     return item.content if day in item.content else f"[{day}] {item.content}"
+
+
+def day_line(item: Item) -> tuple[str | None, str]:
+    """An episodic item's day and its text without it, for a context that writes one line per day: the
+    date its text opens with, else its `occurred_at` (the text as it is), else none."""
+    day, text = _leading_day(item.content)
+    if day is None and item.occurred_at is not None:
+        day = _day(item.occurred_at)
+    return day, text
+
+
+@functools.lru_cache(maxsize=_COST_CACHE_ITEMS)
+def _leading_day(content: str) -> tuple[str | None, str]:
+    found = _LEADING_DAY.match(content)
+    return (None, content) if found is None else (found[1] or found[2], content[found.end() :])
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment.day} {moment:%B %Y}"
 
 
 def assemble_context(
@@ -81,7 +121,9 @@ def assemble_context(
         question, state.core, [], [], 0, 0, weights, retriever.scorer.analyzer, search if query else ""
     )
     if mode == "budget":
-        return _fill_budget(draft, state, retriever, search, k, budget_tokens, counter, key)
+        return _fill_budget(
+            replace(draft, by_day=True), state, retriever, search, k, budget_tokens, counter, key
+        )
     return _top_k(draft, state, retriever, search, max(k or 0, 0), budget_tokens, counter, key)
 
 
@@ -148,13 +190,20 @@ def _fill_budget(
     )
     used = _measured(draft, counter).tokens
     taken: list[_Taken] = []
+    shown = dict.fromkeys(LIST_KINDS, 0)
+    days: set[str] = set()
     seen: set[str] = set()
     skips = 0
     for position, scored, kind in candidates:
+        day, line = day_line(scored.item) if kind is MemoryKind.EPISODIC else (None, scored.item.content)
         # Counters are plain objects (hashed by identity); the protocol just does not say so.
-        text, cost = _cost(counter, scored.item.content)  # type: ignore[arg-type]
+        text, cost = _cost(counter, scored.item.content, line)  # type: ignore[arg-type]
         if text in seen:
             continue
+        cost += _line_cost(counter, shown[kind] + 1)  # type: ignore[arg-type]
+        opens_day = day if day is not None and day not in days else None
+        if opens_day is not None:
+            cost += _day_cost(counter, opens_day)  # type: ignore[arg-type]
         if used + cost > budget_tokens:
             skips += 1
             if skips >= _MAX_SKIPS:
@@ -163,19 +212,38 @@ def _fill_budget(
         skips = 0
         seen.add(text)
         taken.append((position, scored, kind))
+        shown[kind] += 1
+        if opens_day is not None:
+            days.add(opens_day)
         used += cost
     while True:
         context = _measured(_arrange(draft, taken), counter)
         if context.tokens <= budget_tokens or not taken:
             return context
-        taken.pop()  # the estimate fell short: drop the lowest-scored item
+        # The estimate fell short (a "No date:" line between dated runs, tokens merged across a break):
+        taken.pop()  # drop the lowest-scored item
 
 
 @functools.lru_cache(maxsize=_COST_CACHE_ITEMS)
-def _cost(counter: TokenCounter, content: str) -> tuple[str, int]:
-    """An item's duplicate key (its words) and what it adds to the prompt. Cached: the same items
-    come back question after question, and this was most of the budget loop's time."""
-    return " ".join(bm25_tokens(content)), counter.count(content) + _NUMBERING_TOKENS
+def _cost(counter: TokenCounter, content: str, line: str) -> tuple[str, int]:
+    """An item's duplicate key (its words) and the tokens of its line's text as the prompt holds it: after
+    its number's space and before a line break (a BPE tokenizer merges the space into the first word,
+    " Caroline" one token where "Caroline" is two, and the break with closing punctuation). Cached:
+    the same items come back question after question, and this was most of the budget loop's time."""
+    return " ".join(bm25_tokens(content)), counter.count(f" {line}\n")
+
+
+@functools.lru_cache(maxsize=1024)
+def _line_cost(counter: TokenCounter, number: int) -> int:
+    """What the `number`-th item of a kind adds besides its text: its number (a token per digit, so
+    more from the tenth item on); the first one replaces "(none retrieved)" and its line break."""
+    tokens = counter.count(f"{number}.")
+    return tokens - counter.count(NONE_RETRIEVED + "\n") if number == 1 else tokens
+
+
+@functools.lru_cache(maxsize=_COST_CACHE_ITEMS)
+def _day_cost(counter: TokenCounter, day: str) -> int:
+    return counter.count(f"{day}:\n")
 
 
 def _ranked(
