@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contracts.schemas import ChunkRecord
-from app.store.models import Chunk, ChunkStatus
+from app.store import audit
+from app.store.models import Chunk, ChunkStatus, OperationLog
 from app.store.sessions import SessionKey
 from app.store.sql import batched
 
@@ -29,16 +30,37 @@ async def get(db: AsyncSession, key: SessionKey, seq: int) -> Chunk | None:
 class Outcome:
     status: str  # a ChunkStatus
     error: str | None
+    operations: list[audit.Logged]  # the policy's operations on the chunk, in the order they were applied
 
 
 async def outcomes(db: AsyncSession, key: SessionKey, seqs: Sequence[int]) -> dict[int, Outcome]:
-    """Status and error of the given chunks. Only those columns: a request's chunks can hold
-    megabytes of content, and reading them back as ORM rows took ~60 ms of event-loop time for the
-    largest request."""
+    """Status, error and policy operations of the given chunks: one statement per batch (each chunk
+    LEFT JOIN its audit rows), so a chunk and its operations come from one snapshot even outside a
+    transaction. Only those columns: a request's chunks can hold megabytes of content, and reading
+    them back as ORM rows took ~60 ms of event-loop time for the largest request."""
     out: dict[int, Outcome] = {}
     for batch in batched(seqs):
-        query = select(Chunk.seq, Chunk.status, Chunk.error).where(*_of(key), Chunk.seq.in_(batch))
-        out.update((seq, Outcome(status, error)) for seq, status, error in await db.execute(query))
+        query = (
+            select(Chunk.seq, Chunk.status, Chunk.error, *audit.LOGGED_COLUMNS)
+            .select_from(Chunk)
+            .outerjoin(
+                OperationLog,
+                and_(
+                    OperationLog.tenant_id == Chunk.tenant_id,
+                    OperationLog.session_id == Chunk.session_id,
+                    OperationLog.chunk_seq == Chunk.seq,
+                    OperationLog.actor == "policy",
+                ),
+            )
+            .where(*_of(key), Chunk.seq.in_(batch))
+            .order_by(Chunk.seq, OperationLog.id)
+        )
+        for seq, status, error, *operation in await db.execute(query):
+            outcome = out.get(seq)
+            if outcome is None:
+                outcome = out[seq] = Outcome(status, error, [])
+            if operation[0] is not None:  # the tool; None: no operation (outer join)
+                outcome.operations.append(audit.Logged(*operation))
     return out
 
 
