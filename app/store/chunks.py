@@ -16,14 +16,16 @@ from app.store.sql import batched
 
 OPEN_STATUSES = (ChunkStatus.PENDING, ChunkStatus.PROCESSING)
 FINAL_STATUSES = (ChunkStatus.DONE, ChunkStatus.FAILED)
+# A session's head is its first chunk in one of these (a failed one blocks it).
+HEAD_STATUSES = (*OPEN_STATUSES, ChunkStatus.FAILED)
 
 
-def _of(key: SessionKey) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+def of(key: SessionKey) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     return (Chunk.tenant_id == key[0], Chunk.session_id == key[1])
 
 
 async def get(db: AsyncSession, key: SessionKey, seq: int) -> Chunk | None:
-    return (await db.execute(select(Chunk).where(*_of(key), Chunk.seq == seq))).scalar_one_or_none()
+    return (await db.execute(select(Chunk).where(*of(key), Chunk.seq == seq))).scalar_one_or_none()
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ async def outcomes(db: AsyncSession, key: SessionKey, seqs: Sequence[int]) -> di
                     OperationLog.actor == "policy",
                 ),
             )
-            .where(*_of(key), Chunk.seq.in_(batch))
+            .where(*of(key), Chunk.seq.in_(batch))
             .order_by(Chunk.seq, OperationLog.id)
         )
         for seq, status, error, *operation in await db.execute(query):
@@ -66,16 +68,15 @@ async def outcomes(db: AsyncSession, key: SessionKey, seqs: Sequence[int]) -> di
 
 async def by_idempotency_key(db: AsyncSession, key: SessionKey, idempotency_key: str) -> list[Chunk]:
     """Every piece accepted under `idempotency_key`, in order."""
-    query = select(Chunk).where(*_of(key), Chunk.idempotency_key == idempotency_key).order_by(Chunk.part)
+    query = select(Chunk).where(*of(key), Chunk.idempotency_key == idempotency_key).order_by(Chunk.part)
     return list((await db.execute(query)).scalars())
 
 
-async def head(db: AsyncSession, key: SessionKey, *, after: int = 0) -> Chunk | None:
-    """The first chunk not yet done: the only one a worker may process (strict seq order). `after`:
-    the first one past that seq (the head once the chunk `after` is done, before that is flushed)."""
+async def head(db: AsyncSession, key: SessionKey) -> Chunk | None:
+    """The first chunk not yet done: the only one a worker may process (strict seq order)."""
     query = (
         select(Chunk)
-        .where(*_of(key), Chunk.seq > after, Chunk.status.in_((*OPEN_STATUSES, ChunkStatus.FAILED)))
+        .where(*of(key), Chunk.status.in_(HEAD_STATUSES))
         .order_by(Chunk.seq)
         .limit(1)
     )
@@ -85,14 +86,14 @@ async def head(db: AsyncSession, key: SessionKey, *, after: int = 0) -> Chunk | 
 async def page(
     db: AsyncSession, key: SessionKey, *, status: str | None, after_seq: int, limit: int
 ) -> list[Chunk]:
-    query = select(Chunk).where(*_of(key), Chunk.seq > after_seq).order_by(Chunk.seq).limit(limit)
+    query = select(Chunk).where(*of(key), Chunk.seq > after_seq).order_by(Chunk.seq).limit(limit)
     if status is not None:
         query = query.where(Chunk.status == status)
     return list((await db.execute(query)).scalars())
 
 
 async def all_for_session(db: AsyncSession, key: SessionKey) -> list[Chunk]:
-    return list((await db.execute(select(Chunk).where(*_of(key)).order_by(Chunk.seq))).scalars())
+    return list((await db.execute(select(Chunk).where(*of(key)).order_by(Chunk.seq))).scalars())
 
 
 async def open_count(db: AsyncSession) -> int:
