@@ -285,7 +285,7 @@ class ChunkQueue:
         ).one_or_none()
         if found is None:
             return None
-        row, chunk, next_head = found.tuple()
+        row, chunk, next_head = found
         if row.lease_owner != owner or chunk.status != ChunkStatus.PROCESSING:
             return None
         return Held(row, chunk, next_head)
