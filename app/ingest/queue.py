@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, or_, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -98,6 +98,68 @@ class Started:
 
     session: Session
     chunk: Chunk
+
+
+# Statements on every chunk's path, built once (see `app/store/chunks.py`).
+_INSERT_CHUNKS = cast(Table, Chunk.__table__).insert()
+_FOLLOWING = aliased(Chunk, name="following")
+_HELD = (
+    select(Session, Chunk, _FOLLOWING)
+    .join(
+        Chunk,
+        and_(
+            Chunk.tenant_id == Session.tenant_id,
+            Chunk.session_id == Session.id,
+            Chunk.seq == bindparam("seq"),
+        ),
+    )
+    .outerjoin(
+        _FOLLOWING,
+        and_(
+            _FOLLOWING.tenant_id == Session.tenant_id,
+            _FOLLOWING.session_id == Session.id,
+            _FOLLOWING.seq
+            == select(func.min(Chunk.seq))
+            .where(
+                Chunk.tenant_id == bindparam("tenant"),
+                Chunk.session_id == bindparam("session"),
+                Chunk.seq > bindparam("seq"),
+                Chunk.status.in_(chunks.HEAD_STATUSES),
+            )
+            .correlate(None)  # its own scan of the chunks, not the joined chunk
+            .scalar_subquery(),
+        ),
+    )
+    .where(Session.tenant_id == bindparam("tenant"), Session.id == bindparam("session"))
+    .with_for_update(of=Session)  # the chunk changes only under its session's lock
+)
+_READY = (
+    select(Session.tenant_id, Session.id)
+    .where(
+        Session.ready_at <= bindparam("now"),
+        or_(Session.lease_until.is_(None), Session.lease_until < bindparam("now")),
+    )
+    .order_by(Session.ready_at)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM = (
+    update(Session)
+    .where(tuple_(Session.tenant_id, Session.id).in_(_READY))
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+    .returning(Session.tenant_id, Session.id)
+    .execution_options(synchronize_session=False)
+)
+_EXTEND_LEASE = (
+    update(Session)
+    .where(
+        Session.tenant_id == bindparam("tenant"),
+        Session.id == bindparam("session"),
+        Session.lease_owner == bindparam("owner"),
+    )
+    .values(lease_until=bindparam("until"))
+    .returning(Session)
+)
 
 
 @dataclass(frozen=True)
@@ -160,7 +222,7 @@ class ChunkQueue:
             # In batches: binding a request's worth of rows (up to `max_chunks_per_request`) in one
             # statement held the event loop for ~40 ms; between batches other requests get their turn.
             for batch in batched(rows, _INSERT_BATCH):
-                await session.execute(cast(Table, Chunk.__table__).insert(), batch)
+                await session.execute(_INSERT_CHUNKS, batch)
             if rows:
                 row.next_seq, row.updated_at = next_seq, now
                 # A session blocked by a failed chunk stays parked; one in backoff keeps its ready time.
@@ -186,7 +248,7 @@ class ChunkQueue:
         if not rows:
             return
         imported = [_imported(chunk, now) for chunk in rows]
-        await session.execute(cast(Table, Chunk.__table__).insert(), imported)
+        await session.execute(_INSERT_CHUNKS, imported)
         row.next_seq = max(int(chunk["seq"]) for chunk in imported) + 1
         if any(chunk["status"] != ChunkStatus.DONE for chunk in imported):
             row.ready_at = now  # a worker finds the head: pending runs, failed blocks
@@ -199,19 +261,8 @@ class ChunkQueue:
         under `owner` (one statement, atomic by itself). Fewer than `limit` means nothing else was ready."""
         async with self.db.write_one() as session:
             now = utcnow()
-            ready = (
-                select(Session.tenant_id, Session.id)
-                .where(Session.ready_at <= now, or_(Session.lease_until.is_(None), Session.lease_until < now))
-                .order_by(Session.ready_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
             taken = await session.execute(
-                update(Session)
-                .where(tuple_(Session.tenant_id, Session.id).in_(ready))
-                .values(lease_owner=owner, lease_until=self._lease_end(now))
-                .returning(Session.tenant_id, Session.id)
-                .execution_options(synchronize_session=False)
+                _CLAIM, {"now": now, "limit": limit, "owner": owner, "until": self._lease_end(now)}
             )
             return [(tenant, session_id) for tenant, session_id in taken]
 
@@ -260,28 +311,8 @@ class ChunkQueue:
         lease and the chunk is still `processing`; None when the lease was lost (the caller drops its
         result). One statement: the chunk changes only under its session's lock, and so does what
         follows it (`enqueue` locks the session too)."""
-        following = aliased(Chunk)
-        following_seq = (
-            select(func.min(Chunk.seq))
-            .where(*chunks.of(key), Chunk.seq > seq, Chunk.status.in_(chunks.HEAD_STATUSES))
-            .correlate(None)  # its own scan of the chunks, not the joined chunk
-            .scalar_subquery()
-        )
         found = (
-            await session.execute(
-                select(Session, Chunk, following)
-                .join(Chunk, and_(Chunk.tenant_id == Session.tenant_id, Chunk.session_id == Session.id))
-                .outerjoin(
-                    following,
-                    and_(
-                        following.tenant_id == Session.tenant_id,
-                        following.session_id == Session.id,
-                        following.seq == following_seq,
-                    ),
-                )
-                .where(Session.tenant_id == key[0], Session.id == key[1], Chunk.seq == seq)
-                .with_for_update(of=Session)
-            )
+            await session.execute(_HELD, {"tenant": key[0], "session": key[1], "seq": seq})
         ).one_or_none()
         if found is None:
             return None
@@ -374,10 +405,8 @@ class ChunkQueue:
     ) -> Session | None:
         """The session row, locked, with `owner`'s lease extended; None when `owner` does not hold it."""
         extended = await session.execute(
-            update(Session)
-            .where(Session.tenant_id == key[0], Session.id == key[1], Session.lease_owner == owner)
-            .values(lease_until=self._lease_end(now))
-            .returning(Session)
+            _EXTEND_LEASE,
+            {"tenant": key[0], "session": key[1], "owner": owner, "until": self._lease_end(now)},
         )
         return extended.scalar_one_or_none()
 

@@ -17,6 +17,7 @@ from app.store.sessions import SessionKey
 
 Actor = Literal["policy", "user", "import"]
 
+_INSERT = cast(Table, OperationLog.__table__).insert()  # built once: every chunk writes audit rows
 # Bounded columns: a model may emit any string as a tool name or memory type.
 _TOOL_LENGTH = 64
 _ID_LENGTH = 32
@@ -36,7 +37,7 @@ async def record(
     if not results:
         return
     await db.execute(
-        cast(Table, OperationLog.__table__).insert(),
+        _INSERT,
         [
             {
                 "tenant_id": key[0],

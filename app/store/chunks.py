@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contracts.schemas import ChunkRecord
@@ -20,12 +20,33 @@ FINAL_STATUSES = (ChunkStatus.DONE, ChunkStatus.FAILED)
 HEAD_STATUSES = (*OPEN_STATUSES, ChunkStatus.FAILED)
 
 
-def of(key: SessionKey) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+def _of(key: SessionKey) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     return (Chunk.tenant_id == key[0], Chunk.session_id == key[1])
 
 
 async def get(db: AsyncSession, key: SessionKey, seq: int) -> Chunk | None:
-    return (await db.execute(select(Chunk).where(*of(key), Chunk.seq == seq))).scalar_one_or_none()
+    return (await db.execute(select(Chunk).where(*_of(key), Chunk.seq == seq))).scalar_one_or_none()
+
+
+# Statements on every chunk's path, built once: SQLAlchemy keeps a statement object's cache key,
+# so a reused one skips rebuilding its expressions and that key (docs/results/benchmarks.md (j)).
+_KEY = (Chunk.tenant_id == bindparam("tenant"), Chunk.session_id == bindparam("session"))
+_HEAD = select(Chunk).where(*_KEY, Chunk.status.in_(HEAD_STATUSES)).order_by(Chunk.seq).limit(1)
+_OUTCOMES = (
+    select(Chunk.seq, Chunk.status, Chunk.error, *audit.LOGGED_COLUMNS)
+    .select_from(Chunk)
+    .outerjoin(
+        OperationLog,
+        and_(
+            OperationLog.tenant_id == Chunk.tenant_id,
+            OperationLog.session_id == Chunk.session_id,
+            OperationLog.chunk_seq == Chunk.seq,
+            OperationLog.actor == "policy",
+        ),
+    )
+    .where(*_KEY, Chunk.seq.in_(bindparam("seqs", expanding=True)))
+    .order_by(Chunk.seq, OperationLog.id)
+)
 
 
 @dataclass(frozen=True)
@@ -42,22 +63,8 @@ async def outcomes(db: AsyncSession, key: SessionKey, seqs: Sequence[int]) -> di
     them back as ORM rows took ~60 ms of event-loop time for the largest request."""
     out: dict[int, Outcome] = {}
     for batch in batched(seqs):
-        query = (
-            select(Chunk.seq, Chunk.status, Chunk.error, *audit.LOGGED_COLUMNS)
-            .select_from(Chunk)
-            .outerjoin(
-                OperationLog,
-                and_(
-                    OperationLog.tenant_id == Chunk.tenant_id,
-                    OperationLog.session_id == Chunk.session_id,
-                    OperationLog.chunk_seq == Chunk.seq,
-                    OperationLog.actor == "policy",
-                ),
-            )
-            .where(*of(key), Chunk.seq.in_(batch))
-            .order_by(Chunk.seq, OperationLog.id)
-        )
-        for seq, status, error, *operation in await db.execute(query):
+        found = await db.execute(_OUTCOMES, {"tenant": key[0], "session": key[1], "seqs": list(batch)})
+        for seq, status, error, *operation in found:
             outcome = out.get(seq)
             if outcome is None:
                 outcome = out[seq] = Outcome(status, error, [])
@@ -68,32 +75,26 @@ async def outcomes(db: AsyncSession, key: SessionKey, seqs: Sequence[int]) -> di
 
 async def by_idempotency_key(db: AsyncSession, key: SessionKey, idempotency_key: str) -> list[Chunk]:
     """Every piece accepted under `idempotency_key`, in order."""
-    query = select(Chunk).where(*of(key), Chunk.idempotency_key == idempotency_key).order_by(Chunk.part)
+    query = select(Chunk).where(*_of(key), Chunk.idempotency_key == idempotency_key).order_by(Chunk.part)
     return list((await db.execute(query)).scalars())
 
 
 async def head(db: AsyncSession, key: SessionKey) -> Chunk | None:
     """The first chunk not yet done: the only one a worker may process (strict seq order)."""
-    query = (
-        select(Chunk)
-        .where(*of(key), Chunk.status.in_(HEAD_STATUSES))
-        .order_by(Chunk.seq)
-        .limit(1)
-    )
-    return (await db.execute(query)).scalar_one_or_none()
+    return (await db.execute(_HEAD, {"tenant": key[0], "session": key[1]})).scalar_one_or_none()
 
 
 async def page(
     db: AsyncSession, key: SessionKey, *, status: str | None, after_seq: int, limit: int
 ) -> list[Chunk]:
-    query = select(Chunk).where(*of(key), Chunk.seq > after_seq).order_by(Chunk.seq).limit(limit)
+    query = select(Chunk).where(*_of(key), Chunk.seq > after_seq).order_by(Chunk.seq).limit(limit)
     if status is not None:
         query = query.where(Chunk.status == status)
     return list((await db.execute(query)).scalars())
 
 
 async def all_for_session(db: AsyncSession, key: SessionKey) -> list[Chunk]:
-    return list((await db.execute(select(Chunk).where(*of(key)).order_by(Chunk.seq))).scalars())
+    return list((await db.execute(select(Chunk).where(*_of(key)).order_by(Chunk.seq))).scalars())
 
 
 async def open_count(db: AsyncSession) -> int:
