@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from psycopg import pq
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import InvalidatePoolError
@@ -53,9 +54,13 @@ def _pg_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     """Refuse a pooled Postgres connection the server has dropped (a restart, an idle timeout): the
     server then sent a FATAL message and closed the socket, so the idle connection has something to
     read. A pooled connection never LISTENs (`PgListener` has its own), so an idle one that is sound
-    has nothing to read. This replaces `pool_pre_ping`, whose `SELECT 1` was one round trip per
-    transaction (five per chunk); like it, the refusal makes the pool replace every older connection."""
+    has nothing to read (a rare unsolicited message, such as a reported setting changed by a config
+    reload, only costs a reconnect). This replaces `pool_pre_ping`, whose `SELECT 1` was one round
+    trip per transaction (five per chunk); like it, the refusal makes the pool replace every older
+    connection."""
     pgconn = dbapi_connection.driver_connection.pgconn
+    if pgconn.status != pq.ConnStatus.OK:  # closed already: it has no socket to look at
+        raise InvalidatePoolError("this pooled connection is closed")
     poller = select.poll()
     poller.register(pgconn.socket, select.POLLIN)
     if poller.poll(0):
