@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, or_, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.context import request_id
 from app.errors import Backlogged
@@ -54,7 +55,7 @@ from app.store.sessions import SessionKey, get_session, lock_or_create_session
 from app.store.sql import batched
 from app.store.types import utcnow
 
-__all__ = ["Accepted", "ChunkQueue", "ChunkStatus", "QueueConfig", "Started"]
+__all__ = ["Accepted", "ChunkQueue", "ChunkStatus", "Held", "QueueConfig", "Started"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,78 @@ class Started:
 
     session: Session
     chunk: Chunk
+
+
+# Statements on every chunk's path, built once (see `app/store/chunks.py`).
+_INSERT_CHUNKS = cast(Table, Chunk.__table__).insert()
+_FOLLOWING = aliased(Chunk, name="following")
+_HELD = (
+    select(Session, Chunk, _FOLLOWING)
+    .join(
+        Chunk,
+        and_(
+            Chunk.tenant_id == Session.tenant_id,
+            Chunk.session_id == Session.id,
+            Chunk.seq == bindparam("seq"),
+        ),
+    )
+    .outerjoin(
+        _FOLLOWING,
+        and_(
+            _FOLLOWING.tenant_id == Session.tenant_id,
+            _FOLLOWING.session_id == Session.id,
+            _FOLLOWING.seq
+            == select(func.min(Chunk.seq))
+            .where(
+                Chunk.tenant_id == bindparam("tenant"),
+                Chunk.session_id == bindparam("session"),
+                Chunk.seq > bindparam("seq"),
+                Chunk.status.in_(chunks.HEAD_STATUSES),
+            )
+            .correlate(None)  # its own scan of the chunks, not the joined chunk
+            .scalar_subquery(),
+        ),
+    )
+    .where(Session.tenant_id == bindparam("tenant"), Session.id == bindparam("session"))
+    .with_for_update(of=Session)  # the chunk changes only under its session's lock
+)
+_READY = (
+    select(Session.tenant_id, Session.id)
+    .where(
+        Session.ready_at <= bindparam("now"),
+        or_(Session.lease_until.is_(None), Session.lease_until < bindparam("now")),
+    )
+    .order_by(Session.ready_at)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM = (
+    update(Session)
+    .where(tuple_(Session.tenant_id, Session.id).in_(_READY))
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+    .returning(Session.tenant_id, Session.id)
+    .execution_options(synchronize_session=False)
+)
+_EXTEND_LEASE = (
+    update(Session)
+    .where(
+        Session.tenant_id == bindparam("tenant"),
+        Session.id == bindparam("session"),
+        Session.lease_owner == bindparam("owner"),
+    )
+    .values(lease_until=bindparam("until"))
+    .returning(Session)
+)
+
+
+@dataclass(frozen=True)
+class Held:
+    """A chunk in `processing` under a lease still held, with its session row (locked) and the head
+    that follows it (None: no open or failed chunk after it), in the caller's transaction."""
+
+    session: Session
+    chunk: Chunk
+    next_head: Chunk | None
 
 
 class ChunkQueue:
@@ -149,7 +222,7 @@ class ChunkQueue:
             # In batches: binding a request's worth of rows (up to `max_chunks_per_request`) in one
             # statement held the event loop for ~40 ms; between batches other requests get their turn.
             for batch in batched(rows, _INSERT_BATCH):
-                await session.execute(cast(Table, Chunk.__table__).insert(), batch)
+                await session.execute(_INSERT_CHUNKS, batch)
             if rows:
                 row.next_seq, row.updated_at = next_seq, now
                 # A session blocked by a failed chunk stays parked; one in backoff keeps its ready time.
@@ -175,7 +248,7 @@ class ChunkQueue:
         if not rows:
             return
         imported = [_imported(chunk, now) for chunk in rows]
-        await session.execute(cast(Table, Chunk.__table__).insert(), imported)
+        await session.execute(_INSERT_CHUNKS, imported)
         row.next_seq = max(int(chunk["seq"]) for chunk in imported) + 1
         if any(chunk["status"] != ChunkStatus.DONE for chunk in imported):
             row.ready_at = now  # a worker finds the head: pending runs, failed blocks
@@ -185,22 +258,11 @@ class ChunkQueue:
 
     async def claim(self, owner: str, limit: int = 1) -> list[SessionKey]:
         """Lease up to `limit` of the longest-waiting ready sessions that no live lease holds, all
-        under `owner` (one statement). Fewer than `limit` means nothing else was ready."""
-        async with self.db.write() as session:
+        under `owner` (one statement, atomic by itself). Fewer than `limit` means nothing else was ready."""
+        async with self.db.write_one() as session:
             now = utcnow()
-            ready = (
-                select(Session.tenant_id, Session.id)
-                .where(Session.ready_at <= now, or_(Session.lease_until.is_(None), Session.lease_until < now))
-                .order_by(Session.ready_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
             taken = await session.execute(
-                update(Session)
-                .where(tuple_(Session.tenant_id, Session.id).in_(ready))
-                .values(lease_owner=owner, lease_until=self._lease_end(now))
-                .returning(Session.tenant_id, Session.id)
-                .execution_options(synchronize_session=False)
+                _CLAIM, {"now": now, "limit": limit, "owner": owner, "until": self._lease_end(now)}
             )
             return [(tenant, session_id) for tenant, session_id in taken]
 
@@ -212,7 +274,7 @@ class ChunkQueue:
                 row.lease_owner, row.lease_until, row.ready_at = None, None, utcnow()
 
     async def heartbeat(self, key: SessionKey, owner: str) -> None:
-        async with self.db.write() as session:
+        async with self.db.write_one() as session:
             await session.execute(
                 update(Session)
                 .where(Session.tenant_id == key[0], Session.id == key[1], Session.lease_owner == owner)
@@ -226,8 +288,9 @@ class ChunkQueue:
         that died is failed (and blocks) here."""
         while True:
             now = utcnow()
-            row = await get_session(session, key, for_update=True)
-            if row is None or row.lease_owner != owner:
+            # Locks the row, checks the lease is ours and extends it, in one statement.
+            row = await self._extend_lease(session, key, owner, now)
+            if row is None:
                 return None
             head = await chunks.head(session, key)
             if _parked(row, head, now):
@@ -241,26 +304,28 @@ class ChunkQueue:
                 CHUNK_QUEUE_WAIT.observe((now - head.accepted_at).total_seconds())
             head.status, head.attempts = ChunkStatus.PROCESSING, head.attempts + 1
             head.started_at = head.started_at or now
-            row.lease_until = self._lease_end(now)
             return Started(row, head)
 
-    async def held(
-        self, session: AsyncSession, key: SessionKey, seq: int, owner: str
-    ) -> tuple[Session, Chunk] | None:
-        """The session and chunk, locked, if `owner` still holds the lease and the chunk is still
-        `processing`; None when the lease was lost (the caller drops its result)."""
-        row = await get_session(session, key, for_update=True)
-        chunk = await chunks.get(session, key, seq)
-        if row is None or chunk is None or row.lease_owner != owner or chunk.status != ChunkStatus.PROCESSING:
+    async def held(self, session: AsyncSession, key: SessionKey, seq: int, owner: str) -> Held | None:
+        """The session (locked), the chunk and the head that follows it, if `owner` still holds the
+        lease and the chunk is still `processing`; None when the lease was lost (the caller drops its
+        result). One statement: the chunk changes only under its session's lock, and so does what
+        follows it (`enqueue` locks the session too)."""
+        found = (
+            await session.execute(_HELD, {"tenant": key[0], "session": key[1], "seq": seq})
+        ).one_or_none()
+        if found is None:
             return None
-        return row, chunk
+        row, chunk, next_head = found
+        if row.lease_owner != owner or chunk.status != ChunkStatus.PROCESSING:
+            return None
+        return Held(row, chunk, next_head)
 
     async def complete(
         self,
         session: AsyncSession,
         key: SessionKey,
-        row: Session,
-        chunk: Chunk,
+        held: Held,
         now: datetime,
         *,
         policy: str,
@@ -270,12 +335,13 @@ class ChunkQueue:
         """`processing` → `done`, in the transaction that writes the chunk's effects (from `held`).
         True when the lease was released with it: the next head is not runnable now (none, failed or
         in backoff), and the session is parked or queued as `start` would do, one transaction early."""
+        row, chunk = held.session, held.chunk
         chunk.status, chunk.done_at, chunk.error, chunk.next_attempt_at = ChunkStatus.DONE, now, None, None
         chunk.policy, chunk.model, chunk.usage = policy, model, usage
         row.updated_at = now
         row.lease_until = self._lease_end(now)
         await announce(session, finished=key, seq=chunk.seq, status=ChunkStatus.DONE)
-        return _parked(row, await chunks.head(session, key, after=chunk.seq), now)
+        return _parked(row, held.next_head, now)
 
     def announce_done(self, key: SessionKey, seq: int) -> None:
         """After `complete` committed: wake this process's waiters."""
@@ -291,7 +357,7 @@ class ChunkQueue:
             held = await self.held(session, key, seq, owner)
             if held is None:
                 return None
-            row, chunk = held
+            row, chunk = held.session, held.chunk
             if not retryable or chunk.attempts >= self.config.max_attempts:
                 await self._fail_and_block(session, key, row, chunk, error, now)
                 status = ChunkStatus.FAILED
@@ -312,7 +378,7 @@ class ChunkQueue:
             held = await self.held(session, key, seq, owner)
             if held is None:
                 return
-            row, chunk = held
+            row, chunk = held.session, held.chunk
             chunk.status, chunk.attempts = ChunkStatus.PENDING, chunk.attempts - 1
             row.lease_owner, row.lease_until, row.ready_at = None, None, utcnow()
             await announce(session, work=self.wakeups)
@@ -333,6 +399,16 @@ class ChunkQueue:
 
     def _lease_end(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.config.lease_s)
+
+    async def _extend_lease(
+        self, session: AsyncSession, key: SessionKey, owner: str, now: datetime
+    ) -> Session | None:
+        """The session row, locked, with `owner`'s lease extended; None when `owner` does not hold it."""
+        extended = await session.execute(
+            _EXTEND_LEASE,
+            {"tenant": key[0], "session": key[1], "owner": owner, "until": self._lease_end(now)},
+        )
+        return extended.scalar_one_or_none()
 
     async def _fail_and_block(
         self, session: AsyncSession, key: SessionKey, row: Session, chunk: Chunk, error: str, now: datetime

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "memalpha_ingest"
 _SEPARATOR = "\x1f"  # cannot occur in tenant or session ids
 _WORK = "work"
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 _DONE = "done"
 
 
@@ -120,9 +121,7 @@ async def announce(
         fields = (_DONE, *finished, "" if seq is None else str(seq), status or "")
         payloads.append(_SEPARATOR.join(fields))
     for payload in payloads:
-        await db.execute(
-            text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload}
-        )
+        await db.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
 
 
 class PgListener:

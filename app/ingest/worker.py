@@ -240,7 +240,7 @@ class Worker:
                     step.seq,
                 )
                 return _Commit.LEASE_LOST
-            row, chunk = held
+            row = held.session
             edited = row.version != step.state.version  # a manual edit landed while the policy ran
             base = await self._current(db, row) if edited else step.state
             # A partial memory gets the older items the reply names: the applier then finds them (and
@@ -266,7 +266,7 @@ class Worker:
                 model=reply.model,
             )
             released = await self.queue.complete(
-                db, key, row, chunk, now, policy=step.policy_name, model=reply.model, usage=_usage(reply)
+                db, key, held, now, policy=step.policy_name, model=reply.model, usage=_usage(reply)
             )
         self._keep(row, after, results)  # only once committed: a failed commit leaves nothing to reuse
         APPLY_LATENCY.observe(time.perf_counter() - started)

@@ -12,8 +12,9 @@ from app.ingest.prepare import ChunkIn, prepare
 from app.ingest.queue import Accepted, ChunkStatus
 from app.service.reads import session_row
 from app.service.results import logged
-from app.store import audit, chunks
+from app.store import chunks
 from app.store.sessions import SessionKey
+from app.store.sql import IN_BATCH
 from app.store.types import utcnow
 
 if TYPE_CHECKING:
@@ -61,9 +62,10 @@ class Ingestion:
 
     async def _outcomes(self, key: SessionKey, accepted: list[Accepted]) -> list[ChunkResult]:
         seqs = [seq for item in accepted for seq in item.seqs]
-        async with self.service.db.read() as session:
+        # One statement (no transaction on Postgres) while it fits one batch; several share a snapshot.
+        reading = self.service.db.lookup() if len(seqs) <= IN_BATCH else self.service.db.read()
+        async with reading as session:
             rows = await chunks.outcomes(session, key, seqs)
-            operations = await audit.for_chunks(session, key, seqs)
         out = []
         for item in accepted:
             for seq in item.seqs:
@@ -74,7 +76,7 @@ class Ingestion:
                     ChunkResult(
                         seq=seq,
                         status=row.status,  # type: ignore[arg-type]  # a ChunkStatus value
-                        operations=[logged(op) for op in operations[seq]],
+                        operations=[logged(op) for op in row.operations],
                         error=row.error if row.status != ChunkStatus.DONE else None,
                         duplicate=item.duplicate,
                     )

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from app.contracts.schemas import MemoryItem, OperationOut, ScoredItem
 from app.memory import Item, OpResult, Tool
 from app.retrieval import ScoredItem as Hit
-from app.store.models import OperationLog
+from app.store.audit import Logged
 
 
 def _operation(
@@ -46,7 +46,7 @@ def applied(result: OpResult) -> OperationOut:
     )
 
 
-def logged(row: OperationLog) -> OperationOut:
+def logged(row: Logged) -> OperationOut:
     return _operation(row.tool, row.memory_type, row.item_id, row.status, row.before, row.after, row.error)
 
 

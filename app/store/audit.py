@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, cast
 
@@ -13,10 +14,10 @@ from app.contracts.schemas import OperationRecord
 from app.memory import OpResult
 from app.store.models import OperationLog
 from app.store.sessions import SessionKey
-from app.store.sql import batched
 
 Actor = Literal["policy", "user", "import"]
 
+_INSERT = cast(Table, OperationLog.__table__).insert()  # built once: every chunk writes audit rows
 # Bounded columns: a model may emit any string as a tool name or memory type.
 _TOOL_LENGTH = 64
 _ID_LENGTH = 32
@@ -36,7 +37,7 @@ async def record(
     if not results:
         return
     await db.execute(
-        cast(Table, OperationLog.__table__).insert(),
+        _INSERT,
         [
             {
                 "tenant_id": key[0],
@@ -60,23 +61,28 @@ async def record(
     )
 
 
-async def for_chunks(db: AsyncSession, key: SessionKey, seqs: Sequence[int]) -> dict[int, list[OperationLog]]:
-    """The policy operations of the given chunks, in the order they were applied."""
-    out: dict[int, list[OperationLog]] = {seq: [] for seq in seqs}
-    for batch in batched(seqs):
-        query = (
-            select(OperationLog)
-            .where(
-                OperationLog.tenant_id == key[0],
-                OperationLog.session_id == key[1],
-                OperationLog.chunk_seq.in_(batch),
-                OperationLog.actor == "policy",
-            )
-            .order_by(OperationLog.id)
-        )
-        for row in (await db.execute(query)).scalars():
-            out[row.chunk_seq].append(row)  # type: ignore[index]
-    return out
+@dataclass(frozen=True)
+class Logged:
+    """An audit row as an ingest response shows it (`LOGGED_COLUMNS`, in this order)."""
+
+    tool: str
+    memory_type: str
+    item_id: str | None
+    status: str
+    before: str | None
+    after: str | None
+    error: str | None
+
+
+LOGGED_COLUMNS = (
+    OperationLog.tool,
+    OperationLog.memory_type,
+    OperationLog.item_id,
+    OperationLog.status,
+    OperationLog.before,
+    OperationLog.after,
+    OperationLog.error,
+)
 
 
 async def page(db: AsyncSession, key: SessionKey, *, after_id: int, limit: int) -> list[OperationLog]:

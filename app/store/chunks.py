@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contracts.schemas import ChunkRecord
-from app.store.models import Chunk, ChunkStatus
+from app.store import audit
+from app.store.models import Chunk, ChunkStatus, OperationLog
 from app.store.sessions import SessionKey
 from app.store.sql import batched
 
 OPEN_STATUSES = (ChunkStatus.PENDING, ChunkStatus.PROCESSING)
 FINAL_STATUSES = (ChunkStatus.DONE, ChunkStatus.FAILED)
+# A session's head is its first chunk in one of these (a failed one blocks it).
+HEAD_STATUSES = (*OPEN_STATUSES, ChunkStatus.FAILED)
 
 
 def _of(key: SessionKey) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
@@ -25,20 +28,48 @@ async def get(db: AsyncSession, key: SessionKey, seq: int) -> Chunk | None:
     return (await db.execute(select(Chunk).where(*_of(key), Chunk.seq == seq))).scalar_one_or_none()
 
 
+# Statements on every chunk's path, built once: SQLAlchemy keeps a statement object's cache key,
+# so a reused one skips rebuilding its expressions and that key (docs/results/benchmarks.md (j)).
+_KEY = (Chunk.tenant_id == bindparam("tenant"), Chunk.session_id == bindparam("session"))
+_HEAD = select(Chunk).where(*_KEY, Chunk.status.in_(HEAD_STATUSES)).order_by(Chunk.seq).limit(1)
+_OUTCOMES = (
+    select(Chunk.seq, Chunk.status, Chunk.error, *audit.LOGGED_COLUMNS)
+    .select_from(Chunk)
+    .outerjoin(
+        OperationLog,
+        and_(
+            OperationLog.tenant_id == Chunk.tenant_id,
+            OperationLog.session_id == Chunk.session_id,
+            OperationLog.chunk_seq == Chunk.seq,
+            OperationLog.actor == "policy",
+        ),
+    )
+    .where(*_KEY, Chunk.seq.in_(bindparam("seqs", expanding=True)))
+    .order_by(Chunk.seq, OperationLog.id)
+)
+
+
 @dataclass(frozen=True)
 class Outcome:
     status: str  # a ChunkStatus
     error: str | None
+    operations: list[audit.Logged]  # the policy's operations on the chunk, in the order they were applied
 
 
 async def outcomes(db: AsyncSession, key: SessionKey, seqs: Sequence[int]) -> dict[int, Outcome]:
-    """Status and error of the given chunks. Only those columns: a request's chunks can hold
-    megabytes of content, and reading them back as ORM rows took ~60 ms of event-loop time for the
-    largest request."""
+    """Status, error and policy operations of the given chunks: one statement per batch (each chunk
+    LEFT JOIN its audit rows), so a chunk and its operations come from one snapshot even outside a
+    transaction. Only those columns: a request's chunks can hold megabytes of content, and reading
+    them back as ORM rows took ~60 ms of event-loop time for the largest request."""
     out: dict[int, Outcome] = {}
     for batch in batched(seqs):
-        query = select(Chunk.seq, Chunk.status, Chunk.error).where(*_of(key), Chunk.seq.in_(batch))
-        out.update((seq, Outcome(status, error)) for seq, status, error in await db.execute(query))
+        found = await db.execute(_OUTCOMES, {"tenant": key[0], "session": key[1], "seqs": list(batch)})
+        for seq, status, error, *operation in found:
+            outcome = out.get(seq)
+            if outcome is None:
+                outcome = out[seq] = Outcome(status, error, [])
+            if operation[0] is not None:  # the tool; None: no operation (outer join)
+                outcome.operations.append(audit.Logged(*operation))
     return out
 
 
@@ -48,16 +79,9 @@ async def by_idempotency_key(db: AsyncSession, key: SessionKey, idempotency_key:
     return list((await db.execute(query)).scalars())
 
 
-async def head(db: AsyncSession, key: SessionKey, *, after: int = 0) -> Chunk | None:
-    """The first chunk not yet done: the only one a worker may process (strict seq order). `after`:
-    the first one past that seq (the head once the chunk `after` is done, before that is flushed)."""
-    query = (
-        select(Chunk)
-        .where(*_of(key), Chunk.seq > after, Chunk.status.in_((*OPEN_STATUSES, ChunkStatus.FAILED)))
-        .order_by(Chunk.seq)
-        .limit(1)
-    )
-    return (await db.execute(query)).scalar_one_or_none()
+async def head(db: AsyncSession, key: SessionKey) -> Chunk | None:
+    """The first chunk not yet done: the only one a worker may process (strict seq order)."""
+    return (await db.execute(_HEAD, {"tenant": key[0], "session": key[1]})).scalar_one_or_none()
 
 
 async def page(

@@ -30,6 +30,9 @@ _COLUMNS = (
 )
 
 
+_INSERT_ITEMS = cast(Table, MemoryItem.__table__).insert()  # built once: most chunks insert items
+
+
 def _scalars(row: Session) -> MemoryState:
     return MemoryState(
         core=row.core, version=row.version, next_item=row.next_item, core_truncated=row.core_truncated
@@ -199,7 +202,7 @@ def item_row(key: SessionKey, kind: MemoryKind, item: Item, position: int, versi
 async def insert_items(db: AsyncSession, rows: Iterable[dict[str, object]]) -> None:
     batch = list(rows)
     if batch:
-        await db.execute(cast(Table, MemoryItem.__table__).insert(), batch)
+        await db.execute(_INSERT_ITEMS, batch)
 
 
 async def save_state(db: AsyncSession, row: Session, before: MemoryState, after: MemoryState) -> None:

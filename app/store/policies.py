@@ -13,9 +13,11 @@ from app.contracts.policy import PolicyServing
 from app.store.models import Policy, PolicyActivation
 from app.store.sql import insert_ignore
 
+_ACTIVE = select(Policy).where(Policy.active.is_(True))  # read for every chunk: built once
+
 
 async def active(db: AsyncSession) -> Policy | None:
-    return (await db.execute(select(Policy).where(Policy.active.is_(True)))).scalar_one_or_none()
+    return (await db.execute(_ACTIVE)).scalar_one_or_none()
 
 
 async def by_name(db: AsyncSession, name: str) -> Policy | None:

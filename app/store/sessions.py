@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contracts.schemas import SessionOut
@@ -22,12 +22,15 @@ async def ensure_tenant(db: AsyncSession, tenant_id: str, now: datetime) -> None
     await insert_ignore(db, Tenant, {"id": tenant_id, "created_at": now})
 
 
+# Statements on every chunk's path, built once (see `app/store/chunks.py`).
+_SESSION = select(Session).where(Session.tenant_id == bindparam("tenant"), Session.id == bindparam("session"))
+_SESSION_FOR_UPDATE = _SESSION.with_for_update()
+
+
 async def get_session(db: AsyncSession, key: SessionKey, *, for_update: bool = False) -> Session | None:
     """The session row; `for_update` locks it (Postgres) until the transaction ends."""
-    query = select(Session).where(Session.tenant_id == key[0], Session.id == key[1])
-    if for_update:
-        query = query.with_for_update()
-    return (await db.execute(query)).scalar_one_or_none()
+    query = _SESSION_FOR_UPDATE if for_update else _SESSION
+    return (await db.execute(query, {"tenant": key[0], "session": key[1]})).scalar_one_or_none()
 
 
 async def lock_or_create_session(db: AsyncSession, key: SessionKey, now: datetime) -> Session:
