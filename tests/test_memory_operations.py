@@ -210,3 +210,35 @@ def test_ids_are_short_unique_and_grow() -> None:
     assert len(item_id(36**4)) == 5 and item_id(36**4) != item_id(0)
     with pytest.raises(ValueError):
         item_id(-1)
+
+
+def test_a_copied_view_label_of_an_existing_item_is_not_stored() -> None:
+    # The policy view shows items as `[id] content`; models copy the label into what they write.
+    applier, state = make_applier(), MemoryState()
+    first = applier.apply(state, insert("semantic_memory", "Ana plays the cello."), now=NOW)
+    label = f"[{first.item_id}]"
+
+    again = applier.apply(state, insert("episodic_memory", f"{label} Ana moved to Lyon."), now=NOW)
+    assert again.status == "ok" and state.episodic[0].content == "Ana moved to Lyon."
+
+    upper = applier.apply(state, insert("semantic_memory", f"[{first.item_id.upper()}]Ana sails."), now=NOW)
+    assert upper.status == "ok" and state.semantic[-1].content == "Ana sails."
+
+    copy = applier.apply(state, insert("semantic_memory", f"{label} Ana plays the cello."), now=NOW)
+    assert copy.status == "skipped" and len(state.semantic) == 2  # a re-stored item is a duplicate
+
+    edited = applier.apply(
+        state, update("semantic_memory", f"{label} Ana plays the viola.", first.item_id), now=NOW
+    )
+    assert edited.status == "ok" and state.semantic[0].content == "Ana plays the viola."
+
+
+def test_brackets_that_name_no_item_are_kept_and_a_bare_label_is_an_error() -> None:
+    applier, state = make_applier(), MemoryState()
+    first = applier.apply(state, insert("semantic_memory", "[2023] Ana's best year."), now=NOW)
+    assert first.status == "ok" and state.semantic[0].content == "[2023] Ana's best year."
+
+    version = state.version
+    bare = applier.apply(state, insert("episodic_memory", f"[{first.item_id}]"), now=NOW)
+    assert bare.status == "error" and "label" in (bare.error or "")
+    assert state.episodic == [] and state.version == version

@@ -1,9 +1,11 @@
 """The three memory operations (SPEC §2) and `apply`, with our stricter semantics
 (ARCHITECTURE §2): unknown ids, empty content, core inserts and over-long items are errors; exact
-duplicate inserts are skipped; an over-long core is truncated at a word boundary and flagged."""
+duplicate inserts are skipped; an over-long core is truncated at a word boundary and flagged; a leading
+`[id] ` label that names an item of the memory (copied from the policy view) is dropped from content."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,7 +14,7 @@ from typing import Literal, Protocol
 
 from app.memory.blank import is_blank
 from app.memory.ids import item_id, normalise_id
-from app.memory.kinds import MemoryKind
+from app.memory.kinds import LIST_KINDS, MemoryKind
 from app.memory.limits import TRUNCATION_MARKER, MemoryLimits
 from app.memory.state import Item, MemoryState
 from app.memory.tokens import TokenCounter, truncate_at_word
@@ -158,7 +160,7 @@ class Applier:
     ) -> None:
         if kind is MemoryKind.CORE:
             raise _Reject("error", "core memory cannot be inserted into; use memory_update to replace it")
-        content = self._item_content(op.content)
+        content = self._item_content(state, op.content)
         items = state.items(kind)
         duplicate = next((item for item in items if item.content == content), None)
         if duplicate is not None:
@@ -194,7 +196,7 @@ class Applier:
             state.core, state.core_truncated = fitted, result.truncated
             return
         item = self._existing(state, kind, op.memory_id)
-        content = self._item_content(op.content)
+        content = self._item_content(state, op.content)
         result.item_id, result.before = item.id, item.content
         if content == item.content:
             raise _Reject(
@@ -222,8 +224,10 @@ class Applier:
             raise _Reject("error", f"{name} must be a non-empty string")
         return value.strip()
 
-    def _item_content(self, value: object) -> str:
-        content = self._non_empty(value, "content")
+    def _item_content(self, state: MemoryState, value: object) -> str:
+        content = _without_view_labels(state, self._non_empty(value, "content"))
+        if not content:
+            raise _Reject("error", "content is only an item's [id] label")
         tokens = self.counter.count(content)
         if tokens > self.limits.max_item_tokens:
             raise _Reject(
@@ -246,3 +250,20 @@ class Applier:
             return text
         room = max(limit - self.counter.count(TRUNCATION_MARKER), 0)
         return truncate_at_word(text, room, self.counter) + TRUNCATION_MARKER
+
+
+_VIEW_LABEL = re.compile(r"\[([0-9A-Za-z]+)\]\s*")
+
+
+def _without_view_labels(state: MemoryState, content: str) -> str:
+    """`content` without the leading `[id] ` labels that name items of this memory. The policy sees
+    items as `[id] content` lines (render.py), and small models copy that label into what they write
+    (measured: the 1.5B put it in front of every later insert), which would store an id as text."""
+    while (label := _VIEW_LABEL.match(content)) and _names_item(state, label.group(1)):
+        content = content[label.end() :]
+    return content
+
+
+def _names_item(state: MemoryState, raw_id: str) -> bool:
+    wanted = normalise_id(raw_id)
+    return wanted is not None and any(state.find(kind, wanted) for kind in LIST_KINDS)
