@@ -177,14 +177,15 @@ class QueueMachine(RuleBasedStateMachine):
     def _pick(self, data: st.DataObject, ready: Any) -> _Driver:
         return data.draw(st.sampled_from([d for d in self.drivers if ready(d)]), label="worker")
 
-    @rule(data=st.data(), moves=st.integers(1, 3))
-    def work(self, data: st.DataObject, moves: int) -> None:
-        """A worker's next moves in its loop: claim a session, start its head, commit the reply."""
+    @rule(data=st.data(), moves=st.integers(1, 3), chain=st.booleans())
+    def work(self, data: st.DataObject, moves: int, chain: bool) -> None:
+        """A worker's next moves in its loop: claim a session, start its head, commit the reply (with
+        `chain`, the commit starts the next head when it is runnable, as inside a claim)."""
         driver = data.draw(st.sampled_from(self.drivers), label="worker")
         for _ in range(moves):
-            self._move(driver)
+            self._move(driver, chain=chain)
 
-    def _move(self, driver: _Driver) -> None:
+    def _move(self, driver: _Driver, *, chain: bool = True) -> None:
         self.outcomes["moves"] += 1
         if driver.key is None:
             driver.key = next(iter(self.run(self.service.queue.claim(driver.worker.owner))), None)
@@ -197,7 +198,11 @@ class QueueMachine(RuleBasedStateMachine):
                 driver.key = None
         else:
             reply = _reply(driver.key, driver.step.seq)
-            outcome = self.run(driver.worker._commit(driver.key, driver.step, reply))
+            outcome = self.run(driver.worker._commit(driver.key, driver.step, reply, chain=chain))
+            if isinstance(outcome, _Step):  # done, and the next head started in the same commit
+                self.outcomes["CHAINED"] += 1
+                driver.step = outcome
+                return
             self.outcomes[outcome.name] += 1
             if outcome in (_Commit.LEASE_LOST, _Commit.RELEASED):
                 driver.key = driver.step = None
@@ -385,9 +390,14 @@ class QueueMachine(RuleBasedStateMachine):
             if key[0] != self.tenant:  # another example's leftover (only after a failed example)
                 await self.service.queue.requeue(key, finisher.owner)
                 continue
-            while (step := await finisher._start_next(key)) is not None:
-                outcome = await finisher._commit(key, step, _reply(key, step.seq))
+            step = await finisher._start_next(key)
+            while step is not None:
+                outcome = await finisher._commit(key, step, _reply(key, step.seq), chain=True)
+                if isinstance(outcome, _Step):
+                    step = outcome
+                    continue
                 assert outcome in (_Commit.DONE, _Commit.RELEASED)
+                step = await finisher._start_next(key)
         raise AssertionError("the sessions did not drain")
 
 

@@ -12,7 +12,8 @@ Chunk transitions (`ChunkStatus`):
 |----------------|-------------|-------------|---------------------------------------------------|-------------|
 | enqueue        | (new)       | pending     | queued now unless blocked or in backoff           | ingest      |
 | claim          | —           | —           | leases taken (ready, no live lease), up to n      | worker      |
-| start          | pending     | processing  | lease extended; attempts + 1                      | worker      |
+| start          | pending     | processing  | lease extended; attempts + 1 (also at the end of  | worker      |
+|                |             |             | `complete`, for the next head of a burst)         |             |
 | complete       | processing  | done        | lease extended (same transaction as the memory);  | worker      |
 |                |             |             | as `park` when the next head is not runnable      |             |
 | fail_attempt   | processing  | pending     | queued at the backoff time (`backoff · 2^(n-1)`)  | worker      |
@@ -53,7 +54,7 @@ from app.store.database import Database
 from app.store.models import Chunk, ChunkStatus, Session
 from app.store.sessions import SessionKey, get_session, lock_or_create_session
 from app.store.sql import batched
-from app.store.types import utcnow
+from app.store.types import UTCDateTime, utcnow
 
 __all__ = ["Accepted", "ChunkQueue", "ChunkStatus", "Held", "QueueConfig", "Started"]
 
@@ -150,6 +151,35 @@ _CLAIM = (
     .returning(Session.tenant_id, Session.id)
     .execution_options(synchronize_session=False)
 )
+# The head moved to `processing` in one statement when it is runnable now (not failed, not in backoff,
+# attempts left); anything else goes through `start`'s slower path, which decides what to do with it.
+_NOW = bindparam("now", type_=UTCDateTime())
+_START_HEAD = (
+    update(Chunk)
+    .where(
+        Chunk.tenant_id == bindparam("tenant"),
+        Chunk.session_id == bindparam("session"),
+        Chunk.seq
+        == select(func.min(Chunk.seq))
+        .where(
+            Chunk.tenant_id == bindparam("tenant"),
+            Chunk.session_id == bindparam("session"),
+            Chunk.status.in_(chunks.HEAD_STATUSES),
+        )
+        .correlate(None)  # its own scan of the chunks, not the updated row
+        .scalar_subquery(),
+        Chunk.status != ChunkStatus.FAILED,
+        or_(Chunk.next_attempt_at.is_(None), Chunk.next_attempt_at <= _NOW),
+        Chunk.attempts < bindparam("max_attempts"),
+    )
+    .values(
+        status=ChunkStatus.PROCESSING,
+        attempts=Chunk.attempts + 1,
+        started_at=func.coalesce(Chunk.started_at, _NOW),
+    )
+    .returning(Chunk)
+    .execution_options(synchronize_session=False, populate_existing=True)
+)
 _EXTEND_LEASE = (
     update(Session)
     .where(
@@ -228,7 +258,7 @@ class ChunkQueue:
                 # A session blocked by a failed chunk stays parked; one in backoff keeps its ready time.
                 if row.blocked_by_seq is None and row.ready_at is None:
                     row.ready_at = now
-                await announce(session, work=self.wakeups)
+                # Other processes hear of the new chunks from the INSERT's trigger (migration 0007).
         if rows:
             self.backlog += len(rows)
             self.wakeups.work()
@@ -251,8 +281,7 @@ class ChunkQueue:
         await session.execute(_INSERT_CHUNKS, imported)
         row.next_seq = max(int(chunk["seq"]) for chunk in imported) + 1
         if any(chunk["status"] != ChunkStatus.DONE for chunk in imported):
-            row.ready_at = now  # a worker finds the head: pending runs, failed blocks
-            await announce(session, work=self.wakeups)
+            row.ready_at = now  # a worker finds the head: pending runs, failed blocks (the INSERT notified)
 
     # --- the worker's side ---
 
@@ -292,19 +321,23 @@ class ChunkQueue:
             row = await self._extend_lease(session, key, owner, now)
             if row is None:
                 return None
+            runnable = await session.execute(
+                _START_HEAD,
+                {"tenant": key[0], "session": key[1], "now": now, "max_attempts": self.config.max_attempts},
+            )
+            started = runnable.scalar_one_or_none()
+            if started is not None:  # the common case, one statement
+                if started.attempts == 1:
+                    CHUNK_QUEUE_WAIT.observe((now - started.accepted_at).total_seconds())
+                return Started(row, started)
             head = await chunks.head(session, key)
             if _parked(row, head, now):
                 return None
-            assert head is not None
-            if head.attempts >= self.config.max_attempts:
-                await self._fail_and_block(session, key, row, head, head.error or LOST_ATTEMPT, now)
-                self.wakeups.finished(key, head.seq, ChunkStatus.FAILED)
-                continue
-            if head.attempts == 0:
-                CHUNK_QUEUE_WAIT.observe((now - head.accepted_at).total_seconds())
-            head.status, head.attempts = ChunkStatus.PROCESSING, head.attempts + 1
-            head.started_at = head.started_at or now
-            return Started(row, head)
+            # Runnable by every other test, so out of attempts: the last one was started by a worker
+            # that died.
+            assert head is not None and head.attempts >= self.config.max_attempts
+            _fail_and_block(row, head, head.error or LOST_ATTEMPT, now)
+            self.wakeups.finished(key, head.seq, ChunkStatus.FAILED)
 
     async def held(self, session: AsyncSession, key: SessionKey, seq: int, owner: str) -> Held | None:
         """The session (locked), the chunk and the head that follows it, if `owner` still holds the
@@ -340,8 +373,22 @@ class ChunkQueue:
         chunk.policy, chunk.model, chunk.usage = policy, model, usage
         row.updated_at = now
         row.lease_until = self._lease_end(now)
-        await announce(session, finished=key, seq=chunk.seq, status=ChunkStatus.DONE)
         return _parked(row, held.next_head, now)
+
+    def start_following(self, held: Held, now: datetime) -> Chunk | None:
+        """After `complete` kept the lease (the next head is runnable), start that head in the same
+        transaction, as `start` would: the session is locked and the lease held and extended, so this
+        saves the worker a start transaction per chunk of a burst. None when its attempts are spent
+        (`start` then fails it)."""
+        head = held.next_head
+        assert head is not None and head.status != ChunkStatus.FAILED  # `complete` parked otherwise
+        if head.attempts >= self.config.max_attempts:
+            return None
+        if head.attempts == 0:
+            CHUNK_QUEUE_WAIT.observe((now - head.accepted_at).total_seconds())
+        head.status, head.attempts = ChunkStatus.PROCESSING, head.attempts + 1
+        head.started_at = head.started_at or now
+        return head
 
     def announce_done(self, key: SessionKey, seq: int) -> None:
         """After `complete` committed: wake this process's waiters."""
@@ -359,7 +406,7 @@ class ChunkQueue:
                 return None
             row, chunk = held.session, held.chunk
             if not retryable or chunk.attempts >= self.config.max_attempts:
-                await self._fail_and_block(session, key, row, chunk, error, now)
+                _fail_and_block(row, chunk, error, now)
                 status = ChunkStatus.FAILED
             else:
                 delay = self.config.backoff_s * 2 ** (chunk.attempts - 1)
@@ -381,7 +428,7 @@ class ChunkQueue:
             row, chunk = held.session, held.chunk
             chunk.status, chunk.attempts = ChunkStatus.PENDING, chunk.attempts - 1
             row.lease_owner, row.lease_until, row.ready_at = None, None, utcnow()
-            await announce(session, work=self.wakeups)
+            await announce(session, work=True)
 
     # --- the API's side ---
 
@@ -393,7 +440,7 @@ class ChunkQueue:
         if row.blocked_by_seq == chunk.seq:
             row.blocked_by_seq = None
         row.ready_at, row.updated_at = now, now
-        await announce(session, work=self.wakeups)
+        await announce(session, work=True)
 
     # --- helpers ---
 
@@ -410,13 +457,13 @@ class ChunkQueue:
         )
         return extended.scalar_one_or_none()
 
-    async def _fail_and_block(
-        self, session: AsyncSession, key: SessionKey, row: Session, chunk: Chunk, error: str, now: datetime
-    ) -> None:
-        chunk.status, chunk.error, chunk.done_at, chunk.next_attempt_at = ChunkStatus.FAILED, error, now, None
-        row.blocked_by_seq, row.ready_at = chunk.seq, None
-        row.lease_owner, row.lease_until = None, None
-        await announce(session, finished=key, seq=chunk.seq, status=ChunkStatus.FAILED)
+
+def _fail_and_block(row: Session, chunk: Chunk, error: str, now: datetime) -> None:
+    """The chunk fails for good: the session is parked, blocked by it, and the lease released (the
+    status change notifies other processes' waiters: migration 0007's trigger)."""
+    chunk.status, chunk.error, chunk.done_at, chunk.next_attempt_at = ChunkStatus.FAILED, error, now, None
+    row.blocked_by_seq, row.ready_at = chunk.seq, None
+    row.lease_owner, row.lease_until = None, None
 
 
 def _parked(row: Session, head: Chunk | None, now: datetime) -> bool:

@@ -1,18 +1,20 @@
 """Wake-ups between the ingest path, the workers and the waiters.
 
 In-process: `Wakeups` keeps asyncio events (one per worker, and per session for requests waiting on
-their chunks). Across processes (Postgres): writers `announce()` inside their transaction with
-`pg_notify`, which Postgres delivers at commit, and `PgListener` turns the notifications back into
-local wake-ups. Polling at `poll_interval_s` remains underneath both, so a lost notification costs
-latency, never correctness.
+their chunks). Across processes (Postgres): triggers on `chunks` (migration 0007) notify `work` when
+chunks are inserted and `done` when one reaches a final status; the few other transitions that make
+work claimable (`abandon`, `retry`) or send waiters back to the database (a deleted session)
+`announce()` in their transaction. Postgres delivers both at commit, and `PgListener` turns the
+notifications back into local wake-ups. Polling at `poll_interval_s` remains underneath both, so a
+lost notification costs latency, never correctness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 
 import psycopg
@@ -51,9 +53,6 @@ class Watch:
 
 class Wakeups:
     def __init__(self) -> None:
-        # Names this process's "work" notifications: it wakes its own workers directly when it
-        # announces work, and waking them again when the notification comes back costs a claim.
-        self.origin = secrets.token_hex(8)
         self._workers: set[asyncio.Event] = set()
         self._sessions: dict[SessionKey, set[Watch]] = {}
 
@@ -93,33 +92,29 @@ class Wakeups:
             if not watches:
                 del self._sessions[key]
 
-    def dispatch(self, payload: str) -> None:
+    def dispatch(self, payload: str, *, own: bool = False) -> None:
+        """A notification; `own`: sent by this process's own connections. This process wakes its
+        workers directly when it makes work (`work()` after the commit), and waking them again when
+        the notification comes back would cost a claim that finds nothing."""
         kind, _, rest = payload.partition(_SEPARATOR)
         if kind == _WORK:
-            if rest != self.origin:
+            if not own:
                 self.work()
         elif kind == _DONE:
             tenant, session_id, seq, status = rest.rsplit(_SEPARATOR, 3)
             self.finished((tenant, session_id), int(seq) if seq else None, status or None)
 
 
-async def announce(
-    db: AsyncSession,
-    *,
-    work: Wakeups | None = None,
-    finished: SessionKey | None = None,
-    seq: int | None = None,
-    status: str | None = None,
-) -> None:
+async def announce(db: AsyncSession, *, work: bool = False, recheck: SessionKey | None = None) -> None:
     """Tell other processes, at this transaction's commit (Postgres only; SQLite is one process):
-    `work`, the announcing process's wake-ups (it wakes its own workers itself), that there is
-    work to claim; `finished`, that a chunk reached its final status."""
+    `work`, that a session became claimable without a chunk being inserted; `recheck`, that the
+    waiters of that session should look in the database again. Inserted chunks and final statuses
+    are announced by the triggers."""
     if (await db.connection()).dialect.name != "postgresql":
         return
-    payloads = [f"{_WORK}{_SEPARATOR}{work.origin}"] if work is not None else []
-    if finished is not None:
-        fields = (_DONE, *finished, "" if seq is None else str(seq), status or "")
-        payloads.append(_SEPARATOR.join(fields))
+    payloads = [_WORK] if work else []
+    if recheck is not None:
+        payloads.append(_SEPARATOR.join((_DONE, *recheck, "", "")))
     for payload in payloads:
         await db.execute(_NOTIFY, {"channel": CHANNEL, "payload": payload})
 
@@ -127,10 +122,19 @@ async def announce(
 class PgListener:
     """LISTENs on a dedicated connection and feeds `Wakeups`; reconnects after failures."""
 
-    def __init__(self, database_url: str, wakeups: Wakeups, retry_s: float) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        wakeups: Wakeups,
+        retry_s: float,
+        own_backends: AbstractSet[int] = frozenset(),
+    ) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
         self._wakeups = wakeups
+        # The server pids of this process's pooled connections (`Database.backend_pids`, kept up to
+        # date by the pool): a notification names the backend that sent it.
+        self._own = own_backends
         self._retry_s = retry_s
         self._task: asyncio.Task[None] | None = None
 
@@ -157,7 +161,7 @@ class PgListener:
                     self._wakeups.work()
                     self._wakeups.recheck_all()
                     async for notification in connection.notifies():
-                        self._wakeups.dispatch(notification.payload)
+                        self._wakeups.dispatch(notification.payload, own=notification.pid in self._own)
             except (psycopg.Error, OSError) as exc:
                 if not lost:  # once per outage; the database's outage log tells when it is back
                     log.warning("LISTEN connection lost (%s); retrying every %.1f s", exc, self._retry_s)

@@ -3,7 +3,8 @@ chunk and commits the result. Every status change is the queue's (`app/ingest/qu
 
 Per chunk: (1) a short transaction starts the head chunk and reads the memory the policy reads (for
 the `openai` backend only the recent items it shows, `load_view`; nothing at all when this process
-holds that session's memory at the current version, `app/ingest/views.py`); (2) the policy is
+holds that session's memory at the current version, `app/ingest/views.py`) — or, when the session
+has more chunks queued, the commit of the previous chunk has started this one already; (2) the policy is
 called with no transaction open, while a heartbeat keeps the lease; (3) one transaction re-locks the
 session, checks the lease is still ours and the memory version unchanged, reads the older items the
 reply's operations name (`with_targets`), applies the reply (the engine step, `Applier.apply_calls`),
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import request_id
 from app.ingest.edits import conflicts
-from app.ingest.queue import ChunkQueue
+from app.ingest.queue import ChunkQueue, Started
 from app.ingest.shutdown import Shutdown, run_to_completion, unless
 from app.ingest.views import Views
 from app.memory import LIST_KINDS, Applier, MemoryKind, MemoryState, Operation, OpResult, Tool
@@ -44,7 +45,7 @@ from app.policy.backend import PolicyBackend, PolicyError, PolicyReply
 from app.settings import Settings
 from app.store import audit, policies
 from app.store.memory import load_state, load_view, save_state, targets, with_targets
-from app.store.models import Session
+from app.store.models import Policy, Session
 from app.store.sessions import SessionKey
 from app.store.types import utcnow
 
@@ -92,6 +93,11 @@ class _Commit(Enum):
     STALE = "stale"
 
 
+# What follows a chunk: False, the lease is no longer held (released with the commit, or lost); True,
+# start the next head; a `_Step`, the next head, which the commit has started already.
+_Next = bool | _Step
+
+
 class Worker:
     def __init__(
         self,
@@ -112,12 +118,20 @@ class Worker:
     async def run_session(self, key: SessionKey) -> bool:
         """Work through the chunks of a session this worker's owner has claimed, then hand it back.
         True when it was handed back with work left (another claim should look for it)."""
-        for _ in range(CHUNKS_PER_CLAIM):
+        step: _Step | None = None
+        for n in range(CHUNKS_PER_CLAIM):
             if self.shutdown.stop.is_set():
+                if step is not None:  # started by the last commit: back to pending, attempt uncounted
+                    await self.queue.abandon(key, step.seq, self.owner)
                 break
-            step = await self._start_next(key)
-            if step is None or not await self._process(key, step):
+            step = step or await self._start_next(key)
+            if step is None:
                 return False
+            # The last chunk of a claim starts nothing: the session then goes to the back of the queue.
+            following = await self._process(key, step, chain=n + 1 < CHUNKS_PER_CLAIM)
+            if following is False:
+                return False
+            step = following if isinstance(following, _Step) else None
         await self.queue.requeue(key, self.owner)
         return True
 
@@ -140,23 +154,26 @@ class Worker:
             if started is None:
                 return None
             active = await policies.active(db)
-            # The row seeded from settings means "the backend's configured model"; any other row's
-            # name is the served model (a LoRA adapter).
-            served = (
-                None
-                if active is None or active.manifest.get("source") == policies.SETTINGS_SOURCE
-                else active.name
-            )
-            return _Step(
-                seq=started.chunk.seq,
-                content=started.chunk.content,
-                timestamp=started.chunk.timestamp,
-                attempts=started.chunk.attempts,
-                state=await self._current(db, started.session),
-                policy_name=active.name if active else self.policy.name,
-                model=served,
-                request_id=started.chunk.request_id,
-            )
+            return self._step(started, active, await self._current(db, started.session))
+
+    def _step(self, started: Started, active: Policy | None, state: MemoryState) -> _Step:
+        # The row seeded from settings means "the backend's configured model"; any other row's
+        # name is the served model (a LoRA adapter).
+        served = (
+            None
+            if active is None or active.manifest.get("source") == policies.SETTINGS_SOURCE
+            else active.name
+        )
+        return _Step(
+            seq=started.chunk.seq,
+            content=started.chunk.content,
+            timestamp=started.chunk.timestamp,
+            attempts=started.chunk.attempts,
+            state=state,
+            policy_name=active.name if active else self.policy.name,
+            model=served,
+            request_id=started.chunk.request_id,
+        )
 
     async def _current(self, db: AsyncSession, row: Session) -> MemoryState:
         """The memory the policy reads, at the session's current version."""
@@ -167,9 +184,9 @@ class Worker:
             self.views.put(row, state)
         return state
 
-    async def _process(self, key: SessionKey, step: _Step) -> bool:
-        """Run the policy on the chunk and commit it; False when the lease is no longer held after
-        it (released with the commit, or lost), so there is no next chunk to start."""
+    async def _process(self, key: SessionKey, step: _Step, *, chain: bool) -> _Next:
+        """Run the policy on the chunk and commit it; with `chain`, the commit may start the next
+        head too (see `_Next`)."""
         bound = request_id.set(step.request_id)
         heartbeat = asyncio.create_task(self._heartbeat(key))
         try:
@@ -209,7 +226,9 @@ class Worker:
                         f"no parseable tool call in the reply: {'; '.join(reply.parse_errors)[:500]}",
                     )
                     return True
-                outcome = await self._commit(key, step, reply)
+                outcome = await self._commit(key, step, reply, chain=chain)
+                if isinstance(outcome, _Step):
+                    return outcome
                 if outcome is not _Commit.STALE:
                     return outcome is _Commit.DONE
             await self._attempt_failed(key, step, f"memory changed during processing {MAX_RERUNS + 1} times")
@@ -224,8 +243,14 @@ class Worker:
             await asyncio.gather(heartbeat, return_exceptions=True)
             request_id.reset(bound)
 
-    async def _commit(self, key: SessionKey, step: _Step, reply: PolicyReply) -> _Commit:
+    async def _commit(
+        self, key: SessionKey, step: _Step, reply: PolicyReply, *, chain: bool
+    ) -> _Commit | _Step:
+        """Commit the reply; with `chain`, a runnable next head is started in the same transaction and
+        returned as the next step."""
         started = time.perf_counter()
+        following: Started | None = None  # the next head, started in this commit
+        active: Policy | None = None
         async with self.queue.db.write() as db:
             # The session row and the chunk change in several places below; flushed once at commit,
             # each is one UPDATE instead of one per statement that follows a change.
@@ -268,11 +293,21 @@ class Worker:
             released = await self.queue.complete(
                 db, key, held, now, policy=step.policy_name, model=reply.model, usage=_usage(reply)
             )
+            if not released and chain and not self.shutdown.stop.is_set():
+                chunk = self.queue.start_following(held, now)
+                if chunk is not None:
+                    following, active = Started(row, chunk), await policies.active(db)
         self._keep(row, after, results)  # only once committed: a failed commit leaves nothing to reuse
         APPLY_LATENCY.observe(time.perf_counter() - started)
         for result in results:
             OPERATIONS.labels(*op_labels(result)).inc()
         self.queue.announce_done(key, step.seq)
+        if following is not None:
+            state = self.views.get(row)
+            if state is None:  # not kept (after a delete, see `_keep`): read at the committed version
+                async with self.queue.db.read() as db:
+                    state = await self._current(db, row)
+            return self._step(following, active, state)
         return _Commit.RELEASED if released else _Commit.DONE
 
     def _keep(self, row: Session, after: MemoryState, results: list[OpResult]) -> None:

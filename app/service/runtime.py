@@ -138,7 +138,9 @@ class MemoryService:
         self._policy = self._given_policy or make_policy(settings)
         self._answerer = self._given_answerer or make_answerer(settings)
         if not db.is_sqlite:
-            self._listener = PgListener(db.url, self.wakeups, retry_s=settings.poll_interval_s)
+            self._listener = PgListener(
+                db.url, self.wakeups, retry_s=settings.poll_interval_s, own_backends=db.backend_pids
+            )
             self._listener.start()
         if run_workers and settings.workers > 0:
             self._pool = WorkerPool(

@@ -45,7 +45,7 @@ class Sessions:
         async with self.service.db.write() as session:
             await session_row(session, key, for_update=True)
             await sessions.delete_session(session, key)
-            await announce(session, finished=key)
+            await announce(session, recheck=key)
         self.service.states.forget(key)
         self.service.wakeups.finished(key)
 

@@ -67,6 +67,23 @@ def _pg_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         raise InvalidatePoolError("the server closed or is closing this pooled connection")
 
 
+_BACKEND_PID = "memalpha_backend_pid"
+
+
+def _track_backends(engine: AsyncEngine, pids: set[int]) -> None:
+    """Keep `pids` equal to the server pids of the pool's open connections (Postgres)."""
+
+    def connected(dbapi_connection: Any, record: Any) -> None:
+        pid = record.info[_BACKEND_PID] = dbapi_connection.driver_connection.pgconn.backend_pid
+        pids.add(pid)
+
+    def closed(_dbapi_connection: Any, record: Any) -> None:
+        pids.discard(record.info.pop(_BACKEND_PID, None))
+
+    event.listen(engine.sync_engine, "connect", connected)
+    event.listen(engine.sync_engine.pool, "close", closed)
+
+
 def _sqlite_begin(connection: Connection) -> None:
     immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -80,8 +97,11 @@ class Database:
         if self.dialect == "postgresql":
             options.update(pool_size=pool_size)
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        # Server pids of this pool's connections: a notification they send names one of them.
+        self.backend_pids: set[int] = set()
         if self.dialect == "postgresql":
             event.listen(self.engine.sync_engine.pool, "checkout", _pg_checkout)
+            _track_backends(self.engine, self.backend_pids)
         self.outage = OutageLog()
         # A new connection after an outage is the recovery (the pool drops the broken ones).
         event.listen(self.engine.sync_engine, "connect", lambda *_: self.outage.reconnected())

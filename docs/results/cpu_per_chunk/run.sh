@@ -3,10 +3,11 @@
 # two trees flipped every round, each run `bench.service_overhead` at 1k and 10k items with
 # per-chunk samples. BEFORE and AFTER are checkouts (`git archive`); the same venv runs both.
 #   BEFORE=/tmp/before AFTER=/tmp/after ROUNDS=6 OUT=docs/results/cpu_per_chunk bash run.sh
+# FIRST=5 ROUNDS=8 adds rounds 5-8 to an earlier run (the order keeps alternating).
 set -euo pipefail
-: "${BEFORE:?}" "${AFTER:?}" "${OUT:?}" "${ROUNDS:=6}" "${CHUNKS:=30}" "${VENV:=$AFTER/.venv}"
+: "${BEFORE:?}" "${AFTER:?}" "${OUT:?}" "${ROUNDS:=6}" "${FIRST:=1}" "${CHUNKS:=30}" "${VENV:=$AFTER/.venv}"
 mkdir -p "$OUT"
-for round in $(seq 1 "$ROUNDS"); do
+for round in $(seq "$FIRST" "$ROUNDS"); do
   if (( round % 2 )); then order="before after"; else order="after before"; fi
   for side in $order; do
     tree=$BEFORE; [[ $side == after ]] && tree=$AFTER
