@@ -227,7 +227,9 @@ class SessionOut(Result):
     items: dict[str, int] = Field(description="item counts by kind")
     blocked_by_seq: int | None = Field(description="a failed chunk that holds back the later ones")
     core_truncated: bool
-    memory_tokens: int = Field(description="core + semantic + episodic tokens of the memory")
+    memory_tokens: int = Field(
+        description="core + semantic + episodic tokens of the memory (item contents; index-only cues not included)"
+    )
 
 
 class SessionList(Result):
