@@ -105,11 +105,10 @@ class Retriever:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
         self.scorer = SCORERS[scorer] if isinstance(scorer, str) else scorer
-        # Keyed by (caller key, kind, version, cues); the newest by the same without the version.
+        # Keyed by (caller key, kind, version, cues); the last built per memory (and cached) by the
+        # same without the version.
         self._cache: OrderedDict[tuple[Hashable, MemoryKind, int, bool], KindIndex] = OrderedDict()
-        self._newest: dict[
-            tuple[Hashable, MemoryKind, bool], KindIndex
-        ] = {}  # last built per memory (cached)
+        self._newest: dict[tuple[Hashable, MemoryKind, bool], KindIndex] = {}
         # The trainer may search from worker threads; the lock keeps the LRU bookkeeping consistent.
         self._lock = threading.Lock()
         self._observe = observe
