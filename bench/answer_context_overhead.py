@@ -27,21 +27,15 @@ import asyncio
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 from statistics import fmean
 
-from app.backends import make_policy
-from app.memory import MemoryState, TokenCounter
+from app.memory import TokenCounter
 from app.qa import AnswerContext, assemble_context
 from app.qa.context import dated
 from app.retrieval import Retriever
-from app.settings import Settings
 from app.tokens import make_token_counter
-from trainer.episodes import BuildConfig, build_episodes
-from trainer.evaluate.baselines import raw_memory
-from trainer.evaluate.harness import applier_for
-from trainer.evaluate.sweep import CachedCounter, passages
-from trainer.runner import write_memory
+from bench.locomo_states import locomo_states
+from trainer.evaluate.sweep import CachedCounter
 
 PARTS = ("fixed", "core", "numbering", "dates", "items", "headers", "slack")
 # A date in front of an episodic item (the writer's `On 8 May 2023, `, the answerer's `[8 May 2023] `)
@@ -79,18 +73,10 @@ def parts(context: AnswerContext, budget: int, counter: TokenCounter) -> dict[st
 
 async def measure(args: argparse.Namespace) -> dict[tuple[str, int], list[dict[str, int]]]:
     counter = CachedCounter(make_token_counter(args.tokenizer_file))
-    settings = Settings(policy_backend="extractive", answerer_backend="extractive")
-    build = BuildConfig(data_dir=Path(args.data_dir), episodes=args.episodes, counter=counter)
-    policy, applier = make_policy(settings), applier_for(settings, counter)
     retriever = Retriever(max_entries=64, scorer="lucene")
     budgets = [int(b) for b in args.budgets.split(",")]
     out: dict[tuple[str, int], list[dict[str, int]]] = defaultdict(list)
-    for episode in build_episodes("locomo", build):
-        memory, _ = await write_memory(episode, policy, applier=applier, counter=counter)
-        states: dict[str, MemoryState] = {
-            "memory": memory,
-            "rag-raw": raw_memory(passages(episode.chunks, args.passage_tokens, counter)),
-        }
+    async for episode, states in locomo_states(args.data_dir, args.episodes, counter, args.passage_tokens):
         for method, state in states.items():
             for qa in episode.questions:
                 for budget in budgets:

@@ -18,40 +18,25 @@ import asyncio
 import heapq
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from statistics import fmean, median
 
-from app.backends import make_policy
-from app.memory import LIST_KINDS, MemoryState
+from app.memory import LIST_KINDS
 from app.qa import assemble_context
 from app.retrieval import Retriever, bm25_tokens
-from app.settings import Settings
 from app.tokens import make_token_counter
-from trainer.episodes import BuildConfig, build_episodes
-from trainer.episodes.locomo import DEFAULT_FILE
-from trainer.evaluate.baselines import raw_memory
-from trainer.evaluate.harness import applier_for
+from bench.locomo_states import locomo_file, locomo_states
 from trainer.evaluate.recall import content_terms, locomo_evidence, turn_held
-from trainer.evaluate.sweep import CachedCounter, passages
-from trainer.runner import write_memory
+from trainer.evaluate.sweep import CachedCounter
 
 
 async def measure(args: argparse.Namespace) -> list[str]:
     counter = CachedCounter(make_token_counter(args.tokenizer_file))
-    settings = Settings(policy_backend="extractive", answerer_backend="extractive")
-    build = BuildConfig(data_dir=Path(args.data_dir), episodes=args.episodes, counter=counter)
-    evidence = locomo_evidence(str(build.source(DEFAULT_FILE)))
-    policy, applier = make_policy(settings), applier_for(settings, counter)
+    evidence = locomo_evidence(str(locomo_file(args.data_dir)))
     retriever = Retriever(max_entries=64, scorer="lucene")
     classes: dict[str, Counter[str]] = {"memory": Counter(), "rag-raw": Counter()}
     below: dict[str, list[tuple[int, int]]] = {method: [] for method in classes}
     unbound: dict[str, list[bool]] = {method: [] for method in classes}
-    for episode in build_episodes("locomo", build):
-        memory, _ = await write_memory(episode, policy, applier=applier, counter=counter)
-        states: dict[str, MemoryState] = {
-            "memory": memory,
-            "rag-raw": raw_memory(passages(episode.chunks, args.passage_tokens, counter)),
-        }
+    async for episode, states in locomo_states(args.data_dir, args.episodes, counter, args.passage_tokens):
         for method, state in states.items():
             key = (method, episode.instance_id)
             items = [(item, content_terms(item.content)) for kind in LIST_KINDS for item in state.items(kind)]

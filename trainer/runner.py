@@ -128,8 +128,11 @@ class QASettings:
 
 
 def memory_tokens(state: MemoryState, counter: TokenCounter) -> int:
-    items = [item.content for kind in LIST_KINDS for item in state.items(kind)]
-    return counter.count(state.core) + sum(counter.count(content) for content in items)
+    """Tokens of everything the memory stores: core, item contents and items' index-only cues (stored
+    though never shown, so a writer that adds them pays for them in the stored share and compression;
+    a policy that writes none, as Memalpha-4B, is counted as before)."""
+    items = [text for kind in LIST_KINDS for item in state.items(kind) for text in (item.content, item.cues)]
+    return counter.count(state.core) + sum(counter.count(text) for text in items if text)
 
 
 async def write_memory(

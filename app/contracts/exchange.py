@@ -44,6 +44,7 @@ class ItemIn(Strict):
     updated_at: Timestamp | None = None
     source_seq: BigCount | None = None
     occurred_at: Timestamp | None = None
+    cues: Text = ""  # index-only words; absent in exports made before items had them
 
 
 class MemoryIn(Strict):

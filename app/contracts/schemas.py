@@ -129,13 +129,22 @@ class MemoryItem(Result):
     updated_at: datetime
     source_seq: int | None = Field(description="the chunk that wrote it; null for manual edits")
     occurred_at: datetime | None = None
+    cues: str = Field(
+        default="",
+        description="index-only words: a budget-mode search matches the item by them too, the answer "
+        "context never shows them (the words of the question its source turn answered; read-only here)",
+    )
 
 
 class MemoryTokens(Result):
+    """Tokens of what the memory shows (core and item contents); items' index-only cues are counted
+    apart, in `cues`, and not in `total`."""
+
     core: int
     semantic: int
     episodic: int
-    total: int
+    total: int = Field(description="core + semantic + episodic (contents only, without cues)")
+    cues: int = Field(default=0, description="tokens of the items' index-only cues (not in total)")
 
 
 class MemoryOut(Result):
@@ -218,7 +227,9 @@ class SessionOut(Result):
     items: dict[str, int] = Field(description="item counts by kind")
     blocked_by_seq: int | None = Field(description="a failed chunk that holds back the later ones")
     core_truncated: bool
-    memory_tokens: int = Field(description="core + semantic + episodic tokens of the memory")
+    memory_tokens: int = Field(
+        description="core + semantic + episodic tokens of the memory (item contents; index-only cues not included)"
+    )
 
 
 class SessionList(Result):

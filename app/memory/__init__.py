@@ -14,6 +14,7 @@ from app.memory.render import (
 )
 from app.memory.state import Item, MemoryState
 from app.memory.tokens import TokenCounter, WordTokenCounter, truncate_at_word
+from app.memory.words import bm25_tokens, cues_for
 
 __all__ = [
     "LIST_KINDS",
@@ -31,6 +32,8 @@ __all__ = [
     "TokenCounter",
     "Tool",
     "WordTokenCounter",
+    "bm25_tokens",
+    "cues_for",
     "is_blank",
     "item_id",
     "normalise_id",

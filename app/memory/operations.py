@@ -1,7 +1,14 @@
 """The three memory operations (SPEC §2) and `apply`, with our stricter semantics
 (ARCHITECTURE §2): unknown ids, empty content, core inserts and over-long items are errors; exact
 duplicate inserts are skipped; an over-long core is truncated at a word boundary and flagged; a leading
-`[id] ` label that names an item of the memory (copied from the policy view) is dropped from content."""
+`[id] ` label that names an item of the memory (copied from the policy view) is dropped from content.
+
+Inserts and updates of items take one optional argument beyond SPEC §2, `cues`: index-only words
+(`Item.cues`). A policy that does not know it (Memalpha-4B) never sends it and nothing changes for it.
+A value that is not a string, or longer than an item may be, is an error like a bad `content`. An
+update replaces the cues with its own, or clears them when it sends none: cues name the question the
+old content answered, which new content need not answer any more (a stale cue would keep finding the
+item for it)."""
 
 from __future__ import annotations
 
@@ -47,6 +54,7 @@ class Operation:
     memory_type: object
     content: object = None
     memory_id: object = None
+    cues: object = None  # None: not given
 
     @classmethod
     def from_call(cls, name: str, arguments: Mapping[str, object]) -> Operation:
@@ -57,6 +65,7 @@ class Operation:
             memory_type=arguments.get("memory_type"),
             content=content,
             memory_id=arguments.get("memory_id"),
+            cues=arguments.get("cues"),
         )
 
 
@@ -161,6 +170,7 @@ class Applier:
         if kind is MemoryKind.CORE:
             raise _Reject("error", "core memory cannot be inserted into; use memory_update to replace it")
         content = self._item_content(state, op.content)
+        cues = self._cues(op.cues) or ""
         items = state.items(kind)
         duplicate = next((item for item in items if item.content == content), None)
         if duplicate is not None:
@@ -179,6 +189,7 @@ class Applier:
                 updated_at=now,
                 source_seq=source_seq,
                 occurred_at=occurred,
+                cues=cues,
             )
         )
         result.item_id, result.after = new_id, content
@@ -197,12 +208,13 @@ class Applier:
             return
         item = self._existing(state, kind, op.memory_id)
         content = self._item_content(state, op.content)
+        cues = self._cues(op.cues)
         result.item_id, result.before = item.id, item.content
-        if content == item.content:
+        if content == item.content and (cues is None or cues == item.cues):
             raise _Reject(
                 "skipped", f"{kind.value} item {item.id} already has this content", item.id, item.content
             )
-        item.content, item.updated_at = content, now
+        item.content, item.cues, item.updated_at = content, cues or "", now
         result.after = content
 
     def _delete(self, state: MemoryState, kind: MemoryKind, op: Operation, result: OpResult) -> None:
@@ -234,6 +246,20 @@ class Applier:
                 "error", f"content has {tokens} tokens; the limit per item is {self.limits.max_item_tokens}"
             )
         return content
+
+    def _cues(self, value: object) -> str | None:
+        """The cues an operation gives, whitespace collapsed; None when it gives none."""
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise _Reject("error", "cues must be a string")
+        cues = " ".join(value.split())
+        tokens = self.counter.count(cues)
+        if tokens > self.limits.max_item_tokens:
+            raise _Reject(
+                "error", f"cues have {tokens} tokens; the limit per item is {self.limits.max_item_tokens}"
+            )
+        return cues
 
     def _existing(self, state: MemoryState, kind: MemoryKind, raw_id: object) -> Item:
         wanted = normalise_id(raw_id)

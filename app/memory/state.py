@@ -17,6 +17,10 @@ class Item:
     updated_at: datetime
     source_seq: int | None = None  # the chunk that wrote it; None for manual edits
     occurred_at: datetime | None = None  # episodic: when the event happened, if known
+    # Index-only words: what a search may match the item by but the answer context never shows (the
+    # content words of the question its source turn answered that the content lacks). Space-separated
+    # surface words, so every analyzer indexes them as it indexes content; "" for none.
+    cues: str = ""
 
 
 @dataclass

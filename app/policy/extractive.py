@@ -18,7 +18,12 @@ the very same apply path runs as for an LLM policy. It stores information, not t
 - a fact whose content words mostly repeat a stored item of its kind is not stored again;
 - a short core: participants, latest date seen, and a profile line per person from those
   one-value facts — only while the core is empty or in this writer's own format (a core written by a
-  user or an LLM is left alone).
+  user or an LLM is left alone);
+- an item written from a reply turn carries, as index-only cues (`Item.cues`, never shown to the
+  reader), the words of the question that turn answered which the item lacks: later questions tend to
+  repeat the asking question's words ("What got you into running?"), not the reply's. The writer knows
+  the question exactly — the other speaker's turn right before, ending with "?" — so no word overlap
+  guesses it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from app.memory.state import MemoryState
 from app.memory.stemming import stem
 from app.memory.stopwords import STOPWORDS
 from app.memory.tokens import TokenCounter, truncate_at_word
+from app.memory.words import cues_for
 from app.policy.backend import PolicyReply, Usage
 from app.policy.dates import find_date, format_date, mentions_time, resolve_relative
 from app.policy.facts import (
@@ -141,17 +147,20 @@ class _Writes:
     slots: dict[tuple[str, str], str] | None = None  # (person, slot) → the item id holding its value
     pending: dict[tuple[str, str], int] = field(default_factory=dict)  # … → index of this reply's insert
 
-    def insert(self, kind: MemoryKind, content: str) -> None:
+    def insert(self, kind: MemoryKind, content: str, question: str | None = None) -> None:
+        """`question`: the question the content answers (its words become the item's cues)."""
         content = truncate_at_word(" ".join(content.split()), self.max_item_tokens, self.counter)
         if not content:
             return
         if kind is MemoryKind.SEMANTIC and (slot := stated_slot(content)) is not None:
-            self._supersede(slot.key, content)
+            self._supersede(slot.key, content, question)
             return
         if self._new_fact(kind, term_set(content)):
-            self._append(kind, content)
+            self._append(kind, content, question)
 
-    def insert_facts(self, kind: MemoryKind, facts: list[str], prefix: str = "") -> None:
+    def insert_facts(
+        self, kind: MemoryKind, facts: list[str], prefix: str = "", question: str | None = None
+    ) -> None:
         """A turn's facts of one kind as one item (`prefix`, e.g. its date, written once): each fact
         is checked for near-duplicates on its own; too long for one item, each fact is its own."""
         fresh = [
@@ -163,10 +172,12 @@ class _Writes:
             return
         content = f"{prefix}{' '.join(fresh)}"
         if self.counter.count(content) <= self.max_item_tokens:
-            self._append(kind, content)
+            self._append(kind, content, question)
             return
         for fact in fresh:
-            self._append(kind, truncate_at_word(f"{prefix}{fact}", self.max_item_tokens, self.counter))
+            self._append(
+                kind, truncate_at_word(f"{prefix}{fact}", self.max_item_tokens, self.counter), question
+            )
 
     def _new_fact(self, kind: MemoryKind, terms: frozenset[str]) -> bool:
         """Not an exact or near-duplicate of a fact of this kind that memory (or this reply) holds; a
@@ -183,10 +194,11 @@ class _Writes:
         recent.append(terms)
         return True
 
-    def _append(self, kind: MemoryKind, content: str) -> None:
-        self.calls.append(ToolCall(Tool.INSERT.value, {"memory_type": kind.tool_value, "content": content}))
+    def _append(self, kind: MemoryKind, content: str, question: str | None) -> None:
+        arguments = {"memory_type": kind.tool_value, "content": content}
+        self.calls.append(ToolCall(Tool.INSERT.value, _with_cues(arguments, question)))
 
-    def _supersede(self, slot: tuple[str, str], content: str) -> None:
+    def _supersede(self, slot: tuple[str, str], content: str, question: str | None) -> None:
         if self.slots is None:
             self.slots = {}
             for item in self.state.semantic:  # the latest item of a slot holds its value
@@ -196,17 +208,18 @@ class _Writes:
         if slot in self.pending:  # written earlier in this very reply: replace that write
             call = self.calls[self.pending[slot]]
             call.arguments["content" if call.name == Tool.INSERT.value else "new_content"] = content
+            call.arguments.pop("cues", None)
+            _with_cues(call.arguments, question, content)
             return
         self.pending[slot] = len(self.calls)
         item_id = self.slots.get(slot)
         if item_id is None:
-            self.calls.append(ToolCall(Tool.INSERT.value, {"memory_type": kind, "content": content}))
+            arguments = {"memory_type": kind, "content": content}
+            self.calls.append(ToolCall(Tool.INSERT.value, _with_cues(arguments, question)))
         elif next(item.content for item in self.state.semantic if item.id == item_id) != content:
-            self.calls.append(
-                ToolCall(
-                    Tool.UPDATE.value, {"memory_type": kind, "memory_id": item_id, "new_content": content}
-                )
-            )
+            # The update's own cues (or none): the old value's question is not this one's.
+            arguments = {"memory_type": kind, "memory_id": item_id, "new_content": content}
+            self.calls.append(ToolCall(Tool.UPDATE.value, _with_cues(arguments, question, content)))
         else:
             del self.pending[slot]
 
@@ -257,9 +270,7 @@ class ExtractivePolicy:
         for number, turn in enumerate(turns):
             others = [name for name in participants if name != turn.speaker]
             other = others[0] if len(others) == 1 else None
-            self._write_turn(
-                writes, turn, names, other, _asked(turns[number - 1], turn, names) if number else None
-            )
+            self._write_turn(writes, turn, names, other, turns[number - 1] if number else None)
         if rest.strip():
             self._write_prose(writes, rest, _header_date(rest))
         core = self._core(state, writes, turns, rest if rest.strip() else "")
@@ -270,10 +281,13 @@ class ExtractivePolicy:
     # --- dialogue ---
 
     def _write_turn(
-        self, writes: _Writes, turn: _Turn, names: set[str], other: str | None, asked: str | None
+        self, writes: _Writes, turn: _Turn, names: set[str], other: str | None, previous: _Turn | None
     ) -> None:
-        """`asked`: the other speaker's question this turn replies to, kept in front of a short first
-        fact ("Which team did John sign with: The Minnesota Wolves!")."""
+        """The question the `previous` turn asked, which this turn replies to: when it asks about
+        something, kept in front of a short first fact ("Which team did John sign with: The Minnesota
+        Wolves!"); its words are the cues of every item the turn writes."""
+        question = _question(previous, turn) if previous is not None else None
+        asked = _asked(question, previous, turn, names) if previous is not None else None
         grouped: dict[MemoryKind, list[str]] = {MemoryKind.SEMANTIC: [], MemoryKind.EPISODIC: []}
         for sentence in split_sentences(turn.text):
             if small_talk(sentence, names):
@@ -294,7 +308,7 @@ class ExtractivePolicy:
             slot = slot_of(fact)
             if slot is not None:  # the current value in its fixed phrasing; a move is an event as well
                 since = f" (as of {format_date(turn.when)})" if turn.when is not None else ""
-                writes.insert(MemoryKind.SEMANTIC, f"{slot.statement}{since}.")
+                writes.insert(MemoryKind.SEMANTIC, f"{slot.statement}{since}.", question)
                 if _is_event(sentence) and turn.when is not None:
                     grouped[MemoryKind.EPISODIC].append(fact)
             elif _is_event(sentence):
@@ -304,9 +318,9 @@ class ExtractivePolicy:
         # One item per turn and kind: the turn's facts stay together, as in the raw passage a
         # question's words may be spread over (the answer sentence and the one that names its topic);
         # the date is written once.
-        writes.insert_facts(MemoryKind.SEMANTIC, grouped[MemoryKind.SEMANTIC])
+        writes.insert_facts(MemoryKind.SEMANTIC, grouped[MemoryKind.SEMANTIC], question=question)
         dated = f"On {format_date(turn.when)}, " if turn.when is not None else ""
-        writes.insert_facts(MemoryKind.EPISODIC, grouped[MemoryKind.EPISODIC], dated)
+        writes.insert_facts(MemoryKind.EPISODIC, grouped[MemoryKind.EPISODIC], dated, question)
 
     # --- prose ---
 
@@ -363,14 +377,28 @@ class ExtractivePolicy:
         return text if text and text != state.core else None
 
 
-def _asked(previous: _Turn, turn: _Turn, names: set[str]) -> str | None:
-    """The question the other speaker's previous turn ended with, in the third person ("you" is this
-    turn's speaker), when it asks about something (not "How are you?")."""
+def _question(previous: _Turn, turn: _Turn) -> str | None:
+    """The question `turn` replies to: the last sentence of the previous turn, when another speaker's
+    and it ends with "?"."""
     if previous.speaker == turn.speaker:
         return None
     sentences = split_sentences(previous.text)
     question = without_interjection(sentences[-1]) if sentences else ""
-    if not question.endswith("?"):
+    return question if question.endswith("?") else None
+
+
+def _with_cues(arguments: dict[str, str], question: str | None, content: str | None = None) -> dict[str, str]:
+    """`arguments` with `cues` (the words of `question` the content lacks) when there are any."""
+    cues = cues_for(question, content or arguments["content"]) if question else ""
+    if cues:
+        arguments["cues"] = cues
+    return arguments
+
+
+def _asked(question: str | None, previous: _Turn, turn: _Turn, names: set[str]) -> str | None:
+    """`question` (asked by `previous`) in the third person ("you" is `turn`'s speaker), when it asks
+    about something (not "How are you?")."""
+    if question is None:
         return None
     informative = [word for word in content_words(question, names) if word not in REACTION_WORDS]
     if len(informative) < _QUESTION_WORDS:

@@ -1,6 +1,7 @@
 """Assemble what the answerer reads, in one of two modes:
 
-- `budget` (the service default): the items of both kinds that share a term with the question, best
+- `budget` (the service default): the items of both kinds that share a term with the question (in
+  their content or their index-only cues, which are never shown), best
   BM25 score first, added while the whole prompt fits the token budget; an item whose words repeat one
   already taken is left out. Nothing unrelated pads the context, so a small budget holds only what
   matches. Episodic items are shown in time order (their order in memory) under one date line per
@@ -116,7 +117,8 @@ def assemble_context(
     """`query` is what is searched (default: the question); `k` caps the items per kind (None: no cap,
     budget mode only)."""
     search = query if query is not None else question
-    weights = {kind: _word_weights(retriever, state, kind, search, key) for kind in LIST_KINDS}
+    cues = mode == "budget"  # top-k is SPEC §4's search: contents only
+    weights = {kind: _word_weights(retriever, state, kind, search, key, cues) for kind in LIST_KINDS}
     draft = AnswerContext(
         question, state.core, [], [], 0, 0, weights, retriever.scorer.analyzer, search if query else ""
     )
@@ -254,7 +256,7 @@ def _ranked(
     key: Hashable,
     limit: int | None,
 ) -> Iterator[_Taken]:
-    for position, scored in retriever.matching(state, terms, kind, key, limit=limit):
+    for position, scored in retriever.matching(state, terms, kind, key, limit=limit, cues=True):
         yield position, scored, kind
 
 
@@ -268,9 +270,9 @@ def _arrange(draft: AnswerContext, taken: list[_Taken]) -> AnswerContext:
 
 
 def _word_weights(
-    retriever: Retriever, state: MemoryState, kind: MemoryKind, query: str, key: Hashable
+    retriever: Retriever, state: MemoryState, kind: MemoryKind, query: str, key: Hashable, cues: bool
 ) -> dict[str, float]:
-    index = retriever.index(state, kind, key).index
+    index = retriever.index(state, kind, key, cues=cues).index
     return {
         term: math.log(1 + (index.size - index.doc_freq(term) + 0.5) / (index.doc_freq(term) + 0.5))
         for term in set(retriever.query_terms(query))

@@ -11,6 +11,10 @@ score descending, ties by position in memory (older items first).
 A retriever uses one `Scorer`: `okapi` is SPEC §4 as the paper ran it (rank-bm25's BM25Okapi over plain
 words; the trainer's reward keeps it), `lucene` is the service default (Lucene idf, light stemming,
 stopwords out of the query), which behaves on memories of a handful of items.
+
+What an item is indexed by: its content, and with `cues` (the answer context's budget mode) its
+index-only cues too (`Item.cues`). The two are separate indexes under separate cache slots; without
+`cues` (top-k, SPEC §4, the trainer's reward) the index is the content's alone, as it always was.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class CacheInfo:
 
 @dataclass
 class KindIndex:
-    """A kind's items at one version and the BM25 index over their contents (same positions)."""
+    """A kind's items at one version and the BM25 index over their indexed texts (same positions)."""
 
     fingerprint: tuple[tuple[str, str], ...]
     index: BM25Index
@@ -72,11 +76,16 @@ class KindIndex:
     owner: weakref.ref[MemoryState]
 
 
-def _fingerprint(items: list[Item]) -> tuple[tuple[str, str], ...]:
-    return tuple(zip(map(_ID, items), map(_CONTENT, items)))
+def _fingerprint(items: list[Item], cues: bool) -> tuple[tuple[str, str], ...]:
+    """(id, indexed text) per item: its content, with `cues` followed by its cues on their own line."""
+    return tuple(zip(map(_ID, items), map(_with_cues if cues else _CONTENT, items)))
 
 
 _ID, _CONTENT = attrgetter("id"), attrgetter("content")
+
+
+def _with_cues(item: Item) -> str:
+    return f"{item.content}\n{item.cues}" if item.cues else item.content
 
 
 class Retriever:
@@ -96,8 +105,10 @@ class Retriever:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
         self.scorer = SCORERS[scorer] if isinstance(scorer, str) else scorer
-        self._cache: OrderedDict[tuple[Hashable, MemoryKind, int], KindIndex] = OrderedDict()
-        self._newest: dict[tuple[Hashable, MemoryKind], KindIndex] = {}  # last built per memory (cached)
+        # Keyed by (caller key, kind, version, cues); the last built per memory (and cached) by the
+        # same without the version.
+        self._cache: OrderedDict[tuple[Hashable, MemoryKind, int, bool], KindIndex] = OrderedDict()
+        self._newest: dict[tuple[Hashable, MemoryKind, bool], KindIndex] = {}
         # The trainer may search from worker threads; the lock keeps the LRU bookkeeping consistent.
         self._lock = threading.Lock()
         self._observe = observe
@@ -105,29 +116,34 @@ class Retriever:
         self._hits = 0
         self._misses = 0
 
-    def index(self, state: MemoryState, kind: MemoryKind, key: Hashable = None) -> KindIndex:
+    def index(
+        self, state: MemoryState, kind: MemoryKind, key: Hashable = None, *, cues: bool = False
+    ) -> KindIndex:
+        """The index of `kind`'s items of `state`; with `cues`, over their contents and cues."""
         items = state.items(kind)
-        slot = (key, kind, state.version)
+        slot = (key, kind, state.version, cues)
         with self._lock:
             cached = self._cache.get(slot)
-            if cached is not None and (cached.owner() is state or cached.fingerprint == _fingerprint(items)):
+            if cached is not None and (
+                cached.owner() is state or cached.fingerprint == _fingerprint(items, cues)
+            ):
                 cached.owner = weakref.ref(state)
                 self._cache.move_to_end(slot)
                 self._hits += 1
                 return cached
             self._misses += 1
-            previous = self._newest.get((key, kind))
-        fingerprint = _fingerprint(items)
+            previous = self._newest.get((key, kind, cues))
+        fingerprint = _fingerprint(items, cues)
         index = self._build(fingerprint, previous)
         built = KindIndex(fingerprint, index, weakref.ref(state))
         with self._lock:
             self._cache[slot] = built
             self._cache.move_to_end(slot)
-            self._newest[key, kind] = built
+            self._newest[key, kind, cues] = built
             while len(self._cache) > self.max_entries:
-                (old_key, old_kind, _), evicted = self._cache.popitem(last=False)
-                if self._newest.get((old_key, old_kind)) is evicted:
-                    del self._newest[old_key, old_kind]
+                (old_key, old_kind, _, old_cues), evicted = self._cache.popitem(last=False)
+                if self._newest.get((old_key, old_kind, old_cues)) is evicted:
+                    del self._newest[old_key, old_kind, old_cues]
         return built
 
     def _build(self, fingerprint: tuple[tuple[str, str], ...], previous: KindIndex | None) -> BM25Index:
@@ -183,12 +199,14 @@ class Retriever:
         *,
         limit: int | None = None,
         batch: int = 256,
+        cues: bool = False,
     ) -> Iterator[tuple[int, ScoredItem]]:
         """(position, item) for the items of `kind` that share one of `terms` (analysed query terms),
         best first, in `search(matching=True)`'s order, at most `limit`. The ranking is done for a
         batch at a time, each batch four times the last, so a caller that stops after a few items (a
-        token budget) does not pay for ranking and wrapping every match of a large memory."""
-        index = self.index(state, kind, key).index
+        token budget) does not pay for ranking and wrapping every match of a large memory. With
+        `cues`, an item matches by its cues as by its content (`index`)."""
+        index = self.index(state, kind, key, cues=cues).index
         terms = [*terms, *self.compounds(index, terms)]  # as `search` does
         items = state.items(kind)
         cap = index.size if limit is None else min(limit, index.size)

@@ -10,20 +10,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from app.memory.stemming import stem
 from app.memory.stopwords import STOPWORDS
-
-_WORD = re.compile(r"\b\w+\b")
-
-
-def bm25_tokens(text: str) -> list[str]:
-    # Lower-case first, then match: the order upstream used (it differs for a few non-ASCII letters).
-    return _WORD.findall(text.lower())
-
+from app.memory.words import bm25_tokens
 
 # A compound's last part is its head ("a sailboat is a boat"): a query word of at least this many
 # letters meets a longer word that ends in it after at least `COMPOUND_MIN_HEAD` letters. Short parts

@@ -52,7 +52,7 @@ from app.ingest.shutdown import run_to_completion
 from app.ingest.waiting import ChunkWaiter
 from app.ingest.wakeups import PgListener, Wakeups
 from app.ingest.worker import WorkerConfig
-from app.memory import Applier, MemoryState
+from app.memory import LIST_KINDS, Applier, MemoryState
 from app.metrics import POLICY_UP, RETRIEVAL_LATENCY
 from app.policy.backend import PolicyBackend
 from app.qa import Answerer
@@ -288,4 +288,6 @@ class MemoryService:
         core = self.counter.count(state.core)
         semantic = sum(self.counter.count(item.content) for item in state.semantic)
         episodic = sum(self.counter.count(item.content) for item in state.episodic)
-        return MemoryTokens(core=core, semantic=semantic, episodic=episodic, total=core + semantic + episodic)
+        cues = sum(self.counter.count(i.cues) for kind in LIST_KINDS for i in state.items(kind) if i.cues)
+        total = core + semantic + episodic
+        return MemoryTokens(core=core, semantic=semantic, episodic=episodic, total=total, cues=cues)

@@ -58,6 +58,10 @@ def parse_import(payload: dict[str, Any], limits: MemoryLimits, counter: TokenCo
                 raise BadRequest(
                     f"{kind.value} item {item.id} is longer than {limits.max_item_tokens} tokens"
                 )
+            if counter.count(item.cues) > limits.max_item_tokens:
+                raise BadRequest(
+                    f"{kind.value} item {item.id} has cues longer than {limits.max_item_tokens} tokens"
+                )
     return parsed
 
 
@@ -93,6 +97,7 @@ def to_state(memory: MemoryIn) -> tuple[MemoryState, list[OpResult]]:
                     updated_at=as_utc(item.updated_at) or created,
                     source_seq=item.source_seq,
                     occurred_at=as_utc(item.occurred_at),
+                    cues=" ".join(item.cues.split()),
                 )
             )
             results.append(OpResult(Tool.INSERT, kind.value, "ok", item_id=item.id, after=item.content))

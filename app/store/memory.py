@@ -27,6 +27,7 @@ _COLUMNS = (
     MemoryItem.updated_at,
     MemoryItem.source_seq,
     MemoryItem.occurred_at,
+    MemoryItem.cues,
 )
 
 
@@ -39,13 +40,13 @@ def _scalars(row: Session) -> MemoryState:
     )
 
 
-def _of(row: Session) -> Select[str, str, str, datetime, datetime, int | None, datetime | None]:
+def _of(row: Session) -> Select[str, str, str, datetime, datetime, int | None, datetime | None, str]:
     return select(*_COLUMNS).where(MemoryItem.tenant_id == row.tenant_id, MemoryItem.session_id == row.id)
 
 
 def _item(record: Sequence[Any]) -> Item:
     """The item of a row that starts with `_COLUMNS`."""
-    _kind, item_id, content, created_at, updated_at, source_seq, occurred_at = record[:7]
+    _kind, item_id, content, created_at, updated_at, source_seq, occurred_at, cues = record[:8]
     return Item(
         id=item_id,
         content=content,
@@ -53,6 +54,7 @@ def _item(record: Sequence[Any]) -> Item:
         updated_at=updated_at,
         source_seq=source_seq,
         occurred_at=occurred_at,
+        cues=cues,
     )
 
 
@@ -96,7 +98,7 @@ async def load_changes(db: AsyncSession, row: Session, cached: MemoryState) -> M
         # An item's position is below the id counter of every version it exists in, so rows at or
         # above the cached counter are new items: with no removal and no edit, the memory only grew
         # (the common case, a chunk's inserts) and the cached list is copied whole.
-        edited = any(record[7] < cached.next_item for record in changed if record[0] == kind.value)
+        edited = any(record[8] < cached.next_item for record in changed if record[0] == kind.value)
         if removed or edited:
             items.extend(rows.pop(item.id, item) for item in cached.items(kind) if item.id not in removed)
         else:
@@ -195,6 +197,7 @@ def item_row(key: SessionKey, kind: MemoryKind, item: Item, position: int, versi
         "updated_at": item.updated_at,
         "source_seq": item.source_seq,
         "occurred_at": item.occurred_at,
+        "cues": item.cues,
         "version": version,
     }
 
@@ -238,8 +241,9 @@ async def save_state(db: AsyncSession, row: Session, before: MemoryState, after:
         if previous is None:
             continue
         was = previous[1]
-        if (was.content, was.updated_at, was.occurred_at) != (
+        if (was.content, was.cues, was.updated_at, was.occurred_at) != (
             item.content,
+            item.cues,
             item.updated_at,
             item.occurred_at,
         ):
@@ -252,6 +256,7 @@ async def save_state(db: AsyncSession, row: Session, before: MemoryState, after:
                 )
                 .values(
                     content=item.content,
+                    cues=item.cues,
                     updated_at=item.updated_at,
                     occurred_at=item.occurred_at,
                     version=after.version,

@@ -140,6 +140,7 @@ class MemoryItem(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     source_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    cues: Mapped[str] = mapped_column(Text, default="", server_default="")  # index-only words (`Item.cues`)
     # The session version that last wrote the row: a reader holding the memory at version v reads
     # only the rows above v (and `MemoryRemoval`s above v) to bring it up to date.
     version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
