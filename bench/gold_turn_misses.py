@@ -24,7 +24,7 @@ from app.memory import LIST_KINDS
 from app.qa import assemble_context
 from app.retrieval import Retriever, bm25_tokens
 from app.tokens import make_token_counter
-from bench.locomo_states import locomo_file, locomo_states
+from bench.locomo_states import dev_split_arguments, locomo_file, locomo_states
 from trainer.evaluate.recall import content_terms, locomo_evidence, turn_held
 from trainer.evaluate.sweep import CachedCounter
 
@@ -92,14 +92,7 @@ async def measure(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.gold_turn_misses")
-    parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--tokenizer-file")
-    parser.add_argument(
-        "--episodes", type=int, default=3, help="LoCoMo conversations (first N: the dev split)"
-    )
-    parser.add_argument("--budget", type=int, default=2048)
-    parser.add_argument("--passage-tokens", type=int, default=128)
+    parser = dev_split_arguments("python -m bench.gold_turn_misses")
     args = parser.parse_args(argv)
     print("\n".join(asyncio.run(measure(args))))
     return 0

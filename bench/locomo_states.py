@@ -4,6 +4,7 @@ rag-raw), written the way the sweep writes them."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -35,3 +36,17 @@ async def locomo_states(
             episode,
             {"memory": memory, "rag-raw": raw_memory(passages(episode.chunks, passage_tokens, counter))},
         )
+
+
+def dev_split_arguments(prog: str) -> argparse.ArgumentParser:
+    """The options every LoCoMo ranking bench takes: data, token counter, the first N conversations,
+    one budget, the rag-raw passage size."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--tokenizer-file")
+    parser.add_argument(
+        "--episodes", type=int, default=3, help="LoCoMo conversations (first N: the dev split)"
+    )
+    parser.add_argument("--budget", type=int, default=2048)
+    parser.add_argument("--passage-tokens", type=int, default=128)
+    return parser

@@ -33,7 +33,7 @@ from app.qa import assemble_context
 from app.qa.context import day_line
 from app.retrieval import BM25Index, Retriever
 from app.tokens import make_token_counter
-from bench.locomo_states import locomo_file, locomo_states
+from bench.locomo_states import dev_split_arguments, locomo_file, locomo_states
 from trainer.episodes import Episode
 from trainer.evaluate.recall import content_terms, locomo_evidence, turn_held
 from trainer.evaluate.sweep import CachedCounter, passages
@@ -210,14 +210,7 @@ async def measure(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ranking_oracle")
-    parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--tokenizer-file")
-    parser.add_argument(
-        "--episodes", type=int, default=3, help="LoCoMo conversations (first N: the dev split)"
-    )
-    parser.add_argument("--budget", type=int, default=2048)
-    parser.add_argument("--passage-tokens", type=int, default=128)
+    parser = dev_split_arguments("python -m bench.ranking_oracle")
     parser.add_argument("--examples", type=int, default=20)
     args = parser.parse_args(argv)
     print("\n".join(asyncio.run(measure(args))))
