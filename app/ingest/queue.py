@@ -200,6 +200,12 @@ _SET_CHUNK = update(_CHUNKS).where(
     _CHUNKS.c.seq == bindparam("key_seq"),
 )
 _FREE = {"lease_owner": None, "lease_until": None}  # the lease released
+# A session's place in the queue, locked: what `enqueue` reads (plain columns, see `LeasedSession`).
+_PLACE = (
+    select(_SESSIONS.c.next_seq, _SESSIONS.c.blocked_by_seq, _SESSIONS.c.ready_at)
+    .where(*_OF_SESSION)
+    .with_for_update()
+)
 
 
 @dataclass(frozen=True)
@@ -244,10 +250,8 @@ class ChunkQueue:
         out: list[Accepted] = []
         rows: list[dict[str, object]] = []
         async with self.db.write() as session:
-            row = await lock_or_create_session(session, key, now)
-            # Counted here and written to the row once at the end: the row's changes then go out in
-            # one UPDATE (a change before the inserts would be flushed in a statement of its own).
-            next_seq, blocked = row.next_seq, row.blocked_by_seq is not None
+            next_seq, blocked_by, ready_at = await _lock_place(session, key, now)
+            blocked = blocked_by is not None
             seen: dict[str, list[int]] = {}  # keys of this request, so repeats within it dedupe too
             for pieces in inputs:
                 idempotency_key = pieces[0].idempotency_key
@@ -273,10 +277,11 @@ class ChunkQueue:
             for batch in batched(rows, _INSERT_BATCH):
                 await session.execute(_INSERT_CHUNKS, batch)
             if rows:
-                row.next_seq, row.updated_at = next_seq, now
+                place: dict[str, Any] = {"next_seq": next_seq, "updated_at": now}
                 # A session blocked by a failed chunk stays parked; one in backoff keeps its ready time.
-                if row.blocked_by_seq is None and row.ready_at is None:
-                    row.ready_at = now
+                if blocked_by is None and ready_at is None:
+                    place["ready_at"] = now
+                await _set_session(session, key, place)
                 # Other processes hear of the new chunks from the INSERT's trigger (migration 0007).
         if rows:
             self.backlog += len(rows)
@@ -498,6 +503,20 @@ class ChunkQueue:
         )
         row = extended.first()
         return LeasedSession(*row) if row is not None else None
+
+
+async def _lock_place(
+    session: AsyncSession, key: SessionKey, now: datetime
+) -> tuple[int, int | None, datetime | None]:
+    """The session's next seq, blocking chunk and ready time, its row locked; the session (and its
+    tenant) is created on its first chunk."""
+    params = {"tenant": key[0], "session": key[1]}
+    place = (await session.execute(_PLACE, params)).first()
+    if place is None:
+        await lock_or_create_session(session, key, now)
+        place = (await session.execute(_PLACE, params)).one()
+    next_seq, blocked_by, ready_at = place
+    return next_seq, blocked_by, ready_at
 
 
 async def _set_session(session: AsyncSession, key: SessionKey, values: dict[str, Any]) -> None:
