@@ -11,8 +11,15 @@ Postgres and the scripted server's thread are not counted), which the machine's 
 than wall time. `--profile FILE` writes a cProfile of the timed rounds (the service's thread only;
 the scripted server runs in a thread of its own).
 
+`--profile-calls` counts the Python function calls per chunk with cProfile over the timed rounds, the
+policy call excluded as in the overhead (the profiler is paused around `propose`), and prints the 15
+functions with the most own time: a call count is the same for the same code path however busy the
+machine is, where CPU and wall time are not. With `--before DIR` (another tree of this repository,
+e.g. unpacked with `git archive`) this file runs on that tree's code too, in a subprocess, and both
+are printed side by side.
+
     python -m bench.service_overhead --data-dir ../shared/data [--chunks 40] [--sizes 1000,10000,100000]
-        [--json FILE] [--profile FILE]
+        [--json FILE] [--profile FILE] [--profile-calls [--before DIR]]
 """
 
 from __future__ import annotations
@@ -22,11 +29,16 @@ import asyncio
 import cProfile
 import json
 import os
+import pstats
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from app.backends import make_policy
 from app.memory import MemoryState
@@ -48,18 +60,24 @@ class TimedPolicy:
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # of this thread (the event loop's)
     name: str = "openai"
+    paused: cProfile.Profile | None = None  # a profiler to pause during the policy call
 
     @property
     def view_items(self) -> int | None:
         return self.inner.view_items
 
     async def propose(self, state: MemoryState, chunk: str, *, model: str | None = None) -> PolicyReply:
+        profiler = self.paused
+        if profiler is not None:
+            profiler.disable()
         started, cpu = time.perf_counter(), time.thread_time()
         try:
             return await self.inner.propose(state, chunk, model=model)
         finally:
             self.seconds[chunk] = time.perf_counter() - started
             self.cpu_seconds[chunk] = time.thread_time() - cpu
+            if profiler is not None:
+                profiler.enable()
 
     async def health(self) -> bool:
         return await self.inner.health()
@@ -113,7 +131,7 @@ async def measure(args: argparse.Namespace, database_url: str, llm: ScriptedLLM)
     service, policy = await start_service(database_url, llm)
     pool = load_pool(args.data_dir)
     sizes = args.sizes
-    profiler = cProfile.Profile() if args.profile else None
+    profiler = cProfile.Profile() if args.profile or args.profile_calls else None
     try:
         for size in sizes:
             await service.exchange.import_session(TENANT, f"s{size}", import_payload(pool, size))
@@ -126,6 +144,8 @@ async def measure(args: argparse.Namespace, database_url: str, llm: ScriptedLLM)
         for round_ in range(args.chunks + args.warmup):
             if profiler is not None and round_ == args.warmup:
                 profiler.enable()
+                if args.profile_calls:
+                    policy.paused = profiler
             for size in sizes:
                 chunk = f"{next(texts)} (chunk {round_} of s{size})"
                 started, cpu = time.perf_counter(), time.thread_time()
@@ -141,7 +161,9 @@ async def measure(args: argparse.Namespace, database_url: str, llm: ScriptedLLM)
                     cpus[size].append(cpu - policy.cpu_seconds[chunk])
         if profiler is not None:
             profiler.disable()
-            profiler.dump_stats(args.profile)
+            policy.paused = None
+            if args.profile:
+                profiler.dump_stats(args.profile)
         memory = {size: await service.sessions.get_session(TENANT, f"s{size}") for size in sizes}
     finally:
         await service.stop()
@@ -174,6 +196,12 @@ async def measure(args: argparse.Namespace, database_url: str, llm: ScriptedLLM)
         print(
             f"  overhead ratio {size:,} / {smallest:,} items (p50): {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU"
         )
+    if profiler is not None and args.profile_calls:
+        counted = call_counts(pstats.Stats(profiler), args.chunks * len(sizes))
+        if args.calls_json:
+            args.calls_json.write_text(json.dumps(counted) + "\n", encoding="utf-8")
+        else:
+            print_calls({"this tree": counted})
     if args.json:
         summary = {
             "load_average": os.getloadavg()[0],
@@ -196,6 +224,83 @@ async def measure(args: argparse.Namespace, database_url: str, llm: ScriptedLLM)
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
+TOP = 15
+# Where calls are spent, by the path of the function's file (first match; `~` is a builtin).
+PACKAGES = (
+    ("SQLAlchemy ORM", "sqlalchemy/orm/"),
+    ("SQLAlchemy Core/engine", "sqlalchemy/"),
+    ("psycopg", "psycopg"),
+    ("asyncio", "asyncio/"),
+    ("app", "/app/"),
+    ("builtins", "~"),
+)
+
+
+def _package(file: str) -> str:
+    return next((name for name, part in PACKAGES if part in file), "other")
+
+
+def call_counts(stats: pstats.Stats, chunks: int) -> dict[str, Any]:
+    """Calls per chunk (all, and primitive: not counting recursion) and the `TOP` functions by own time."""
+    entries = stats.stats  # type: ignore[attr-defined]  # {(file, line, name): (primitive, all, own s, cumulative s, callers)}
+    own = sum(entry[2] for entry in entries.values())
+    top = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:TOP]
+    return {
+        "chunks": chunks,
+        "calls": stats.total_calls / chunks,  # type: ignore[attr-defined]
+        "primitive_calls": stats.prim_calls / chunks,  # type: ignore[attr-defined]
+        "own_ms": own * 1000 / chunks,
+        "packages": {
+            name: sum(entry[1] for (file, _, _), entry in entries.items() if _package(file) == name) / chunks
+            for name in [*(name for name, _ in PACKAGES), "other"]
+        },
+        "top": [
+            {
+                "function": f"{Path(file).name}:{line}({name})",
+                "calls": entry[1] / chunks,
+                "own_ms": entry[2] * 1000 / chunks,
+                "share": entry[2] / own if own else 0.0,
+            }
+            for (file, line, name), entry in top
+        ],
+    }
+
+
+def print_calls(trees: dict[str, dict[str, Any]]) -> None:
+    names = list(trees)
+    print("Python function calls per chunk (cProfile of the service's thread, the policy call excluded):")
+    print("  " + " " * 18 + "".join(f"{name:>14}" for name in names))
+    for label, field_ in (("all calls", "calls"), ("primitive calls", "primitive_calls")):
+        print(f"  {label:<18}" + "".join(f"{trees[name][field_]:>14,.0f}" for name in names))
+    for package in trees[names[0]]["packages"]:
+        print(f"    {package:<24}" + "".join(f"{trees[name]['packages'][package]:>12,.0f}" for name in names))
+    if len(names) == 2:
+        first, second = (trees[name]["calls"] for name in names)
+        print(f"  {names[1]} / {names[0]}: {second / first:.3f}x calls")
+    for name in names:
+        counted = trees[name]
+        print(
+            f"top {TOP} by own time, {name} ({counted['own_ms']:.1f} ms own time per chunk under the profiler, "
+            f"over {counted['chunks']} chunks):"
+        )
+        print(f"  {'calls':>8} {'own ms':>7} {'share':>6}  function")
+        for row in counted["top"]:
+            print(f"  {row['calls']:8.1f} {row['own_ms']:7.3f} {row['share']:6.1%}  {row['function']}")
+
+
+def _calls_of(tree: Path, argv: list[str]) -> dict[str, Any]:
+    """This file's `--profile-calls` figures on `tree`'s code (a subprocess with that tree on the path)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "calls.json"
+        subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), *argv, "--calls-json", str(out)],
+            cwd=tree,
+            env=os.environ | {"PYTHONPATH": str(tree.resolve())},
+            check=True,
+        )
+        return json.loads(out.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -211,7 +316,20 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the timed rounds here")
+    parser.add_argument(
+        "--profile-calls", action="store_true", help="print Python function calls per chunk and the top 15"
+    )
+    parser.add_argument("--before", type=Path, help="with --profile-calls: a tree to count side by side")
+    parser.add_argument("--calls-json", type=Path, help=argparse.SUPPRESS)  # a subprocess of --before
     args = parser.parse_args()
+    if args.before:
+        if not args.profile_calls:
+            parser.error("--before needs --profile-calls")
+        argv = [arg for arg in sys.argv[1:] if arg not in ("--before", str(args.before))]
+        here = Path(__file__).resolve().parents[1]  # this tree
+        trees = {"before": _calls_of(args.before, argv), "after": _calls_of(here, argv)}
+        print_calls(trees)
+        return
     with scratch_database() as (url, _), ScriptedLLM() as llm:
         asyncio.run(measure(args, url, llm))
 

@@ -35,24 +35,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from app.context import request_id
 from app.errors import Backlogged
 from app.ingest.prepare import Piece
 from app.ingest.wakeups import Wakeups, announce
+from app.memory import MemoryState
 from app.metrics import CHUNK_QUEUE_WAIT, PENDING_CHUNKS
 from app.settings import Settings
 from app.store import chunks
+from app.store.chunks import QUEUED_COLUMNS, QueuedChunk
 from app.store.database import Database
 from app.store.models import Chunk, ChunkStatus, Session
-from app.store.sessions import SessionKey, get_session, lock_or_create_session
+from app.store.sessions import (
+    LEASED_COLUMNS,
+    SESSIONS,
+    LeasedSession,
+    SessionKey,
+    get_session,
+    lock_or_create_session,
+    memory_values,
+)
 from app.store.sql import batched
 from app.store.types import UTCDateTime, utcnow
 
@@ -92,104 +101,120 @@ class Accepted:
     blocked: bool  # the session was blocked by a failed chunk when they were accepted
 
 
+# Statements on every chunk's path, built once (see `app/store/chunks.py`). The worker's statements
+# are Core, on the tables: plain columns in, explicit UPDATEs out, no ORM entity to load and flush.
+_INSERT_CHUNKS = cast(Table, Chunk.__table__).insert()
+_SESSIONS, _CHUNKS = SESSIONS, chunks.CHUNKS
+_FOLLOWING = _CHUNKS.alias("following")
+_OF_SESSION = (_SESSIONS.c.tenant_id == bindparam("tenant"), _SESSIONS.c.id == bindparam("session"))
+_OF_CHUNKS = (_CHUNKS.c.tenant_id == bindparam("tenant"), _CHUNKS.c.session_id == bindparam("session"))
+_NEXT_SEQ = (  # of the head that follows chunk `seq`
+    select(func.min(_CHUNKS.c.seq))
+    .where(*_OF_CHUNKS, _CHUNKS.c.seq > bindparam("seq"), _CHUNKS.c.status.in_(chunks.HEAD_STATUSES))
+    .correlate(None)  # its own scan of the chunks, not the joined chunk
+    .scalar_subquery()
+)
+_HELD = (
+    select(
+        *LEASED_COLUMNS,
+        _SESSIONS.c.lease_owner,
+        *QUEUED_COLUMNS,
+        *(_FOLLOWING.c[column.name] for column in QUEUED_COLUMNS),
+    )
+    .select_from(
+        _SESSIONS.join(
+            _CHUNKS,
+            and_(
+                _CHUNKS.c.tenant_id == _SESSIONS.c.tenant_id,
+                _CHUNKS.c.session_id == _SESSIONS.c.id,
+                _CHUNKS.c.seq == bindparam("seq"),
+            ),
+        ).outerjoin(
+            _FOLLOWING,
+            and_(
+                _FOLLOWING.c.tenant_id == _SESSIONS.c.tenant_id,
+                _FOLLOWING.c.session_id == _SESSIONS.c.id,
+                _FOLLOWING.c.seq == _NEXT_SEQ,
+            ),
+        )
+    )
+    .where(*_OF_SESSION)
+    .with_for_update(of=_SESSIONS)  # the chunk changes only under its session's lock
+)
+_READY = (
+    select(_SESSIONS.c.tenant_id, _SESSIONS.c.id)
+    .where(
+        _SESSIONS.c.ready_at <= bindparam("now"),
+        or_(_SESSIONS.c.lease_until.is_(None), _SESSIONS.c.lease_until < bindparam("now")),
+    )
+    .order_by(_SESSIONS.c.ready_at)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM = (
+    update(_SESSIONS)
+    .where(tuple_(_SESSIONS.c.tenant_id, _SESSIONS.c.id).in_(_READY))
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+    .returning(_SESSIONS.c.tenant_id, _SESSIONS.c.id)
+)
+_HEAD_SEQ = (
+    select(func.min(_CHUNKS.c.seq))
+    .where(*_OF_CHUNKS, _CHUNKS.c.status.in_(chunks.HEAD_STATUSES))
+    .correlate(None)  # its own scan of the chunks, not the updated row
+    .scalar_subquery()
+)
+_HEAD = select(*QUEUED_COLUMNS).where(*_OF_CHUNKS, _CHUNKS.c.seq == _HEAD_SEQ)
+# The head moved to `processing` in one statement when it is runnable now (not failed, not in backoff,
+# attempts left); anything else goes through `start`'s slower path, which decides what to do with it.
+_NOW = bindparam("now", type_=UTCDateTime())
+_START_HEAD = (
+    update(_CHUNKS)
+    .where(
+        *_OF_CHUNKS,
+        _CHUNKS.c.seq == _HEAD_SEQ,
+        _CHUNKS.c.status != ChunkStatus.FAILED,
+        or_(_CHUNKS.c.next_attempt_at.is_(None), _CHUNKS.c.next_attempt_at <= _NOW),
+        _CHUNKS.c.attempts < bindparam("max_attempts"),
+    )
+    .values(
+        status=ChunkStatus.PROCESSING,
+        attempts=_CHUNKS.c.attempts + 1,
+        started_at=func.coalesce(_CHUNKS.c.started_at, _NOW),
+    )
+    .returning(*QUEUED_COLUMNS)
+)
+_EXTEND_LEASE = (
+    update(_SESSIONS)
+    .where(*_OF_SESSION, _SESSIONS.c.lease_owner == bindparam("owner"))
+    .values(lease_until=bindparam("until"))
+    .returning(*LEASED_COLUMNS)
+)
+# Explicit UPDATEs of one session row / one chunk: the columns set are the keys of the parameters
+# beside the row's key (`_set_session`, `_set_chunk`), one compiled form per set of columns.
+_SET_SESSION = update(_SESSIONS).where(
+    _SESSIONS.c.tenant_id == bindparam("key_tenant"), _SESSIONS.c.id == bindparam("key_session")
+)
+_SET_CHUNK = update(_CHUNKS).where(
+    _CHUNKS.c.tenant_id == bindparam("key_tenant"),
+    _CHUNKS.c.session_id == bindparam("key_session"),
+    _CHUNKS.c.seq == bindparam("key_seq"),
+)
+_FREE = {"lease_owner": None, "lease_until": None}  # the lease released
+# A session's place in the queue, locked: what `enqueue` reads (plain columns, see `LeasedSession`).
+_PLACE = (
+    select(_SESSIONS.c.next_seq, _SESSIONS.c.blocked_by_seq, _SESSIONS.c.ready_at)
+    .where(*_OF_SESSION)
+    .with_for_update()
+)
+
+
 @dataclass(frozen=True)
 class Started:
     """The head chunk a worker has just moved to `processing`, with its session row (in the caller's
     transaction) so the caller can load what the policy needs."""
 
-    session: Session
-    chunk: Chunk
-
-
-# Statements on every chunk's path, built once (see `app/store/chunks.py`).
-_INSERT_CHUNKS = cast(Table, Chunk.__table__).insert()
-_FOLLOWING = aliased(Chunk, name="following")
-_HELD = (
-    select(Session, Chunk, _FOLLOWING)
-    .join(
-        Chunk,
-        and_(
-            Chunk.tenant_id == Session.tenant_id,
-            Chunk.session_id == Session.id,
-            Chunk.seq == bindparam("seq"),
-        ),
-    )
-    .outerjoin(
-        _FOLLOWING,
-        and_(
-            _FOLLOWING.tenant_id == Session.tenant_id,
-            _FOLLOWING.session_id == Session.id,
-            _FOLLOWING.seq
-            == select(func.min(Chunk.seq))
-            .where(
-                Chunk.tenant_id == bindparam("tenant"),
-                Chunk.session_id == bindparam("session"),
-                Chunk.seq > bindparam("seq"),
-                Chunk.status.in_(chunks.HEAD_STATUSES),
-            )
-            .correlate(None)  # its own scan of the chunks, not the joined chunk
-            .scalar_subquery(),
-        ),
-    )
-    .where(Session.tenant_id == bindparam("tenant"), Session.id == bindparam("session"))
-    .with_for_update(of=Session)  # the chunk changes only under its session's lock
-)
-_READY = (
-    select(Session.tenant_id, Session.id)
-    .where(
-        Session.ready_at <= bindparam("now"),
-        or_(Session.lease_until.is_(None), Session.lease_until < bindparam("now")),
-    )
-    .order_by(Session.ready_at)
-    .limit(bindparam("limit"))
-    .with_for_update(skip_locked=True)
-)
-_CLAIM = (
-    update(Session)
-    .where(tuple_(Session.tenant_id, Session.id).in_(_READY))
-    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
-    .returning(Session.tenant_id, Session.id)
-    .execution_options(synchronize_session=False)
-)
-# The head moved to `processing` in one statement when it is runnable now (not failed, not in backoff,
-# attempts left); anything else goes through `start`'s slower path, which decides what to do with it.
-_NOW = bindparam("now", type_=UTCDateTime())
-_START_HEAD = (
-    update(Chunk)
-    .where(
-        Chunk.tenant_id == bindparam("tenant"),
-        Chunk.session_id == bindparam("session"),
-        Chunk.seq
-        == select(func.min(Chunk.seq))
-        .where(
-            Chunk.tenant_id == bindparam("tenant"),
-            Chunk.session_id == bindparam("session"),
-            Chunk.status.in_(chunks.HEAD_STATUSES),
-        )
-        .correlate(None)  # its own scan of the chunks, not the updated row
-        .scalar_subquery(),
-        Chunk.status != ChunkStatus.FAILED,
-        or_(Chunk.next_attempt_at.is_(None), Chunk.next_attempt_at <= _NOW),
-        Chunk.attempts < bindparam("max_attempts"),
-    )
-    .values(
-        status=ChunkStatus.PROCESSING,
-        attempts=Chunk.attempts + 1,
-        started_at=func.coalesce(Chunk.started_at, _NOW),
-    )
-    .returning(Chunk)
-    .execution_options(synchronize_session=False, populate_existing=True)
-)
-_EXTEND_LEASE = (
-    update(Session)
-    .where(
-        Session.tenant_id == bindparam("tenant"),
-        Session.id == bindparam("session"),
-        Session.lease_owner == bindparam("owner"),
-    )
-    .values(lease_until=bindparam("until"))
-    .returning(Session)
-)
+    session: LeasedSession
+    chunk: QueuedChunk
 
 
 @dataclass(frozen=True)
@@ -197,9 +222,9 @@ class Held:
     """A chunk in `processing` under a lease still held, with its session row (locked) and the head
     that follows it (None: no open or failed chunk after it), in the caller's transaction."""
 
-    session: Session
-    chunk: Chunk
-    next_head: Chunk | None
+    session: LeasedSession
+    chunk: QueuedChunk
+    next_head: QueuedChunk | None
 
 
 class ChunkQueue:
@@ -225,10 +250,8 @@ class ChunkQueue:
         out: list[Accepted] = []
         rows: list[dict[str, object]] = []
         async with self.db.write() as session:
-            row = await lock_or_create_session(session, key, now)
-            # Counted here and written to the row once at the end: the row's changes then go out in
-            # one UPDATE (a change before the inserts would be flushed in a statement of its own).
-            next_seq, blocked = row.next_seq, row.blocked_by_seq is not None
+            next_seq, blocked_by, ready_at = await _lock_place(session, key, now)
+            blocked = blocked_by is not None
             seen: dict[str, list[int]] = {}  # keys of this request, so repeats within it dedupe too
             for pieces in inputs:
                 idempotency_key = pieces[0].idempotency_key
@@ -254,10 +277,11 @@ class ChunkQueue:
             for batch in batched(rows, _INSERT_BATCH):
                 await session.execute(_INSERT_CHUNKS, batch)
             if rows:
-                row.next_seq, row.updated_at = next_seq, now
+                place: dict[str, Any] = {"next_seq": next_seq, "updated_at": now}
                 # A session blocked by a failed chunk stays parked; one in backoff keeps its ready time.
-                if row.blocked_by_seq is None and row.ready_at is None:
-                    row.ready_at = now
+                if blocked_by is None and ready_at is None:
+                    place["ready_at"] = now
+                await _set_session(session, key, place)
                 # Other processes hear of the new chunks from the INSERT's trigger (migration 0007).
         if rows:
             self.backlog += len(rows)
@@ -325,34 +349,42 @@ class ChunkQueue:
                 _START_HEAD,
                 {"tenant": key[0], "session": key[1], "now": now, "max_attempts": self.config.max_attempts},
             )
-            started = runnable.scalar_one_or_none()
+            started = runnable.first()
             if started is not None:  # the common case, one statement
-                if started.attempts == 1:
-                    CHUNK_QUEUE_WAIT.observe((now - started.accepted_at).total_seconds())
-                return Started(row, started)
-            head = await chunks.head(session, key)
-            if _parked(row, head, now):
+                chunk = QueuedChunk(*started)
+                if chunk.attempts == 1:
+                    CHUNK_QUEUE_WAIT.observe((now - chunk.accepted_at).total_seconds())
+                return Started(row, chunk)
+            head = (await session.execute(_HEAD, {"tenant": key[0], "session": key[1]})).first()
+            queued = QueuedChunk(*head) if head is not None else None
+            parked = _parked(queued, now)
+            if parked is not None:
+                await _set_session(session, key, parked)
                 return None
             # Runnable by every other test, so out of attempts: the last one was started by a worker
-            # that died.
-            assert head is not None and head.attempts >= self.config.max_attempts
-            _fail_and_block(row, head, head.error or LOST_ATTEMPT, now)
-            self.wakeups.finished(key, head.seq, ChunkStatus.FAILED)
+            # that died. Failing it releases the lease: the next round finds it gone.
+            assert queued is not None and queued.attempts >= self.config.max_attempts
+            await _fail_and_block(session, key, queued.seq, queued.error or LOST_ATTEMPT, now)
+            self.wakeups.finished(key, queued.seq, ChunkStatus.FAILED)
 
     async def held(self, session: AsyncSession, key: SessionKey, seq: int, owner: str) -> Held | None:
         """The session (locked), the chunk and the head that follows it, if `owner` still holds the
         lease and the chunk is still `processing`; None when the lease was lost (the caller drops its
         result). One statement: the chunk changes only under its session's lock, and so does what
         follows it (`enqueue` locks the session too)."""
-        found = (
-            await session.execute(_HELD, {"tenant": key[0], "session": key[1], "seq": seq})
-        ).one_or_none()
+        found = (await session.execute(_HELD, {"tenant": key[0], "session": key[1], "seq": seq})).first()
         if found is None:
             return None
-        row, chunk, next_head = found
-        if row.lease_owner != owner or chunk.status != ChunkStatus.PROCESSING:
+        lease, fields = len(LEASED_COLUMNS), len(QUEUED_COLUMNS)
+        chunk = QueuedChunk(*found[lease + 1 : lease + 1 + fields])
+        if found[lease] != owner or chunk.status != ChunkStatus.PROCESSING:
             return None
-        return Held(row, chunk, next_head)
+        following = found[lease + 1 + fields :]
+        return Held(
+            LeasedSession(*found[:lease]),
+            chunk,
+            QueuedChunk(*following) if following[0] is not None else None,  # None: the outer join found none
+        )
 
     async def complete(
         self,
@@ -361,21 +393,27 @@ class ChunkQueue:
         held: Held,
         now: datetime,
         *,
+        memory: MemoryState,
         policy: str,
         model: str,
         usage: dict[str, Any],
     ) -> bool:
-        """`processing` → `done`, in the transaction that writes the chunk's effects (from `held`).
-        True when the lease was released with it: the next head is not runnable now (none, failed or
-        in backoff), and the session is parked or queued as `start` would do, one transaction early."""
-        row, chunk = held.session, held.chunk
-        chunk.status, chunk.done_at, chunk.error, chunk.next_attempt_at = ChunkStatus.DONE, now, None, None
-        chunk.policy, chunk.model, chunk.usage = policy, model, usage
-        row.updated_at = now
-        row.lease_until = self._lease_end(now)
-        return _parked(row, held.next_head, now)
+        """`processing` → `done`, in the transaction that writes the chunk's effects (from `held`),
+        with the session row's new `memory` scalars and lease extension in one UPDATE. True when the
+        lease was released with it: the next head is not runnable now (none, failed or in backoff),
+        and the session is parked or queued as `start` would do, one transaction early."""
+        done = {"status": ChunkStatus.DONE, "done_at": now, "error": None, "next_attempt_at": None}
+        await _set_chunk(
+            session, key, held.chunk.seq, done | {"policy": policy, "model": model, "usage": usage}
+        )
+        parked = _parked(held.next_head, now)
+        extended = {"updated_at": now, "lease_until": self._lease_end(now)}
+        await _set_session(session, key, memory_values(memory) | extended | (parked or {}))
+        return parked is not None
 
-    def start_following(self, held: Held, now: datetime) -> Chunk | None:
+    async def start_following(
+        self, session: AsyncSession, key: SessionKey, held: Held, now: datetime
+    ) -> QueuedChunk | None:
         """After `complete` kept the lease (the next head is runnable), start that head in the same
         transaction, as `start` would: the session is locked and the lease held and extended, so this
         saves the worker a start transaction per chunk of a burst. None when its attempts are spent
@@ -386,9 +424,16 @@ class ChunkQueue:
             return None
         if head.attempts == 0:
             CHUNK_QUEUE_WAIT.observe((now - head.accepted_at).total_seconds())
-        head.status, head.attempts = ChunkStatus.PROCESSING, head.attempts + 1
-        head.started_at = head.started_at or now
-        return head
+        started = replace(
+            head, status=ChunkStatus.PROCESSING, attempts=head.attempts + 1, started_at=head.started_at or now
+        )
+        await _set_chunk(
+            session,
+            key,
+            head.seq,
+            {"status": started.status, "attempts": started.attempts, "started_at": started.started_at},
+        )
+        return started
 
     def announce_done(self, key: SessionKey, seq: int) -> None:
         """After `complete` committed: wake this process's waiters."""
@@ -404,15 +449,16 @@ class ChunkQueue:
             held = await self.held(session, key, seq, owner)
             if held is None:
                 return None
-            row, chunk = held.session, held.chunk
-            if not retryable or chunk.attempts >= self.config.max_attempts:
-                _fail_and_block(row, chunk, error, now)
+            attempts = held.chunk.attempts
+            if not retryable or attempts >= self.config.max_attempts:
+                await _fail_and_block(session, key, seq, error, now)
                 status = ChunkStatus.FAILED
             else:
-                delay = self.config.backoff_s * 2 ** (chunk.attempts - 1)
-                chunk.status, chunk.error = ChunkStatus.PENDING, error
-                chunk.next_attempt_at = now + timedelta(seconds=delay)
-                row.ready_at = chunk.next_attempt_at
+                at = now + timedelta(seconds=self.config.backoff_s * 2 ** (attempts - 1))
+                await _set_chunk(
+                    session, key, seq, {"status": ChunkStatus.PENDING, "error": error, "next_attempt_at": at}
+                )
+                await _set_session(session, key, {"ready_at": at})
                 status = ChunkStatus.PENDING
         if status is ChunkStatus.FAILED:
             self.wakeups.finished(key, seq, ChunkStatus.FAILED)
@@ -425,9 +471,9 @@ class ChunkQueue:
             held = await self.held(session, key, seq, owner)
             if held is None:
                 return
-            row, chunk = held.session, held.chunk
-            chunk.status, chunk.attempts = ChunkStatus.PENDING, chunk.attempts - 1
-            row.lease_owner, row.lease_until, row.ready_at = None, None, utcnow()
+            back = {"status": ChunkStatus.PENDING, "attempts": held.chunk.attempts - 1}
+            await _set_chunk(session, key, seq, back)
+            await _set_session(session, key, _FREE | {"ready_at": utcnow()})
             await announce(session, work=True)
 
     # --- the API's side ---
@@ -449,36 +495,61 @@ class ChunkQueue:
 
     async def _extend_lease(
         self, session: AsyncSession, key: SessionKey, owner: str, now: datetime
-    ) -> Session | None:
+    ) -> LeasedSession | None:
         """The session row, locked, with `owner`'s lease extended; None when `owner` does not hold it."""
         extended = await session.execute(
             _EXTEND_LEASE,
             {"tenant": key[0], "session": key[1], "owner": owner, "until": self._lease_end(now)},
         )
-        return extended.scalar_one_or_none()
+        row = extended.first()
+        return LeasedSession(*row) if row is not None else None
 
 
-def _fail_and_block(row: Session, chunk: Chunk, error: str, now: datetime) -> None:
+async def _lock_place(
+    session: AsyncSession, key: SessionKey, now: datetime
+) -> tuple[int, int | None, datetime | None]:
+    """The session's next seq, blocking chunk and ready time, its row locked; the session (and its
+    tenant) is created on its first chunk."""
+    params = {"tenant": key[0], "session": key[1]}
+    place = (await session.execute(_PLACE, params)).first()
+    if place is None:
+        await lock_or_create_session(session, key, now)
+        place = (await session.execute(_PLACE, params)).one()
+    next_seq, blocked_by, ready_at = place
+    return next_seq, blocked_by, ready_at
+
+
+async def _set_session(session: AsyncSession, key: SessionKey, values: dict[str, Any]) -> None:
+    """UPDATE the session row's columns named in `values`."""
+    await session.execute(_SET_SESSION, {"key_tenant": key[0], "key_session": key[1]} | values)
+
+
+async def _set_chunk(session: AsyncSession, key: SessionKey, seq: int, values: dict[str, Any]) -> None:
+    """UPDATE the chunk's columns named in `values`."""
+    await session.execute(_SET_CHUNK, {"key_tenant": key[0], "key_session": key[1], "key_seq": seq} | values)
+
+
+async def _fail_and_block(
+    session: AsyncSession, key: SessionKey, seq: int, error: str, now: datetime
+) -> None:
     """The chunk fails for good: the session is parked, blocked by it, and the lease released (the
     status change notifies other processes' waiters: migration 0007's trigger)."""
-    chunk.status, chunk.error, chunk.done_at, chunk.next_attempt_at = ChunkStatus.FAILED, error, now, None
-    row.blocked_by_seq, row.ready_at = chunk.seq, None
-    row.lease_owner, row.lease_until = None, None
+    failed = {"status": ChunkStatus.FAILED, "error": error, "done_at": now, "next_attempt_at": None}
+    await _set_chunk(session, key, seq, failed)
+    await _set_session(session, key, _FREE | {"blocked_by_seq": seq, "ready_at": None})
 
 
-def _parked(row: Session, head: Chunk | None, now: datetime) -> bool:
-    """When the session's head is not runnable now, release the lease and park the session (no
-    head, or a failed one that blocks it) or queue it at the head's backoff time; True if so."""
-    if head is not None and head.status != ChunkStatus.FAILED:
-        if not (head.next_attempt_at and head.next_attempt_at > now):
-            return False
-        row.ready_at = head.next_attempt_at
-    else:
-        row.ready_at = None
-        if head is not None:
-            row.blocked_by_seq = head.seq
-    row.lease_owner, row.lease_until = None, None
-    return True
+def _parked(head: QueuedChunk | None, now: datetime) -> dict[str, Any] | None:
+    """When the session's head is not runnable now: the session row's values that release the lease
+    and park the session (no head, or a failed one that blocks it) or queue it at the head's backoff
+    time. None when the head is runnable."""
+    if head is None:
+        return _FREE | {"ready_at": None}
+    if head.status == ChunkStatus.FAILED:
+        return _FREE | {"ready_at": None, "blocked_by_seq": head.seq}
+    if head.next_attempt_at and head.next_attempt_at > now:
+        return _FREE | {"ready_at": head.next_attempt_at}
+    return None
 
 
 def _pending_row(key: SessionKey, seq: int, piece: Piece, now: datetime) -> dict[str, object]:

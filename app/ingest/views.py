@@ -17,8 +17,7 @@ from collections import OrderedDict
 from datetime import datetime
 
 from app.memory import MemoryState
-from app.store.models import Session
-from app.store.sessions import SessionKey
+from app.store.sessions import SessionKey, SessionRow
 
 # Items (loaded ones) that a worker process keeps between chunks, over all sessions, LRU: room for
 # thousands of partial memories (about ten items each), or a few whole ones.
@@ -35,7 +34,7 @@ class Views:
         self._states: OrderedDict[SessionKey, tuple[datetime, MemoryState]] = OrderedDict()
         self._items = 0
 
-    def get(self, row: Session) -> MemoryState | None:
+    def get(self, row: SessionRow) -> MemoryState | None:
         key = (row.tenant_id, row.id)
         cached = self._states.get(key)
         if cached is None or cached[0] != row.created_at or cached[1].version != row.version:
@@ -43,7 +42,7 @@ class Views:
         self._states.move_to_end(key)
         return cached[1]
 
-    def put(self, row: Session, state: MemoryState) -> None:
+    def put(self, row: SessionRow, state: MemoryState) -> None:
         """Keep `state` as the memory of `row` (whose version it must have); the least recently used
         others go when the items kept pass the bound (the newest entry stays, however large)."""
         key = (row.tenant_id, row.id)

@@ -44,9 +44,8 @@ from app.metrics import (
 from app.policy.backend import PolicyBackend, PolicyError, PolicyReply
 from app.settings import Settings
 from app.store import audit, policies
-from app.store.memory import load_state, load_view, save_state, targets, with_targets
-from app.store.models import Policy, Session
-from app.store.sessions import SessionKey
+from app.store.memory import load_state, load_view, save_items, targets, with_targets
+from app.store.sessions import LeasedSession, SessionKey
 from app.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -153,17 +152,13 @@ class Worker:
             started = await self.queue.start(db, key, self.owner)
             if started is None:
                 return None
-            active = await policies.active(db)
+            active = await policies.serving(db)
             return self._step(started, active, await self._current(db, started.session))
 
-    def _step(self, started: Started, active: Policy | None, state: MemoryState) -> _Step:
+    def _step(self, started: Started, active: policies.Serving | None, state: MemoryState) -> _Step:
         # The row seeded from settings means "the backend's configured model"; any other row's
         # name is the served model (a LoRA adapter).
-        served = (
-            None
-            if active is None or active.manifest.get("source") == policies.SETTINGS_SOURCE
-            else active.name
-        )
+        served = None if active is None or active.from_settings else active.name
         return _Step(
             seq=started.chunk.seq,
             content=started.chunk.content,
@@ -175,7 +170,7 @@ class Worker:
             request_id=started.chunk.request_id,
         )
 
-    async def _current(self, db: AsyncSession, row: Session) -> MemoryState:
+    async def _current(self, db: AsyncSession, row: LeasedSession) -> MemoryState:
         """The memory the policy reads, at the session's current version."""
         state = self.views.get(row)
         if state is None:
@@ -250,11 +245,8 @@ class Worker:
         returned as the next step."""
         started = time.perf_counter()
         following: Started | None = None  # the next head, started in this commit
-        active: Policy | None = None
+        active: policies.Serving | None = None
         async with self.queue.db.write() as db:
-            # The session row and the chunk change in several places below; flushed once at commit,
-            # each is one UPDATE instead of one per statement that follows a change.
-            db.sync_session.autoflush = False
             now = utcnow()
             held = await self.queue.held(db, key, step.seq, self.owner)
             if held is None:
@@ -279,7 +271,7 @@ class Worker:
             results = self.applier.apply_calls(
                 after, reply.calls, now=now, seq=step.seq, occurred_at=step.timestamp
             )
-            await save_state(db, row, base, after)
+            await save_items(db, key, base, after)
             await audit.record(
                 db,
                 key,
@@ -291,12 +283,20 @@ class Worker:
                 model=reply.model,
             )
             released = await self.queue.complete(
-                db, key, held, now, policy=step.policy_name, model=reply.model, usage=_usage(reply)
+                db,
+                key,
+                held,
+                now,
+                memory=after,
+                policy=step.policy_name,
+                model=reply.model,
+                usage=_usage(reply),
             )
+            row = row.committed(after)
             if not released and chain and not self.shutdown.stop.is_set():
-                chunk = self.queue.start_following(held, now)
+                chunk = await self.queue.start_following(db, key, held, now)
                 if chunk is not None:
-                    following, active = Started(row, chunk), await policies.active(db)
+                    following, active = Started(row, chunk), await policies.serving(db)
         self._keep(row, after, results)  # only once committed: a failed commit leaves nothing to reuse
         APPLY_LATENCY.observe(time.perf_counter() - started)
         for result in results:
@@ -310,7 +310,7 @@ class Worker:
             return self._step(following, active, state)
         return _Commit.RELEASED if released else _Commit.DONE
 
-    def _keep(self, row: Session, after: MemoryState, results: list[OpResult]) -> None:
+    def _keep(self, row: LeasedSession, after: MemoryState, results: list[OpResult]) -> None:
         """Cache the committed memory for the session's next chunk. A partial memory is cut back to
         the recent items (so it does not grow chunk after chunk); after a delete its recent items may
         no longer be the newest ones in the database, so the next chunk reads them again."""

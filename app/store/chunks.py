@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, select
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contracts.schemas import ChunkRecord
@@ -18,6 +20,29 @@ OPEN_STATUSES = (ChunkStatus.PENDING, ChunkStatus.PROCESSING)
 FINAL_STATUSES = (ChunkStatus.DONE, ChunkStatus.FAILED)
 # A session's head is its first chunk in one of these (a failed one blocks it).
 HEAD_STATUSES = (*OPEN_STATUSES, ChunkStatus.FAILED)
+
+
+CHUNKS = cast(Table, Chunk.__table__)
+
+
+@dataclass(frozen=True)
+class QueuedChunk:
+    """A chunk as the ingest worker reads it (plain columns, no ORM entity: see `LeasedSession`)."""
+
+    seq: int
+    status: str  # a ChunkStatus
+    attempts: int
+    error: str | None
+    content: str
+    timestamp: datetime | None
+    request_id: str | None
+    accepted_at: datetime
+    started_at: datetime | None
+    next_attempt_at: datetime | None
+
+
+# `QueuedChunk`'s columns, in its field order.
+QUEUED_COLUMNS = tuple(CHUNKS.c[name] for name in QueuedChunk.__dataclass_fields__)
 
 
 def _of(key: SessionKey) -> tuple[ColumnElement[bool], ColumnElement[bool]]:

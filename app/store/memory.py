@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, Operation, Tool, normalise_id
 from app.store.models import MemoryItem, MemoryRemoval, Session
-from app.store.sessions import SessionKey
+from app.store.sessions import SessionKey, SessionRow, memory_values
 
 # Plain columns, not ORM entities: loading is on every chunk and every question.
 _COLUMNS = (
@@ -34,13 +34,13 @@ _COLUMNS = (
 _INSERT_ITEMS = cast(Table, MemoryItem.__table__).insert()  # built once: most chunks insert items
 
 
-def _scalars(row: Session) -> MemoryState:
+def _scalars(row: SessionRow) -> MemoryState:
     return MemoryState(
         core=row.core, version=row.version, next_item=row.next_item, core_truncated=row.core_truncated
     )
 
 
-def _of(row: Session) -> Select[str, str, str, datetime, datetime, int | None, datetime | None, str]:
+def _of(row: SessionRow) -> Select[str, str, str, datetime, datetime, int | None, datetime | None, str]:
     return select(*_COLUMNS).where(MemoryItem.tenant_id == row.tenant_id, MemoryItem.session_id == row.id)
 
 
@@ -58,14 +58,14 @@ def _item(record: Sequence[Any]) -> Item:
     )
 
 
-async def load_state(db: AsyncSession, row: Session) -> MemoryState:
+async def load_state(db: AsyncSession, row: SessionRow) -> MemoryState:
     state = _scalars(row)
     for record in await db.execute(_of(row).order_by(MemoryItem.kind, MemoryItem.position)):
         state.items(MemoryKind(record[0])).append(_item(record))
     return state
 
 
-async def load_changes(db: AsyncSession, row: Session, cached: MemoryState) -> MemoryState:
+async def load_changes(db: AsyncSession, row: SessionRow, cached: MemoryState) -> MemoryState:
     """The memory of `row`, from `cached` (the whole memory of the same session at an older version)
     and what was written since: the rows written at a later version (inserted or edited) and the
     removals. Reads O(change) rows; returns a new state (`cached` and its items are not modified)."""
@@ -108,7 +108,7 @@ async def load_changes(db: AsyncSession, row: Session, cached: MemoryState) -> M
     return state
 
 
-async def load_view(db: AsyncSession, row: Session, recent: int) -> MemoryState:
+async def load_view(db: AsyncSession, row: SessionRow, recent: int) -> MemoryState:
     """A partial memory: core, the `recent` newest items of each kind and the count of the rest
     (what a policy that shows recent items reads; index scans of `recent` rows and a count)."""
     state = _scalars(row)
@@ -147,7 +147,7 @@ def targets(operations: Sequence[Operation]) -> tuple[set[str], set[tuple[Memory
 
 async def with_targets(
     db: AsyncSession,
-    row: Session,
+    row: SessionRow,
     state: MemoryState,
     ids: Collection[str],
     contents: Collection[tuple[MemoryKind, str]],
@@ -210,7 +210,14 @@ async def insert_items(db: AsyncSession, rows: Iterable[dict[str, object]]) -> N
 
 async def save_state(db: AsyncSession, row: Session, before: MemoryState, after: MemoryState) -> None:
     """Write `after` over `before` (the state loaded from `row`) and copy its scalars onto `row`."""
-    key = (row.tenant_id, row.id)
+    await save_items(db, (row.tenant_id, row.id), before, after)
+    for name, value in memory_values(after).items():
+        setattr(row, name, value)
+
+
+async def save_items(db: AsyncSession, key: SessionKey, before: MemoryState, after: MemoryState) -> None:
+    """Write the items of `after` over those of `before` (the state loaded from session `key`); the
+    session row's scalars are the caller's to write (`memory_values`)."""
     old, new = _by_id(before), _by_id(after)
     gone = [item_id for item_id in old if item_id not in new]
     if gone:
@@ -262,5 +269,3 @@ async def save_state(db: AsyncSession, row: Session, before: MemoryState, after:
                     version=after.version,
                 )
             )
-    row.core, row.core_truncated = after.core, after.core_truncated
-    row.version, row.next_item = after.version, after.next_item

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contracts import schemas
@@ -13,11 +14,33 @@ from app.contracts.policy import PolicyServing
 from app.store.models import Policy, PolicyActivation
 from app.store.sql import insert_ignore
 
-_ACTIVE = select(Policy).where(Policy.active.is_(True))  # read for every chunk: built once
+_ACTIVE = select(Policy).where(Policy.active.is_(True))
 
 
 async def active(db: AsyncSession) -> Policy | None:
     return (await db.execute(_ACTIVE)).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a worker needs of the active policy for a chunk."""
+
+    name: str
+    from_settings: bool  # the row seeded from settings (see `SETTINGS_SOURCE`)
+
+
+_POLICIES = cast(Table, Policy.__table__)
+# Read for every chunk: built once, two plain columns (not an ORM entity).
+_SERVING = select(_POLICIES.c.name, _POLICIES.c.manifest).where(_POLICIES.c.active.is_(True))
+
+
+async def serving(db: AsyncSession) -> Serving | None:
+    """The active policy's name, and whether it is the row seeded from settings."""
+    found = (await db.execute(_SERVING)).first()
+    if found is None:
+        return None
+    name, manifest = found
+    return Serving(name, manifest.get("source") == SETTINGS_SOURCE)
 
 
 async def by_name(db: AsyncSession, name: str) -> Policy | None:

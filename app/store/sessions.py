@@ -3,19 +3,59 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contracts.schemas import SessionOut
+from app.memory import MemoryState
 from app.store.models import Chunk, ChunkStatus, MemoryItem, MemoryRemoval, OperationLog, Session, Tenant
 from app.store.sql import insert_ignore
 
 SessionKey = tuple[str, str]  # (tenant_id, session_id)
 
 CHUNK_STATUSES = tuple(status.value for status in ChunkStatus)
+
+SESSIONS = cast(Table, Session.__table__)
+
+
+@dataclass(frozen=True)
+class LeasedSession:
+    """A session row as the ingest worker reads it under its lease: its identity and its memory's
+    scalars as plain columns. The worker reads and writes the row with Core statements: an ORM entity
+    costs its loading, identity map and unit-of-work flush on every chunk (docs/results/benchmarks.md
+    (l))."""
+
+    tenant_id: str
+    id: str
+    created_at: datetime  # with the id, the identity of a session (one deleted and recreated differs)
+    version: int
+    core: str
+    core_truncated: bool
+    next_item: int
+
+    def committed(self, state: MemoryState) -> LeasedSession:
+        """The row once `state` (the memory written over it) is committed."""
+        return replace(self, **memory_values(state))
+
+
+# `LeasedSession`'s columns, in its field order.
+LEASED_COLUMNS = tuple(SESSIONS.c[name] for name in LeasedSession.__dataclass_fields__)
+# What the memory helpers read of a session: the ORM row (API paths) or the worker's plain row.
+SessionRow = Session | LeasedSession
+
+
+def memory_values(state: MemoryState) -> dict[str, Any]:
+    """A memory's scalars as the session row's column values."""
+    return {
+        "core": state.core,
+        "core_truncated": state.core_truncated,
+        "version": state.version,
+        "next_item": state.next_item,
+    }
 
 
 async def ensure_tenant(db: AsyncSession, tenant_id: str, now: datetime) -> None:
