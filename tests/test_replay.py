@@ -195,7 +195,9 @@ def test_replays_queue_one_at_a_time_and_the_bound_answers_429(live_api: Any) ->
 
     admin_key = live_api.key("acme", admin=True)
     headers = {"Authorization": f"Bearer {admin_key}"}
-    with ScriptedLLM(default=Delay(0.3)) as slow, MemoryClient(live_api.url, admin_key) as admin:
+    # 1.5 s per policy call: the first replay must still be running when the refused start arrives,
+    # even on a loaded machine (0.3 s let it finish first there)
+    with ScriptedLLM(default=Delay(1.5)) as slow, MemoryClient(live_api.url, admin_key) as admin:
         admin.ingest("s", ["Alice: I moved to Lisbon last spring.", "Bob: my sister Carol is a nurse."])
         manifest = {"backend": "openai", "base_url": slow.url, "model": slow.model}
         admin.register_policy(PolicyRegistration(name="slow", base_model="slow", manifest=manifest))
