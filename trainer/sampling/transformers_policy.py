@@ -191,9 +191,17 @@ class TransformersPolicy:
             completion = generated[:length]
             allowed = rows.allowed(row, length) if rows else None
             # One row's [steps, vocab] at a time: stacking the whole batch (and tempering it) would hold two
-            # more copies of generate's logits, 1.2 GB each for 5 rows × 384 steps of a 152k vocabulary.
-            row_logits = torch.stack([step[row] for step in out.logits[:length]]).float()
-            row_logits = masked(penalised(row_logits, completion, self.frequency_penalty) / scale, allowed)
+            # more copies of generate's logits, 1.2 GB each for 5 rows × 384 steps of a 152k vocabulary. Stacked,
+            # penalised and tempered in one expression: no name keeps an intermediate copy alive.
+            row_logits = (
+                penalised(
+                    torch.stack([step[row] for step in out.logits[:length]]).float(),
+                    completion,
+                    self.frequency_penalty,
+                )
+                / scale
+            )
+            row_logits = masked(row_logits, allowed)
             logprobs = torch.log_softmax(row_logits, dim=-1).gather(-1, completion.unsqueeze(-1))
             samples.append(
                 TokenSample(
