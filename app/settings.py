@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     policy_temperature: float = 0.0
     policy_prompt_budget_tokens: int = 6144
     policy_max_calls: int = 32  # `json` tool format: most tool calls the constrained reply may hold
+    # OpenAI's frequency penalty, sent with every policy request when non-zero: each token's logit is lowered
+    # by this much per time it already occurs in the reply (vLLM: the reply's tokens only, never the prompt's,
+    # so copying from the chunk stays free). It ends replies that repeat themselves. llama-server applies it
+    # over its last `repeat_last_n` tokens instead, so only vLLM decodes as the trainer does.
+    policy_frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     # Every vLLM replica of the policy (JSON list): chunks are spread over them and adapters are loaded on
     # each (PUT /policy, self-heal). Empty: MEMALPHA_POLICY_URL alone. `dns+http://name:8000/v1` stands for
     # every address `name` resolves to (a headless Service: each ready pod), resolved at start, again

@@ -243,11 +243,12 @@ def _registered_serving() -> dict[str, str]:
 async def test_the_experiment_samples_from_the_prompt_the_service_sends(
     tiny_bpe_dir: Path, tmp_path: Path
 ) -> None:
-    """Train = serve for the prompt (grpo-squad pre-registration, revisions 3 and 5): the experiment's
+    """Train = serve for the prompt (grpo-squad pre-registration, revisions 3, 5 and 6): the experiment's
     trainer, with the tiny model in place of the 0.5B, decodes from exactly the chat template of the messages
     the service sends for the same memory and chunk under the serving settings `run.sh` exports (the stated
-    response budget included), and the serving settings its adapters record (the prompt's digest included)
-    are the service's, so a budget changed on one side only fails here."""
+    response budget included), and the serving settings its adapters record (the prompt's digest and the
+    frequency penalty of revision 6 included) are the service's, so a setting changed on one side only fails
+    here."""
     config = load_config(
         Path(__file__).parents[1] / "trainer/configs/cpu-squad-experiment.toml",
         {
@@ -271,12 +272,17 @@ async def test_the_experiment_samples_from_the_prompt_the_service_sends(
             policy_tool_format=registered["MEMALPHA_POLICY_TOOL_FORMAT"],
             policy_max_tokens=int(registered["MEMALPHA_POLICY_MAX_TOKENS"]),
             policy_max_calls=int(registered["MEMALPHA_POLICY_MAX_CALLS"]),
+            policy_frequency_penalty=float(registered["MEMALPHA_POLICY_FREQUENCY_PENALTY"]),
         )
         service = make_policy(settings)
         await service.propose(state, chunk)
         await service.aclose()
         sent = llm.requests[-1].body["messages"]
-    reply = await trainer._sampler(0.0, []).propose(state, chunk)
+        assert llm.requests[-1].body["frequency_penalty"] == config.rollout.frequency_penalty > 0
+    sampler = trainer._sampler(0.0, [])
+    assert isinstance(sampler, TransformersPolicy)
+    assert sampler.frequency_penalty == config.rollout.frequency_penalty
+    reply = await sampler.propose(state, chunk)
     await trainer.aclose()
     assert reply.extras["prompt_ids"] == chat_prompt_ids(trainer.loaded.tokenizer, sent, "json")
     served = policy_serving(settings, trainer.counter).model_dump()

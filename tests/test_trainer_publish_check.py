@@ -37,6 +37,7 @@ def service(store_url: str, scripted_llm: Any) -> Iterator[tuple[LiveApi, str]]:
         policy_tool_format="json",
         policy_max_tokens=96,
         policy_max_calls=3,
+        policy_frequency_penalty=0.2,
     )
     with live(LiveApi(settings)) as server:
         yield server, server.key("publisher", admin=True)
@@ -75,6 +76,7 @@ def test_publish_refuses_other_serving_settings_unless_forced(
         "prompt_budget_tokens": server.settings.policy_prompt_budget_tokens,
         "token_counter": "word-estimate",
         "max_calls": 3,
+        "frequency_penalty": 0.2,
         "prompt_sha256": prompt_sha256("json", server.settings.core_token_limit),
     }
 
@@ -93,6 +95,14 @@ def test_publish_refuses_other_serving_settings_unless_forced(
     older = adapter("older", {k: v for k, v in served.items() if k != "max_calls"})
     assert _publish(older, server, key, scripted_llm.url) == 1
     assert "max_calls: trained None, served 3" in capsys.readouterr().err
+    # Sampled without the frequency penalty the service decodes with: another distribution, refused; a
+    # manifest from before the penalty was recorded was trained without one (no trainer could apply it).
+    unpenalised = adapter("unpenalised", {**served, "frequency_penalty": 0.0})
+    assert _publish(unpenalised, server, key, scripted_llm.url) == 1
+    assert "frequency_penalty: trained 0.0, served 0.2" in capsys.readouterr().err
+    before = adapter("before-penalty", {k: v for k, v in served.items() if k != "frequency_penalty"})
+    assert _publish(before, server, key, scripted_llm.url) == 1
+    assert "frequency_penalty: trained 0.0, served 0.2" in capsys.readouterr().err
     # Trained on the prompt of another core limit (the prompt states it): the wording differs, refused.
     other_prompt = adapter("other-prompt", {**served, "prompt_sha256": prompt_sha256("json", 128)})
     assert _publish(other_prompt, server, key, scripted_llm.url) == 1

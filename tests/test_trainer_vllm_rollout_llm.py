@@ -33,16 +33,20 @@ pytestmark = [pytest.mark.llm, pytest.mark.timeout(1800)]
 CHUNK = "On 2 March 2024 Alice adopted a beagle named Rex. Rex is three years old."
 
 
-@pytest.mark.parametrize("constrained, temperature", [(False, 1.0), (True, 1.0), (True, 0.7)])
+@pytest.mark.parametrize(
+    "constrained, temperature, penalty",
+    [(False, 1.0, 0.0), (True, 1.0, 0.0), (True, 0.7, 0.0), (False, 1.0, 1.0), (True, 0.7, 1.0)],
+)
 async def test_vllm_rollout_records_token_ids_and_matching_logprobs(
-    local_llm: tuple[str, str], constrained: bool, temperature: float
+    local_llm: tuple[str, str], constrained: bool, temperature: float, penalty: float
 ) -> None:
     """Constrained: vLLM decodes under the service's json schema (`response_format`) and its log-probs are
     those of the masked distribution at the sampling temperature, log softmax(mask(logits) / T), which is
     what the trainer computes under the mask it replays from the tokens. Both must hold: the same grammar
     (the trainer's any-whitespace mask against the server's compact one: mean |Δ| 0.7–3.1 nats) and the
     server's `--logprobs-mode processed_logprobs` (its default "raw" log-probs are those of T = 1: at
-    T 0.7 mean |Δ| 0.035, max 0.77)."""
+    T 0.7 mean |Δ| 0.035, max 0.77). With a frequency penalty, the server's `frequency_penalty` and the
+    trainer's replay of it (trainer/sampling/penalty.py) give the same penalised log-probs."""
     url, base_name = local_llm
     base_dir = _script().hf_dir("qwen0.5b")
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -62,6 +66,7 @@ async def test_vllm_rollout_records_token_ids_and_matching_logprobs(
         max_new_tokens=24,
         temperature=temperature,
         constraint=constraint,
+        frequency_penalty=penalty,
     )
     try:
         reply = await policy.propose(MemoryState(), CHUNK)
@@ -86,11 +91,13 @@ async def test_vllm_rollout_records_token_ids_and_matching_logprobs(
                 advantage=0.0,
                 temperature=temperature,
                 allowed=sample.allowed,
+                frequency_penalty=sample.frequency_penalty,
             ),
         )
     gap = (ours - torch.tensor(sample.logprobs)).abs()
     print(
-        f"\nvLLM vs trainer log-probs ({'constrained' if constrained else 'unconstrained'}, T {temperature}) "
+        f"\nvLLM vs trainer log-probs ({'constrained' if constrained else 'unconstrained'}, T {temperature}, "
+        f"frequency penalty {penalty}) "
         f"over {len(gap)} tokens: mean |Δ| {gap.mean():.2e}, max {gap.max():.2e}"
     )
     assert float(gap.mean()) < 0.02 and float(gap.max()) < 0.2

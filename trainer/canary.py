@@ -204,6 +204,7 @@ async def run_canary(
             "policy_max_tokens": serving.max_new_tokens,
             "policy_prompt_budget_tokens": serving.prompt_budget_tokens,
             **({} if serving.max_calls is None else {"policy_max_calls": serving.max_calls}),
+            "policy_frequency_penalty": serving.frequency_penalty,
             "policy_adapters_dir": None,  # just loaded: a 404 here is a failure, not something to heal
         }
     )

@@ -80,6 +80,9 @@ class RolloutConfig(_Section):
     # `json`: the schema's most calls per reply, as the service's MEMALPHA_POLICY_MAX_CALLS (the decoding
     # constraint is built from it on both sides).
     max_calls: int = Field(default=32, gt=0)
+    # OpenAI's frequency penalty on the completion's own tokens, as the service's
+    # MEMALPHA_POLICY_FREQUENCY_PENALTY (trainer/sampling/penalty.py; 0: none).
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     # vllm backend: OpenAI-compatible base URL (…/v1) and the served base model; the current adapter is
     # loaded there under a fresh name each iteration.
     vllm_url: str | None = None

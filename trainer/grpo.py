@@ -9,7 +9,9 @@ Every chunk step is one sample (its own prompt and completion). For completion t
 
 with c_s set by `loss_agg_mode`: 1/(S·|s|) for seq-mean-token-mean (upstream), 1/T for token-mean (T tokens
 in the mini-batch), 1/(S·C) for seq-mean-token-sum-norm (S sequences, constant C). Under a decoding
-constraint (`json`) every log p is of the masked distribution the service samples (`TrainSample.allowed`).
+constraint (`json`) every log p is of the masked distribution the service samples (`TrainSample.allowed`),
+and under a frequency penalty of the penalised one (`TrainSample.frequency_penalty`); the first completion
+token is never penalised (nothing precedes it).
 
 The reference is the base model itself: the same weights with the adapter disabled, so no second copy of
 the model is held. A mini-batch is accumulated one prompt group at a time (the samples that share a
@@ -51,6 +53,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from trainer.config import GRPOConfig
 from trainer.sampling.mask import masked
+from trainer.sampling.penalty import penalised
 
 _T = TypeVar("_T")
 
@@ -131,6 +134,9 @@ class TrainSample:
     # Constrained decoding (`json`): the packed mask of each completion step; every log-prob is then of
     # the masked distribution the service samples (trainer/sampling/constraint.py says why).
     allowed: torch.Tensor | None = None
+    # The frequency penalty the sampler applied (trainer/sampling/penalty.py): every log-prob is then of the
+    # penalised distribution, the penalty replayed from the completion's earlier tokens.
+    frequency_penalty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -167,29 +173,33 @@ def prompt_groups(samples: Sequence[TrainSample]) -> list[list[TrainSample]]:
 def _token_logprobs(
     lm_head: torch.nn.Module,
     hidden: torch.Tensor,
-    targets: torch.Tensor,
+    completion: torch.Tensor,
     temperature: float,
     chunk: int | None,
     allowed: torch.Tensor | None = None,
+    frequency_penalty: float = 0.0,
 ) -> torch.Tensor:
-    """log p(target) at each position from the final hidden states [n, H]. With `chunk`, the vocabulary
+    """log p of completion tokens 1 … n from the final hidden states [n, H] of tokens 0 … n − 1 (under the
+    sampler's mask and frequency penalty, both replayed from the tokens). With `chunk`, the vocabulary
     projection runs `chunk` positions at a time and is recomputed in backward (activation checkpointing),
     so no [n, V] fp32 logits tensor is ever held for the gradient: only [n] log-probs and [n, H] states."""
+    targets = completion[1:]
 
-    def piece(h: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None) -> torch.Tensor:
-        logits = masked(lm_head(h).float() / temperature, a)
+    def piece(h: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None, step: int) -> torch.Tensor:
+        logits = penalised(lm_head(h).float(), completion, frequency_penalty, step)
+        logits = masked(logits / temperature, a)
         return torch.log_softmax(logits, dim=-1).gather(-1, t.unsqueeze(-1)).squeeze(-1)
 
     if chunk is None or len(targets) <= chunk:
-        return piece(hidden, targets, allowed)
+        return piece(hidden, targets, allowed, 1)
     parts = []
     for start in range(0, len(targets), chunk):
         h, t = hidden[start : start + chunk], targets[start : start + chunk]
         a = None if allowed is None else allowed[start : start + chunk]
         if torch.is_grad_enabled():
-            parts.append(checkpoint(piece, h, t, a, use_reentrant=False))
+            parts.append(checkpoint(piece, h, t, a, 1 + start, use_reentrant=False))
         else:
-            parts.append(piece(h, t, a))
+            parts.append(piece(h, t, a, 1 + start))
     return torch.cat(parts)
 
 
@@ -327,7 +337,13 @@ def _completion_logprobs(
         if hidden is not None and count > 1:
             tail_allowed = None if allowed is None else allowed[1:]
             tail = _token_logprobs(
-                lm_head, hidden[row, : count - 1], targets[1:], sample.temperature, chunk_tokens, tail_allowed
+                lm_head,
+                hidden[row, : count - 1],
+                targets,
+                sample.temperature,
+                chunk_tokens,
+                tail_allowed,
+                sample.frequency_penalty,
             )
             logprobs = torch.cat([logprobs, tail])
         out.append(logprobs)

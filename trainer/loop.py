@@ -317,6 +317,7 @@ class Trainer:
                     temperature=temperature,
                     reload=partial(self._reload_adapter, url),
                     constraint=self.constraint,  # the service's json constraint, applied by vLLM itself
+                    frequency_penalty=rollout.frequency_penalty,
                 )
                 for url in urls
             }
@@ -332,6 +333,7 @@ class Trainer:
             temperature=temperature,
             max_batch=rollout.batch_size,
             constraint=self.constraint,
+            frequency_penalty=rollout.frequency_penalty,
         )
 
     @property

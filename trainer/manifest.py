@@ -14,6 +14,9 @@ from trainer.config import TrainConfig
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "memalpha-policy-manifest/1"
+# Settings a manifest written before they were recorded was certainly trained under: no trainer before
+# `frequency_penalty` existed could sample with one.
+_BEFORE_RECORDED: dict[str, Any] = {"frequency_penalty": 0.0}
 
 
 def adapter_digest(adapter_dir: Path) -> str:
@@ -52,6 +55,7 @@ def trained_serving(config: TrainConfig, token_counter: str) -> PolicyServing:
         prompt_budget_tokens=rollout.prompt_budget_tokens,
         token_counter=token_counter,
         max_calls=format_max_calls(rollout.tool_format, rollout.max_calls),
+        frequency_penalty=rollout.frequency_penalty,
         # The rollout samplers state the default core limit (they build prompts without the settings').
         prompt_sha256=prompt_sha256(rollout.tool_format),
     )
@@ -59,9 +63,10 @@ def trained_serving(config: TrainConfig, token_counter: str) -> PolicyServing:
 
 def serving_differences(manifest: dict[str, Any], served: dict[str, Any]) -> list[str]:
     """What differs between an adapter's training settings (manifest) and a service's (GET /policy)."""
-    trained = manifest.get("serving")
-    if not isinstance(trained, dict):
+    recorded = manifest.get("serving")
+    if not isinstance(recorded, dict):
         return ["the manifest records no serving settings (trained before they were recorded)"]
+    trained = {**_BEFORE_RECORDED, **recorded}
     return [
         f"{key}: trained {trained.get(key)!r}, served {served.get(key)!r}"
         for key in PolicyServing.model_fields

@@ -96,6 +96,7 @@ class InstanceGroup:
                 temperature=s.sample.temperature,
                 truncated=s.sample.truncated,
                 allowed=s.sample.allowed,
+                frequency_penalty=s.sample.frequency_penalty,
             )
             for s in self.steps
             if s.sample is not None and s.sample.completion_ids

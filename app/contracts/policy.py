@@ -2,7 +2,8 @@
 as this service serves it. `GET /policy` exposes them, the trainer records the same fields in an
 adapter's manifest, and publishing refuses an adapter trained under different ones (the prompt states the
 response budget, the token counter decides what the prompt budget keeps, the tool format decides what the
-model writes, and the prompt's wording, as a digest, is what the model was trained to read)."""
+model writes, the frequency penalty changes the distribution replies are decoded from, and the prompt's
+wording, as a digest, is what the model was trained to read)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ class PolicyServing(BaseModel):
     # The `json` format's schema constraint allows at most this many tool calls per reply; None for the
     # other formats, which it does not shape (an adapter is not refused over a setting that changes nothing).
     max_calls: int | None = None
+    # OpenAI's frequency penalty on the reply's own tokens (MEMALPHA_POLICY_FREQUENCY_PENALTY; 0: none).
+    frequency_penalty: float = 0.0
     # sha256 of the memorize prompt's wording for this format and core limit (`app.policy.prompt_sha256`).
     prompt_sha256: str
 

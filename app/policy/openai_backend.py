@@ -55,6 +55,7 @@ class OpenAIPolicyConfig:
     temperature: float = 0.0
     prompt_budget_tokens: int = 6144
     max_calls: int = 32
+    frequency_penalty: float = 0.0  # 0: not sent (the server's default, no penalty)
     core_tokens: int = MemoryLimits.core_tokens  # the core limit the prompt states
     replica_urls: tuple[
         str, ...
@@ -153,6 +154,8 @@ class OpenAIPolicy:
             # Qwen3-family templates think by default; Mem-α runs with thinking off (SPEC §3).
             "extra_body": {"chat_template_kwargs": {"enable_thinking": False}},
         }
+        if cfg.frequency_penalty:
+            request["frequency_penalty"] = cfg.frequency_penalty
         if cfg.tool_format == "alpha":
             request["stop"] = list(STOP_MARKERS)  # the model would go on to invent tool results
         elif cfg.tool_format == "native":

@@ -27,6 +27,9 @@ class TokenSample:
     # Constrained decoding (`json`): the packed mask of the tokens allowed at each completion step
     # (`constraint.py`); the log-probs are of the masked distribution. None: unconstrained.
     allowed: torch.Tensor | None = None
+    # The frequency penalty the sampler applied to the completion's own tokens (`penalty.py`); the log-probs
+    # are of the penalised distribution, and the update replays it from the tokens.
+    frequency_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.completion_ids) != len(self.logprobs):
@@ -44,6 +47,7 @@ class TokenSample:
             "temperature": self.temperature,
             "truncated": self.truncated,
             "allowed": self.allowed,
+            "frequency_penalty": self.frequency_penalty,
         }
 
     @classmethod
@@ -55,6 +59,7 @@ class TokenSample:
             temperature=float(extras["temperature"]),
             truncated=bool(extras["truncated"]),
             allowed=extras.get("allowed"),
+            frequency_penalty=float(extras.get("frequency_penalty", 0.0)),
         )
 
 

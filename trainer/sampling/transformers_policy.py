@@ -10,7 +10,9 @@ greedy decoding. Like the service's `alpha` requests, generation stops at ✿RES
 would go on to invent tool results); the completion keeps the marker's tokens, so the stop is learnt too.
 `json` is sampled under the service's schema constraint (`constraint.py`: the mask vLLM applies; the
 trainer always passes it, bare token-level tests leave it out), and the recorded log-probs are those of
-the masked distribution, the one the service samples. Difference from serving, by design: `native` is
+the masked distribution, the one the service samples. A frequency penalty (the service's
+MEMALPHA_POLICY_FREQUENCY_PENALTY, `penalty.py`) is applied inside `generate` as vLLM applies it, and the
+recorded log-probs are of the penalised distribution too. Difference from serving, by design: `native` is
 sampled without `tool_choice="required"`.
 
 Concurrent `propose` calls (the G rollouts of a group, several groups) are gathered into one batch:
@@ -43,6 +45,7 @@ from app.policy.prompt import build_messages
 from app.settings import ToolFormat
 from trainer.sampling.constraint import ConstrainedRows, JsonCallsConstraint
 from trainer.sampling.mask import masked
+from trainer.sampling.penalty import CompletionPenalty, penalised
 from trainer.sampling.record import SampledReply, TokenSample, chat_prompt_ids, stop_token_ids
 
 _GATHER_S = 0.02  # how long a batch waits for more concurrent requests before it runs
@@ -65,6 +68,7 @@ class TransformersPolicy:
         temperature: float = 1.0,
         max_batch: int = 8,
         constraint: JsonCallsConstraint | None = None,
+        frequency_penalty: float = 0.0,
     ) -> None:
         if constraint is not None and tool_format != "json":
             raise ValueError(f"the schema constraint is the json format's, not {tool_format!r}'s")
@@ -78,6 +82,7 @@ class TransformersPolicy:
         self.temperature = temperature
         self.max_batch = max_batch
         self.constraint = constraint
+        self.frequency_penalty = frequency_penalty
         self._stops = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.generation_config = GenerationConfig(
@@ -166,16 +171,18 @@ class TransformersPolicy:
         )
         markers = _StopAtMarkers(self.tokenizer, width, len(prompts)) if self.tool_format == "alpha" else None
         rows = ConstrainedRows(self.constraint, width, len(prompts)) if self.constraint else None
+        penalty = CompletionPenalty(self.frequency_penalty, width) if self.frequency_penalty else None
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
             generation_config=settings,
             cache=cache,
             stopping_criteria=StoppingCriteriaList([markers] if markers else []),
-            logits_processor=LogitsProcessorList([rows] if rows else []),
+            # Before the temperature warper, which generate appends after every given processor.
+            logits_processor=LogitsProcessorList([p for p in (rows, penalty) if p is not None]),
         )
-        # Raw logits (before the constraint's mask), tempered as the sampler tempered them (greedy: the
-        # untempered distribution); the mask is applied per row below.
+        # Raw logits (before the constraint's mask and the penalty), penalised and tempered as the sampler
+        # did (greedy: the untempered distribution); the mask is applied per row below.
         scale = 1.0 if greedy else self.temperature
         samples = []
         for row, prompt in enumerate(prompts):
@@ -184,8 +191,16 @@ class TransformersPolicy:
             completion = generated[:length]
             allowed = rows.allowed(row, length) if rows else None
             # One row's [steps, vocab] at a time: stacking the whole batch (and tempering it) would hold two
-            # more copies of generate's logits, 1.2 GB each for 5 rows × 384 steps of a 152k vocabulary.
-            row_logits = torch.stack([step[row] for step in out.logits[:length]]).float() / scale
+            # more copies of generate's logits, 1.2 GB each for 5 rows × 384 steps of a 152k vocabulary. Stacked,
+            # penalised and tempered in one expression: no name keeps an intermediate copy alive.
+            row_logits = (
+                penalised(
+                    torch.stack([step[row] for step in out.logits[:length]]).float(),
+                    completion,
+                    self.frequency_penalty,
+                )
+                / scale
+            )
             row_logits = masked(row_logits, allowed)
             logprobs = torch.log_softmax(row_logits, dim=-1).gather(-1, completion.unsqueeze(-1))
             samples.append(
@@ -196,6 +211,7 @@ class TransformersPolicy:
                     temperature=scale,
                     truncated=truncated,
                     allowed=allowed,
+                    frequency_penalty=self.frequency_penalty,
                 )
             )
         return samples

@@ -6,7 +6,9 @@ exact prompt tokens. vLLM returns each sampled token as `token_id:N` (`return_to
 its log-prob. Sampling is plain: top-k/top-p/min-p/repetition penalty are set to their neutral values
 explicitly, because vLLM otherwise applies the model's generation_config defaults. The `json` format is
 decoded under the service's schema constraint by vLLM itself (`response_format`, as the service sends it),
-and the mask is replayed here for the update. The adapter being
+and the mask is replayed here for the update. A frequency penalty goes as the request's own
+`frequency_penalty` (the service sends the same), which vLLM applies to the completion's tokens only; its
+log-probs include it under `--logprobs-mode processed_logprobs`, as the training servers run. The adapter being
 trained is loaded on the server under a name of its own and passed as `model`; when the server answers
 404 for it (restarted, adapter gone) `reload` loads it again and the request is retried once.
 """
@@ -55,6 +57,7 @@ class VLLMSamplingPolicy:
         timeout_s: float = 900.0,
         reload: Callable[[str], Awaitable[None]] | None = None,
         constraint: JsonCallsConstraint | None = None,
+        frequency_penalty: float = 0.0,
     ) -> None:
         if constraint is not None and tool_format != "json":
             raise ValueError(f"the schema constraint is the json format's, not {tool_format!r}'s")
@@ -71,6 +74,7 @@ class VLLMSamplingPolicy:
         self.temperature = temperature
         self.reload = reload
         self.constraint = constraint
+        self.frequency_penalty = frequency_penalty
 
     def request(self, prompt_ids: list[int], model: str) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -79,6 +83,7 @@ class VLLMSamplingPolicy:
             "max_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "logprobs": 1,
+            "frequency_penalty": self.frequency_penalty,
             "stop": list(STOP_MARKERS) if self.tool_format == "alpha" else None,
             "extra_body": {
                 "top_k": -1,
@@ -129,6 +134,7 @@ class VLLMSamplingPolicy:
             # vLLM's sampler, whose "raw" log-probs come after it) but before temperature unless the server
             # runs with --logprobs-mode processed_logprobs, as the training servers do.
             allowed=_replayed(self.constraint, completion_ids, self.base_url) if self.constraint else None,
+            frequency_penalty=self.frequency_penalty,
         )
         return SampledReply.of(
             choice.text, sample, model=name, visible_items=build.visible_items, started=started

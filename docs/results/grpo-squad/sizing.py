@@ -65,6 +65,7 @@ async def greedy(fmt: str, budget: int, count: int, extra: dict[str, object]) ->
     return {
         "format": fmt,
         "budget": budget,
+        "frequency_penalty": trainer.config.rollout.frequency_penalty,
         "episodes": [episode.instance_id for episode in episodes],
         "wall_s": time.perf_counter() - wall,
         "cpu_s": time.process_time() - cpu,
@@ -86,6 +87,7 @@ async def iteration(fmt: str, budget: int, extra: dict[str, object]) -> dict[str
     return {
         "format": fmt,
         "budget": budget,
+        "frequency_penalty": trainer.config.rollout.frequency_penalty,
         "wall_s": time.perf_counter() - wall,
         "cpu_s": time.process_time() - cpu,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
