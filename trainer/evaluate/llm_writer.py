@@ -342,6 +342,13 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str], budgets: Seque
     return {"table": table, "differences": diffs}
 
 
+def _span(budgets: list[int]) -> str:
+    def short(n: int) -> str:
+        return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
+
+    return f"{short(min(budgets))}…{short(max(budgets))}"
+
+
 def plot(result: dict[str, Any], out: Path) -> None:
     import matplotlib
 
@@ -356,7 +363,7 @@ def plot(result: dict[str, Any], out: Path) -> None:
             ax.plot(tokens, [e[metric] for e in entries], marker="o", label=method)
     for ax, title in zip(axes, ("gold-turn recall", "F1 (extractive answerer)"), strict=True):
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("tokens the answerer read per question (mean, budgets 256…8k)")
+        ax.set_xlabel(f"tokens the answerer read per question (mean, budgets {_span(result['budgets'])})")
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
