@@ -132,6 +132,21 @@ def _wait_for(what: str, probe: Any, timeout: float, interval: float = 1.0) -> A
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
+def _created_key(stack: Stack) -> str | None:
+    """A new key, made the way the runbook says; None when the container could not resolve the database's
+    service name yet (podman's network DNS answered "Name or service not known" once in CI right after
+    the stack came up); any other failure fails the test."""
+    command = stack.command("exec", "-T", "api", "memalpha", "keys", "create", "--tenant", "smoke")
+    result = subprocess.run(
+        command, cwd=ROOT, env=stack.env, check=False, capture_output=True, text=True, timeout=600
+    )
+    if result.returncode == 0:
+        return result.stdout.split()[0]
+    if "failed to resolve host" in result.stderr:
+        return None
+    raise AssertionError(f"keys create failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+
+
 def _healthy(stack: Stack) -> bool:
     with urllib.request.urlopen(f"{stack.api}/healthz", timeout=5) as response:
         return response.status == 200
@@ -228,10 +243,8 @@ def test_compose_stack_ingests_answers_survives_an_api_restart_and_is_scraped(st
     ps = [json.loads(line) for line in stack.compose("ps", "--format", "json").splitlines()]
     assert sorted(c["Service"] for c in ps) == sorted(SERVICES) and all(c["State"] == "running" for c in ps)
 
-    # A key of a new tenant, made the way the runbook says; the API refuses requests without one.
-    stack.key = stack.compose("exec", "-T", "api", "memalpha", "keys", "create", "--tenant", "smoke").split()[
-        0
-    ]
+    # A key of a new tenant; the API refuses requests without one.
+    stack.key = _wait_for("a key from `memalpha keys create`", lambda: _created_key(stack), timeout=60)
     assert stack.request("GET", "/sessions", key="")[0] == 401
     assert stack.request("GET", "/readyz?full=1") == (
         200,
