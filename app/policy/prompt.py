@@ -188,6 +188,4 @@ def _json_block() -> str:
 
 Reply with a JSON array of tool calls and nothing else. Each call is an object with two keys: "name", the \
 tool's name, and "arguments", an object with that tool's parameters. The calls run in order, as many as the \
-chunk needs (one insert per fact or event); every content is written from the chunk. Write each fact once: \
-a content states it a single time, no call repeats the content of an earlier call, and an item this reply \
-inserted is not updated or deleted in the same reply."""
+chunk needs (one insert per fact or event); every content is written from the chunk."""
