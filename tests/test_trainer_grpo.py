@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_lora import tiny_lora_policy
 
 from trainer.config import GRPOConfig, LoraConfig, ModelConfig
 from trainer.grpo import (
@@ -25,7 +26,6 @@ from trainer.grpo import (
     token_losses,
 )
 from trainer.models import LoadedPolicy, load_policy
-from trainer.tiny_model import create_tiny_model
 
 # The cache goes in as `cache=` (transformers removes `past_key_values=` in 5.40): a deprecated call fails.
 pytestmark = pytest.mark.filterwarnings("error:.*past_key_values.*:FutureWarning")
@@ -33,18 +33,7 @@ pytestmark = pytest.mark.filterwarnings("error:.*past_key_values.*:FutureWarning
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedPolicy:
-    base = Path(tmp_path_factory.mktemp("tiny")) / "base"
-    create_tiny_model(base, ["Paris is the capital of France. Berlin is the capital of Germany."], seed=3)
-    loaded = load_policy(
-        ModelConfig(source="tiny", name="tiny-qwen2", path=str(base), device="cpu"),
-        LoraConfig(r=4, alpha=8),
-        tiny_dir=base,
-    )
-    torch.manual_seed(0)
-    for name, parameter in loaded.model.named_parameters():
-        if "lora_B" in name:  # a fresh adapter is zero: give it weights so its gradients are not trivial
-            torch.nn.init.normal_(parameter, std=0.05)
-    return loaded
+    return tiny_lora_policy(tmp_path_factory)
 
 
 def _samples(vocab: int, *, prompts: int = 2, group: int = 3) -> list[TrainSample]:

@@ -8,41 +8,28 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 from scripted_llm import ScriptedLLM, Text
+from tiny_lora import tiny_lora_policy
 
 from app.backends import make_policy
 from app.memory import MemoryState
 from app.settings import Settings
 from app.tokens import make_token_counter
-from trainer.config import LoraConfig, ModelConfig
 from trainer.grpo import TrainSample, shared_prompt_logprobs
-from trainer.models import LoadedPolicy, load_policy
+from trainer.models import LoadedPolicy
 from trainer.sampling.penalty import CompletionPenalty, penalised
 from trainer.sampling.record import TokenSample
 from trainer.sampling.transformers_policy import TransformersPolicy
-from trainer.tiny_model import create_tiny_model
 
 F = 0.25
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedPolicy:
-    base = Path(tmp_path_factory.mktemp("tiny")) / "base"
-    create_tiny_model(base, ["Paris is the capital of France. Berlin is the capital of Germany."], seed=3)
-    loaded = load_policy(
-        ModelConfig(source="tiny", name="tiny-qwen2", path=str(base), device="cpu"),
-        LoraConfig(r=4, alpha=8),
-        tiny_dir=base,
-    )
-    torch.manual_seed(0)
-    for name, parameter in loaded.model.named_parameters():
-        if "lora_B" in name:  # a non-zero adapter: the update's model is not the bare base
-            torch.nn.init.normal_(parameter, std=0.05)
-    return loaded
+    return tiny_lora_policy(tmp_path_factory)
 
 
 def _policy(
