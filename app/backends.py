@@ -28,6 +28,7 @@ def openai_policy_config(settings: Settings) -> OpenAIPolicyConfig:
         prompt_budget_tokens=settings.policy_prompt_budget_tokens,
         max_calls=settings.policy_max_calls,
         frequency_penalty=settings.policy_frequency_penalty,
+        repeat_stop_chars=settings.policy_repeat_stop_chars,
         core_tokens=settings.core_token_limit,
         # `dns+` names are resolved when the backend is built and again every refresh interval while it
         # runs (app/policy/replica_pool.py); adapter syncs (PUT /policy, rollback) resolve for themselves.
@@ -77,5 +78,6 @@ def policy_serving(settings: Settings, counter: TokenCounter) -> PolicyServing:
         token_counter=counter.name,
         max_calls=format_max_calls(settings.policy_tool_format, settings.policy_max_calls),
         frequency_penalty=settings.policy_frequency_penalty,
+        repeat_stop_chars=settings.policy_repeat_stop_chars,
         prompt_sha256=prompt_sha256(settings.policy_tool_format, settings.core_token_limit),
     )

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # so copying from the chunk stays free). It ends replies that repeat themselves. llama-server applies it
     # over its last `repeat_last_n` tokens instead, so only vLLM decodes as the trainer does.
     policy_frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    # The repeat stop (app/policy/repeats.py): a reply is kept only up to where it begins repeating this many
+    # characters it already holds, verbatim (a looping small model); 0: off. What is dropped is a copy.
+    policy_repeat_stop_chars: int = Field(default=0, ge=0)
     # Every vLLM replica of the policy (JSON list): chunks are spread over them and adapters are loaded on
     # each (PUT /policy, self-heal). Empty: MEMALPHA_POLICY_URL alone. `dns+http://name:8000/v1` stands for
     # every address `name` resolves to (a headless Service: each ready pod), resolved at start, again

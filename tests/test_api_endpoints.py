@@ -275,6 +275,7 @@ async def test_policy_read_and_admin_switch(api: Api) -> None:
         "token_counter": "word-estimate",
         "max_calls": settings.policy_max_calls if settings.policy_tool_format == "json" else None,
         "frequency_penalty": settings.policy_frequency_penalty,
+        "repeat_stop_chars": settings.policy_repeat_stop_chars,
         "prompt_sha256": prompt_sha256(settings.policy_tool_format, settings.core_token_limit),
     }
     _error(await api.client.put("/policy", headers=user, json={"name": active["name"]}), 403)

@@ -247,7 +247,7 @@ async def test_the_experiment_samples_from_the_prompt_the_service_sends(
     trainer, with the tiny model in place of the 0.5B, decodes from exactly the chat template of the messages
     the service sends for the same memory and chunk under the serving settings `run.sh` exports (the stated
     response budget included), and the serving settings its adapters record (the prompt's digest and the
-    frequency penalty of revision 6 included) are the service's, so a setting changed on one side only fails
+    frequency penalty of revision 6 and the repeat stop of revision 9 included) are the service's, so a setting changed on one side only fails
     here."""
     config = load_config(
         Path(__file__).parents[1] / "trainer/configs/cpu-squad-experiment.toml",
@@ -273,6 +273,7 @@ async def test_the_experiment_samples_from_the_prompt_the_service_sends(
             policy_max_tokens=int(registered["MEMALPHA_POLICY_MAX_TOKENS"]),
             policy_max_calls=int(registered["MEMALPHA_POLICY_MAX_CALLS"]),
             policy_frequency_penalty=float(registered["MEMALPHA_POLICY_FREQUENCY_PENALTY"]),
+            policy_repeat_stop_chars=int(registered["MEMALPHA_POLICY_REPEAT_STOP_CHARS"]),
         )
         service = make_policy(settings)
         await service.propose(state, chunk)
@@ -282,6 +283,7 @@ async def test_the_experiment_samples_from_the_prompt_the_service_sends(
     sampler = trainer._sampler(0.0, [])
     assert isinstance(sampler, TransformersPolicy)
     assert sampler.frequency_penalty == config.rollout.frequency_penalty
+    assert sampler.repeat_window == config.rollout.repeat_stop_chars > 0
     reply = await sampler.propose(state, chunk)
     await trainer.aclose()
     assert reply.extras["prompt_ids"] == chat_prompt_ids(trainer.loaded.tokenizer, sent, "json")

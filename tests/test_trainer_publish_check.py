@@ -38,6 +38,7 @@ def service(store_url: str, scripted_llm: Any) -> Iterator[tuple[LiveApi, str]]:
         policy_max_tokens=96,
         policy_max_calls=3,
         policy_frequency_penalty=0.2,
+        policy_repeat_stop_chars=256,
     )
     with live(LiveApi(settings)) as server:
         yield server, server.key("publisher", admin=True)
@@ -77,6 +78,7 @@ def test_publish_refuses_other_serving_settings_unless_forced(
         "token_counter": "word-estimate",
         "max_calls": 3,
         "frequency_penalty": 0.2,
+        "repeat_stop_chars": 256,
         "prompt_sha256": prompt_sha256("json", server.settings.core_token_limit),
     }
 
@@ -103,6 +105,14 @@ def test_publish_refuses_other_serving_settings_unless_forced(
     before = adapter("before-penalty", {k: v for k, v in served.items() if k != "frequency_penalty"})
     assert _publish(before, server, key, scripted_llm.url) == 1
     assert "frequency_penalty: trained 0.0, served 0.2" in capsys.readouterr().err
+    # Trained without the repeat stop the service applies: rewarded for other text than is applied, refused;
+    # likewise a manifest from before the stop was recorded.
+    unstopped = adapter("unstopped", {**served, "repeat_stop_chars": 0})
+    assert _publish(unstopped, server, key, scripted_llm.url) == 1
+    assert "repeat_stop_chars: trained 0, served 256" in capsys.readouterr().err
+    before_stop = adapter("before-stop", {k: v for k, v in served.items() if k != "repeat_stop_chars"})
+    assert _publish(before_stop, server, key, scripted_llm.url) == 1
+    assert "repeat_stop_chars: trained 0, served 256" in capsys.readouterr().err
     # Trained on the prompt of another core limit (the prompt states it): the wording differs, refused.
     other_prompt = adapter("other-prompt", {**served, "prompt_sha256": prompt_sha256("json", 128)})
     assert _publish(other_prompt, server, key, scripted_llm.url) == 1

@@ -205,6 +205,7 @@ async def run_canary(
             "policy_prompt_budget_tokens": serving.prompt_budget_tokens,
             **({} if serving.max_calls is None else {"policy_max_calls": serving.max_calls}),
             "policy_frequency_penalty": serving.frequency_penalty,
+            "policy_repeat_stop_chars": serving.repeat_stop_chars,
             "policy_adapters_dir": None,  # just loaded: a 404 here is a failure, not something to heal
         }
     )

@@ -83,6 +83,9 @@ class RolloutConfig(_Section):
     # OpenAI's frequency penalty on the completion's own tokens, as the service's
     # MEMALPHA_POLICY_FREQUENCY_PENALTY (trainer/sampling/penalty.py; 0: none).
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    # The repeat stop's window, as the service's MEMALPHA_POLICY_REPEAT_STOP_CHARS (app/policy/repeats.py;
+    # 0: off): a rollout ends where its text begins repeating this many characters it already holds.
+    repeat_stop_chars: int = Field(default=0, ge=0)
     # vllm backend: OpenAI-compatible base URL (…/v1) and the served base model; the current adapter is
     # loaded there under a fresh name each iteration.
     vllm_url: str | None = None

@@ -318,6 +318,7 @@ class Trainer:
                     reload=partial(self._reload_adapter, url),
                     constraint=self.constraint,  # the service's json constraint, applied by vLLM itself
                     frequency_penalty=rollout.frequency_penalty,
+                    repeat_stop_chars=rollout.repeat_stop_chars,
                 )
                 for url in urls
             }
@@ -334,6 +335,7 @@ class Trainer:
             max_batch=rollout.batch_size,
             constraint=self.constraint,
             frequency_penalty=rollout.frequency_penalty,
+            repeat_stop_chars=rollout.repeat_stop_chars,
         )
 
     @property

@@ -15,8 +15,8 @@ from trainer.config import TrainConfig
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "memalpha-policy-manifest/1"
 # Settings a manifest written before they were recorded was certainly trained under: no trainer before
-# `frequency_penalty` existed could sample with one.
-_BEFORE_RECORDED: dict[str, Any] = {"frequency_penalty": 0.0}
+# `frequency_penalty` or `repeat_stop_chars` existed could sample with either.
+_BEFORE_RECORDED: dict[str, Any] = {"frequency_penalty": 0.0, "repeat_stop_chars": 0}
 
 
 def adapter_digest(adapter_dir: Path) -> str:
@@ -56,6 +56,7 @@ def trained_serving(config: TrainConfig, token_counter: str) -> PolicyServing:
         token_counter=token_counter,
         max_calls=format_max_calls(rollout.tool_format, rollout.max_calls),
         frequency_penalty=rollout.frequency_penalty,
+        repeat_stop_chars=rollout.repeat_stop_chars,
         # The rollout samplers state the default core limit (they build prompts without the settings').
         prompt_sha256=prompt_sha256(rollout.tool_format),
     )

@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 _SERIES = (("total", "R (step reward)"), ("r1", "r1 QA"), ("r2", "r2 tool success"), ("r3", "r3 compression"))
 _DIAGNOSTICS = (
     ("truncation_rate", "truncated completions"),
+    ("repeat_stop_rate", "repeat-stopped completions"),
     ("zero_variance_groups", "zero-variance groups"),
     ("clip_fraction", "clipped tokens"),
     ("sampler_abs_dlogp", "sampler↔trainer |Δ log p|"),

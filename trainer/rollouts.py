@@ -223,6 +223,7 @@ def mean_rewards(groups: Sequence[InstanceGroup]) -> dict[str, float]:
     out["infra_dropped"] = float(dropped)
     sampled = [step.sample for step in steps if step.sample is not None]
     out["truncation_rate"] = sum(s.truncated for s in sampled) / len(sampled) if sampled else 0.0
+    out["repeat_stop_rate"] = sum(s.repeat_stopped for s in sampled) / len(sampled) if sampled else 0.0
     out["completion_tokens"] = sum(len(s.completion_ids) for s in sampled) / len(sampled) if sampled else 0.0
     for source in sorted({group.episode.data_source for group in groups}):
         scores = [run.score or 0.0 for group in groups for run in group.runs if run.data_source == source]

@@ -2,7 +2,8 @@
 as this service serves it. `GET /policy` exposes them, the trainer records the same fields in an
 adapter's manifest, and publishing refuses an adapter trained under different ones (the prompt states the
 response budget, the token counter decides what the prompt budget keeps, the tool format decides what the
-model writes, the frequency penalty changes the distribution replies are decoded from, and the prompt's
+model writes, the frequency penalty changes the distribution replies are decoded from, the repeat stop what of a reply
+is applied, and the prompt's
 wording, as a digest, is what the model was trained to read)."""
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class PolicyServing(BaseModel):
     max_calls: int | None = None
     # OpenAI's frequency penalty on the reply's own tokens (MEMALPHA_POLICY_FREQUENCY_PENALTY; 0: none).
     frequency_penalty: float = 0.0
+    # The repeat stop's window in characters (MEMALPHA_POLICY_REPEAT_STOP_CHARS; 0: off): it decides what
+    # of a reply is applied, so what a policy is rewarded for.
+    repeat_stop_chars: int = 0
     # sha256 of the memorize prompt's wording for this format and core limit (`app.policy.prompt_sha256`).
     prompt_sha256: str
 

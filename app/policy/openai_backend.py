@@ -31,6 +31,7 @@ from app.memory.tokens import TokenCounter
 from app.policy.backend import PolicyError, PolicyReply, Usage
 from app.policy.parser import STOP_MARKERS, parse_reply
 from app.policy.prompt import build_messages
+from app.policy.repeats import applied_text, repeat_window
 from app.policy.replica_pool import ReplicaPool
 from app.policy.replicas import Resolver, resolve_addresses
 from app.policy.tools import json_response_format, openai_tools
@@ -56,6 +57,7 @@ class OpenAIPolicyConfig:
     prompt_budget_tokens: int = 6144
     max_calls: int = 32
     frequency_penalty: float = 0.0  # 0: not sent (the server's default, no penalty)
+    repeat_stop_chars: int = 0  # the repeat stop's window (app/policy/repeats.py); 0: off
     core_tokens: int = MemoryLimits.core_tokens  # the core limit the prompt states
     replica_urls: tuple[
         str, ...
@@ -129,9 +131,13 @@ class OpenAIPolicy:
         message = choice.message if choice is not None else None
         text = (message.content if message is not None else None) or ""
         native = list(message.tool_calls or []) if message is not None else []
-        parsed = parse_reply(text, native)
+        # The text as received stays in raw_text; only what precedes its first repeat is applied.
+        applied, repeat = applied_text(text, repeat_window(cfg.tool_format, cfg.repeat_stop_chars))
+        parsed = parse_reply(applied, native)
         errors = list(parsed.errors)
-        if choice is not None and choice.finish_reason == "length":
+        if repeat is not None:
+            errors.append(repeat)
+        elif choice is not None and choice.finish_reason == "length":
             errors.append(f"reply cut at max_tokens={cfg.max_tokens}; its last call may be incomplete")
         usage = response.usage
         return PolicyReply(

@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from app.policy.backend import PolicyReply, Usage
 from app.policy.parser import parse_reply
+from app.policy.repeats import applied_text
 from app.policy.tools import openai_tools
 from app.settings import ToolFormat
 
@@ -30,6 +31,8 @@ class TokenSample:
     # The frequency penalty the sampler applied to the completion's own tokens (`penalty.py`); the log-probs
     # are of the penalised distribution, and the update replays it from the tokens.
     frequency_penalty: float = 0.0
+    # Ended by the repeat stop (`repeat_stop.py`): an ended action, not a truncated one.
+    repeat_stopped: bool = False
 
     def __post_init__(self) -> None:
         if len(self.completion_ids) != len(self.logprobs):
@@ -48,6 +51,7 @@ class TokenSample:
             "truncated": self.truncated,
             "allowed": self.allowed,
             "frequency_penalty": self.frequency_penalty,
+            "repeat_stopped": self.repeat_stopped,
         }
 
     @classmethod
@@ -60,6 +64,7 @@ class TokenSample:
             truncated=bool(extras["truncated"]),
             allowed=extras.get("allowed"),
             frequency_penalty=float(extras.get("frequency_penalty", 0.0)),
+            repeat_stopped=bool(extras.get("repeat_stopped", False)),
         )
 
 
@@ -71,17 +76,26 @@ class SampledReply(PolicyReply):
 
     @classmethod
     def of(
-        cls, text: str, sample: TokenSample, *, model: str, visible_items: int, started: float
+        cls,
+        text: str,
+        sample: TokenSample,
+        *,
+        model: str,
+        visible_items: int,
+        started: float,
+        repeat_stop_chars: int = 0,
     ) -> SampledReply:
-        """Parse the sampled text exactly as the service does and keep the sample for the update."""
-        parsed = parse_reply(text)
+        """Parse the sampled text exactly as the service does (its repeat stop included) and keep the
+        sample for the update."""
+        applied, repeat = applied_text(text, repeat_stop_chars)
+        parsed = parse_reply(applied)
         return cls(
             calls=parsed.calls,
             raw_text=text,
             usage=Usage(prompt_tokens=len(sample.prompt_ids), completion_tokens=len(sample.completion_ids)),
             model=model,
             latency_s=time.perf_counter() - started,
-            parse_errors=parsed.errors,
+            parse_errors=parsed.errors + ([repeat] if repeat else []),
             visible_items=visible_items,
             extras=sample.as_extras(),
         )

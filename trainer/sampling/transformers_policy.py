@@ -12,7 +12,8 @@ would go on to invent tool results); the completion keeps the marker's tokens, s
 trainer always passes it, bare token-level tests leave it out), and the recorded log-probs are those of
 the masked distribution, the one the service samples. A frequency penalty (the service's
 MEMALPHA_POLICY_FREQUENCY_PENALTY, `penalty.py`) is applied inside `generate` as vLLM applies it, and the
-recorded log-probs are of the penalised distribution too. Difference from serving, by design: `native` is
+recorded log-probs are of the penalised distribution too. The repeat stop (MEMALPHA_POLICY_REPEAT_STOP_CHARS,
+`repeat_stop.py`) ends a row where its text begins repeating itself. Difference from serving, by design: `native` is
 sampled without `tool_choice="required"`.
 
 Concurrent `propose` calls (the G rollouts of a group, several groups) are gathered into one batch:
@@ -42,11 +43,13 @@ from app.memory import MemoryState, TokenCounter
 from app.memory.render import POLICY_VISIBLE_ITEMS
 from app.policy.parser import STOP_MARKERS
 from app.policy.prompt import build_messages
+from app.policy.repeats import repeat_window
 from app.settings import ToolFormat
 from trainer.sampling.constraint import ConstrainedRows, JsonCallsConstraint
 from trainer.sampling.mask import masked
 from trainer.sampling.penalty import CompletionPenalty, penalised
 from trainer.sampling.record import SampledReply, TokenSample, chat_prompt_ids, stop_token_ids
+from trainer.sampling.repeat_stop import RepeatStopCriteria
 
 _GATHER_S = 0.02  # how long a batch waits for more concurrent requests before it runs
 
@@ -69,6 +72,7 @@ class TransformersPolicy:
         max_batch: int = 8,
         constraint: JsonCallsConstraint | None = None,
         frequency_penalty: float = 0.0,
+        repeat_stop_chars: int = 0,
     ) -> None:
         if constraint is not None and tool_format != "json":
             raise ValueError(f"the schema constraint is the json format's, not {tool_format!r}'s")
@@ -83,6 +87,7 @@ class TransformersPolicy:
         self.max_batch = max_batch
         self.constraint = constraint
         self.frequency_penalty = frequency_penalty
+        self.repeat_window = repeat_window(tool_format, repeat_stop_chars)
         self._stops = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.generation_config = GenerationConfig(
@@ -100,7 +105,12 @@ class TransformersPolicy:
         sample = await self._submit(prompt_ids)
         text = self.tokenizer.decode(sample.completion_ids, skip_special_tokens=True)
         return SampledReply.of(
-            text, sample, model=model or self.model_name, visible_items=build.visible_items, started=started
+            text,
+            sample,
+            model=model or self.model_name,
+            visible_items=build.visible_items,
+            started=started,
+            repeat_stop_chars=self.repeat_window,
         )
 
     async def _submit(self, prompt_ids: list[int]) -> TokenSample:
@@ -172,12 +182,17 @@ class TransformersPolicy:
         markers = _StopAtMarkers(self.tokenizer, width, len(prompts)) if self.tool_format == "alpha" else None
         rows = ConstrainedRows(self.constraint, width, len(prompts)) if self.constraint else None
         penalty = CompletionPenalty(self.frequency_penalty, width) if self.frequency_penalty else None
+        repeats = (
+            RepeatStopCriteria(self.tokenizer, self.repeat_window, width, len(prompts))
+            if self.repeat_window
+            else None
+        )
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
             generation_config=settings,
             cache=cache,
-            stopping_criteria=StoppingCriteriaList([markers] if markers else []),
+            stopping_criteria=StoppingCriteriaList([c for c in (markers, repeats) if c is not None]),
             # Before the temperature warper, which generate appends after every given processor.
             logits_processor=LogitsProcessorList([p for p in (rows, penalty) if p is not None]),
         )
@@ -187,7 +202,8 @@ class TransformersPolicy:
         samples = []
         for row, prompt in enumerate(prompts):
             generated = out.sequences[row, width:]
-            length, truncated = self._length(generated.tolist(), markers.done_at[row] if markers else None)
+            stopped = [c.done_at[row] for c in (markers, repeats) if c is not None]
+            length, truncated = self._length(generated.tolist(), [at for at in stopped if at is not None])
             completion = generated[:length]
             allowed = rows.allowed(row, length) if rows else None
             # One row's [steps, vocab] at a time: stacking the whole batch (and tempering it) would hold two
@@ -212,17 +228,16 @@ class TransformersPolicy:
                     truncated=truncated,
                     allowed=allowed,
                     frequency_penalty=self.frequency_penalty,
+                    repeat_stopped=repeats is not None and repeats.done_at[row] == length,
                 )
             )
         return samples
 
-    def _length(self, generated: list[int], marker_end: int | None) -> tuple[int, bool]:
-        """Where a row's own completion ends: its first stop token (kept) or the step a stop marker
-        completed; everything after is the padding of a finished row in a batch. A row without either
-        ran to max_new_tokens: truncated."""
-        ends = [index + 1 for index, token in enumerate(generated) if token in self._stops][:1]
-        if marker_end is not None:
-            ends.append(marker_end)
+    def _length(self, generated: list[int], stopped_at: list[int]) -> tuple[int, bool]:
+        """Where a row's own completion ends: its first stop token (kept) or the step a stopping criterion
+        (stop marker, repeat stop) ended it; everything after is the padding of a finished row in a batch. A
+        row without any ran to max_new_tokens: truncated."""
+        ends = [index + 1 for index, token in enumerate(generated) if token in self._stops][:1] + stopped_at
         return (min(ends), False) if ends else (len(generated), True)
 
     async def health(self) -> bool:

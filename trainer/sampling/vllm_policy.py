@@ -8,7 +8,8 @@ explicitly, because vLLM otherwise applies the model's generation_config default
 decoded under the service's schema constraint by vLLM itself (`response_format`, as the service sends it),
 and the mask is replayed here for the update. A frequency penalty goes as the request's own
 `frequency_penalty` (the service sends the same), which vLLM applies to the completion's tokens only; its
-log-probs include it under `--logprobs-mode processed_logprobs`, as the training servers run. The adapter being
+log-probs include it under `--logprobs-mode processed_logprobs`, as the training servers run. With the repeat
+stop the server's reply is cut after it returns, at the token a stopping sampler would have ended on. The adapter being
 trained is loaded on the server under a name of its own and passed as `model`; when the server answers
 404 for it (restarted, adapter gone) `reload` loads it again and the request is retried once.
 """
@@ -29,11 +30,13 @@ from app.memory.render import POLICY_VISIBLE_ITEMS
 from app.policy.backend import PolicyError
 from app.policy.parser import STOP_MARKERS
 from app.policy.prompt import build_messages
+from app.policy.repeats import repeat_window
 from app.policy.tools import json_response_format
 from app.policy.vllm_admin import VLLMAdminError
 from app.settings import ToolFormat
 from trainer.sampling.constraint import ConstraintError, JsonCallsConstraint
 from trainer.sampling.record import SampledReply, TokenSample, chat_prompt_ids
+from trainer.sampling.repeat_stop import repeat_stop_length
 
 _TOKEN_ID_PREFIX = "token_id:"
 
@@ -58,6 +61,7 @@ class VLLMSamplingPolicy:
         reload: Callable[[str], Awaitable[None]] | None = None,
         constraint: JsonCallsConstraint | None = None,
         frequency_penalty: float = 0.0,
+        repeat_stop_chars: int = 0,
     ) -> None:
         if constraint is not None and tool_format != "json":
             raise ValueError(f"the schema constraint is the json format's, not {tool_format!r}'s")
@@ -75,6 +79,7 @@ class VLLMSamplingPolicy:
         self.reload = reload
         self.constraint = constraint
         self.frequency_penalty = frequency_penalty
+        self.repeat_window = repeat_window(tool_format, repeat_stop_chars)
 
     def request(self, prompt_ids: list[int], model: str) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -123,21 +128,31 @@ class VLLMSamplingPolicy:
             raise PolicyError("the rollout endpoint returned no log-probs", retryable=False)
         completion_ids = [_token_id(token) for token in choice.logprobs.tokens]
         logprobs = [float(value) for value in choice.logprobs.token_logprobs or []]
+        # The server ran past the repeat stop: keep the tokens a stopping sampler would have generated.
+        stop = repeat_stop_length(self.tokenizer, completion_ids, self.repeat_window)
+        if stop is not None:
+            completion_ids, logprobs = completion_ids[:stop], logprobs[:stop]
         sample = TokenSample(
             prompt_ids=prompt_ids,
             completion_ids=completion_ids,
             logprobs=logprobs,
             temperature=self.temperature if self.temperature > 0 else 1.0,
-            truncated=choice.finish_reason == "length",
+            truncated=stop is None and choice.finish_reason == "length",
             # vLLM returns no mask, so it is replayed from the tokens (the update needs it). Its log-probs
             # are already of the masked distribution (the grammar bitmask is applied to the logits before
             # vLLM's sampler, whose "raw" log-probs come after it) but before temperature unless the server
             # runs with --logprobs-mode processed_logprobs, as the training servers do.
             allowed=_replayed(self.constraint, completion_ids, self.base_url) if self.constraint else None,
             frequency_penalty=self.frequency_penalty,
+            repeat_stopped=stop is not None,
         )
         return SampledReply.of(
-            choice.text, sample, model=name, visible_items=build.visible_items, started=started
+            choice.text,
+            sample,
+            model=name,
+            visible_items=build.visible_items,
+            started=started,
+            repeat_stop_chars=self.repeat_window,
         )
 
     async def health(self) -> bool:

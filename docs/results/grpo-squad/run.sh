@@ -20,7 +20,7 @@ cd "$(dirname "$0")/../../.."
 # The service's settings the adapter is trained for (train = serve; `memalpha train publish` checks them).
 export PYTHONPATH="$PWD" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export MEMALPHA_POLICY_TOOL_FORMAT=json MEMALPHA_POLICY_MAX_TOKENS=768 MEMALPHA_POLICY_MAX_CALLS=32
-export MEMALPHA_POLICY_FREQUENCY_PENALTY=0.2
+export MEMALPHA_POLICY_FREQUENCY_PENALTY=0.2 MEMALPHA_POLICY_REPEAT_STOP_CHARS=256
 PY="${PYTHON:-.venv/bin/python}"
 RUNS="${RUNS:-docs/results/grpo-squad/runs}"
 CONFIG=trainer/configs/cpu-squad-experiment.toml
