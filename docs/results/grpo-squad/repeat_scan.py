@@ -41,6 +41,19 @@ def _replies() -> list[dict[str, Any]]:
     return out
 
 
+def _content(arguments: dict[str, Any]) -> str:
+    return str(arguments.get("content") or arguments.get("new_content") or "").strip()
+
+
+def _dropped_new_contents(text: str, kept: str) -> list[str]:
+    """Contents of the calls after the cut (the last kept call may be the cut one) that the kept text does
+    not hold, neither whole nor their first 60 characters: what the stop may lose, to be read."""
+    full, applied = parse_reply(text).calls, parse_reply(kept).calls
+    dropped = [_content(call.arguments) for call in full[max(0, len(applied) - 1) :]]
+    new = [c for c in dropped if c and c not in kept and c[:60] not in kept]
+    return list(dict.fromkeys(new))
+
+
 def main(window: int) -> dict[str, Any]:
     replies = _replies()
     cut = []
@@ -56,6 +69,7 @@ def main(window: int) -> dict[str, Any]:
                 "dropped_chars": len(text) - len(kept),
                 "calls_before": len(parse_reply(text).calls),
                 "calls_after": len(parse_reply(kept).calls),
+                "dropped_new_contents": _dropped_new_contents(text, kept),
                 "around_cut": text[max(0, len(kept) - 120) : len(kept) + 160],
             }
         )
