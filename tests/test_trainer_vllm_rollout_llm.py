@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from app.backends import make_policy
 from app.memory import MemoryState, WordTokenCounter
 from app.policy.prompt import build_messages
+from app.policy.repeats import applied_text
 from app.policy.vllm_admin import load_lora_adapter, served_models, unload_lora_adapter
 from app.settings import Settings, ToolFormat
 from trainer.config import TrainConfig
@@ -141,6 +142,67 @@ async def test_trainer_prompt_ids_are_the_servers_own_tokenization(
     served = response.json()["tokens"]
     assert chat_prompt_ids(tokenizer, messages, fmt) == served
     assert len(served) > 100
+
+
+# A faithful copy of this chunk holds its first sentence twice: the repeat stop fires inside the copy.
+LOOPING_CHUNK = (
+    "Alice adopted a beagle named Rex in March 2024. Bob wrote in his diary that Alice adopted a beagle "
+    "named Rex in March 2024."
+)
+
+
+async def test_the_repeat_stop_applies_the_same_calls_in_the_service_and_the_rollouts(
+    local_llm: tuple[str, str],
+) -> None:
+    """Train = serve for the repeat stop (grpo-squad pre-registration, revision 9), greedy on the real server:
+    the service cuts the chat reply it received, the vLLM rollout cuts its completion's tokens at the token a
+    stopping sampler would have ended on, and both apply the same calls with the same note; the rollout's kept
+    tokens decode to a text that the service's rule cuts at the same place."""
+    url, base_name = local_llm
+    base_dir = _script().hf_dir("qwen0.5b")
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    stops = stop_token_ids(tokenizer, model.generation_config.eos_token_id)
+    window, budget = 32, 160
+    service = make_policy(
+        Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            policy_backend="openai",
+            policy_url=url,
+            policy_model=base_name,
+            policy_tool_format="json",
+            policy_max_tokens=budget,
+            policy_repeat_stop_chars=window,
+        )
+    )
+    rollout = VLLMSamplingPolicy(
+        url,
+        base_name,
+        tokenizer,
+        tool_format="json",
+        counter=WordTokenCounter(),
+        prompt_budget_tokens=Settings(_env_file=None).policy_prompt_budget_tokens,  # type: ignore[call-arg]
+        max_new_tokens=budget,
+        temperature=0.0,
+        constraint=JsonCallsConstraint(tokenizer, model.config.vocab_size, 32, stops),
+        repeat_stop_chars=window,
+    )
+    try:
+        served = await service.propose(MemoryState(), LOOPING_CHUNK)
+        sampled = await rollout.propose(MemoryState(), LOOPING_CHUNK)
+    finally:
+        await service.aclose()
+        await rollout.aclose()
+    sample = TokenSample.from_extras(sampled.extras)
+    print(f"\nserved reply: {served.raw_text!r}\nkept tokens: {len(sample.completion_ids)}")
+    assert served.raw_text == sampled.raw_text  # greedy, one grammar, one prompt: the same reply
+    notes = [error for error in served.parse_errors if "began repeating" in error]
+    assert notes and notes == [error for error in sampled.parse_errors if "began repeating" in error]
+    assert served.calls == sampled.calls
+    assert sample.repeat_stopped and not sample.truncated
+    kept = tokenizer.decode(sample.completion_ids, skip_special_tokens=True)
+    assert applied_text(kept, window) == applied_text(served.raw_text, window)
+    assert len(sample.completion_ids) == len(sample.logprobs) <= served.usage.completion_tokens
 
 
 async def test_trainer_vllm_rollouts_follow_the_trained_adapter(
