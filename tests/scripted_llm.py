@@ -6,7 +6,9 @@ Behaviours: `Echo()` (200: one alpha-format call inserting the request's `<new_c
 semantic item), `JsonMemory()` (200: `{"memory": [{"text": <the chunk>}]}`, the reply shape of Mem0's
 extraction call), `Text(content)` (200 with that reply text), `Status(code)` (an HTTP error),
 `Garbage()` (200 whose body is not JSON), `Delay(seconds, then)` (answer late). The chunk is the
-last `<new_chunk>…</new_chunk>` of the last user message.
+last `<new_chunk>…</new_chunk>` of the last user message. A `stream: true` request gets the reply as
+server-sent events, a few characters per chunk (`Recorded.streamed` counts those sent before the reply ended
+or the client closed the stream).
 
 `/v1/models` lists the server's model and the LoRA adapters loaded through `/v1/load_lora_adapter` (vLLM's
 runtime endpoint); with `strict_models=True` a completion for any other model gets vLLM's 404, as a
@@ -34,13 +36,14 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 _CHUNK = re.compile(r"<new_chunk>\s*(.*?)\s*</new_chunk>", re.DOTALL)
@@ -89,6 +92,10 @@ Behaviour = Echo | JsonMemory | Text | Status | Garbage | Delay
 EMBEDDING_DIMS = 1536  # OpenAI's text-embedding-3-small, Mem0's default
 
 
+STREAM_PIECE_CHARS = 8  # a streamed reply is sent in pieces of this many characters, as if tokens
+STREAM_PIECE_S = 0.002  # between pieces, as a server generating them would: a client can leave mid-reply
+
+
 def embedding(text: str, dims: int = EMBEDDING_DIMS) -> list[float]:
     vector = [0.0] * dims
     for word in text.lower().split():
@@ -105,6 +112,7 @@ class Recorded:
     chunk: str
     behaviour: Behaviour
     body: dict[str, Any]  # the request as sent (messages, model, …)
+    streamed: int = 0  # `stream: true`: the reply's pieces sent before it ended or the client left
 
 
 class ScriptedLLM:
@@ -177,6 +185,45 @@ class ScriptedLLM:
         with self._lock:
             return self._script.popleft() if self._script else self.default
 
+    async def _stream(
+        self, content: str, body: dict[str, Any], prompt_tokens: int, record: Recorded
+    ) -> AsyncIterator[str]:
+        """Server-sent events as OpenAI streams a chat completion: one delta per piece, the finish reason,
+        then (`stream_options.include_usage`) a usage chunk; with vLLM's `continuous_usage_stats` every
+        chunk carries the usage so far. A client that closes the stream stops it."""
+        options = body.get("stream_options") or {}
+        pieces = [content[i : i + STREAM_PIECE_CHARS] for i in range(0, len(content), STREAM_PIECE_CHARS)]
+
+        def event(choices: list[dict[str, Any]], sent: int | None) -> str:
+            chunk: dict[str, Any] = {
+                "id": f"chatcmpl-scripted-{len(self.requests)}",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body.get("model", self.model),
+                "choices": choices,
+            }
+            if sent is not None:
+                chunk["usage"] = {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": sent,
+                    "total_tokens": prompt_tokens + sent,
+                }
+            return f"data: {json.dumps(chunk)}\n\n"
+
+        continuous = bool(options.get("continuous_usage_stats"))
+        for piece in pieces:
+            await asyncio.sleep(STREAM_PIECE_S)
+            delta = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+            yield event([delta], record.streamed + 1 if continuous else None)
+            record.streamed += 1
+        yield event(
+            [{"index": 0, "delta": {}, "finish_reason": "stop"}], record.streamed if continuous else None
+        )
+        if options.get("include_usage"):
+            yield event([], record.streamed)
+        yield "data: [DONE]\n\n"
+        record.finished = time.monotonic()
+
     async def _models(self, _: Request) -> Response:
         names = [self.model, *self.adapters]
         return JSONResponse(
@@ -228,11 +275,12 @@ class ScriptedLLM:
                 behaviour = behaviour.then
         except asyncio.CancelledError:  # the server is stopping with this reply still delayed
             return Response(status_code=503)
-        response = self._respond(behaviour, body, chunk)
-        record.finished = time.monotonic()
+        response = self._respond(behaviour, body, chunk, record)
+        if not isinstance(response, StreamingResponse):  # a stream records its own end
+            record.finished = time.monotonic()
         return response
 
-    def _respond(self, behaviour: Behaviour, body: dict[str, Any], chunk: str) -> Response:
+    def _respond(self, behaviour: Behaviour, body: dict[str, Any], chunk: str, record: Recorded) -> Response:
         if isinstance(behaviour, Status):
             error = {"error": {"message": behaviour.message, "type": "scripted", "code": behaviour.code}}
             return JSONResponse(error, status_code=behaviour.code)
@@ -241,6 +289,10 @@ class ScriptedLLM:
         assert isinstance(behaviour, Echo | JsonMemory | Text)
         content = behaviour.content(chunk)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        if body.get("stream"):
+            return StreamingResponse(
+                self._stream(content, body, prompt_tokens, record), media_type="text/event-stream"
+            )
         completion_tokens = len(content.split())
         return JSONResponse(
             {

@@ -8,7 +8,7 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scripted_llm import ScriptedLLM, Text
+from scripted_llm import STREAM_PIECE_CHARS, ScriptedLLM, Text
 
 from app.backends import make_policy
 from app.memory import MemoryState
@@ -116,9 +116,11 @@ def test_a_call_re_sending_an_earlier_content_is_stopped_and_the_facts_before_it
     assert all(not call.arguments.get("content") for call in calls[3:])
 
 
-async def test_the_service_applies_only_the_text_before_the_repeat() -> None:
-    """Through a real HTTP server: the raw text is kept whole for audit, the calls come from the cut."""
-    looped = json.dumps([_insert(CHUNK), _insert(CHUNK), _insert(CHUNK)], separators=(",", ":"))
+async def test_the_service_stops_the_stream_at_the_repeat_and_applies_the_text_before_it() -> None:
+    """Through a real HTTP server: with the stop on, the reply is streamed and the service closes the stream
+    once the reply repeats itself, so the server stops sending (generating) the loop; the calls come from the
+    text before the repeat; what arrived is kept as the raw text. With the stop off: one whole reply, as before."""
+    looped = _compact([_insert(CHUNK)] * 6)
     with ScriptedLLM(Text(looped)) as llm:
         replies = []
         for window in (0, 256):
@@ -134,8 +136,16 @@ async def test_the_service_applies_only_the_text_before_the_repeat() -> None:
             )
             replies.append(await policy.propose(MemoryState(), CHUNK))
             await policy.aclose()
+        whole, streamed = llm.requests
     off, on = replies
-    assert len(off.calls) == 3 and not off.parse_errors
-    assert on.raw_text == looped
+    assert len(off.calls) == 6 and not off.parse_errors and "stream" not in whole.body
+    assert streamed.body["stream"] is True
+    assert (
+        streamed.finished is None and streamed.streamed < len(looped) / STREAM_PIECE_CHARS
+    )  # the client left
+    assert len(on.raw_text) < len(looped) and looped.startswith(on.raw_text)
     assert [call.arguments["content"] for call in on.calls if "content" in call.arguments] == [CHUNK]
     assert any("began repeating 256 characters" in error for error in on.parse_errors)
+    # the usage of what was generated before the stream closed (vLLM's continuous usage stats)
+    assert on.usage.completion_tokens == streamed.streamed and on.usage.prompt_tokens > 0
+    assert applied_text(on.raw_text, 256)[0] == applied_text(looped, 256)[0]  # the cut a whole reply gets

@@ -9,6 +9,10 @@ With several replicas (MEMALPHA_POLICY_URLS) chunks go to them in turn; `dns+` n
 resolved again while the process runs (app/policy/replica_pool.py). A replica that answers 404 for a
 LoRA adapter has forgotten it (a restart drops runtime-loaded adapters): the adapter is loaded again from the
 adapter store on every replica that lacks it and the call is retried once.
+
+With the repeat stop on (MEMALPHA_POLICY_REPEAT_STOP_CHARS, app/policy/repeats.py) the reply is streamed and
+the stream closed where the reply begins repeating itself, so the server does not run a loop to max_tokens;
+the same rule then cuts the text that is applied.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from app.memory.tokens import TokenCounter
 from app.policy.backend import PolicyError, PolicyReply, Usage
 from app.policy.parser import STOP_MARKERS, parse_reply
 from app.policy.prompt import build_messages
-from app.policy.repeats import applied_text, repeat_window
+from app.policy.repeats import applied_text, repeat_start, repeat_window
 from app.policy.replica_pool import ReplicaPool
 from app.policy.replicas import Resolver, resolve_addresses
 from app.policy.tools import json_response_format, openai_tools
@@ -123,28 +127,24 @@ class OpenAIPolicy:
             core_tokens=cfg.core_tokens,
         )
         request = self._request(build.messages, model or cfg.model)
+        window = repeat_window(cfg.tool_format, cfg.repeat_stop_chars)
         started = time.perf_counter()
-        response = await self._complete(request)
+        answer = await self._complete(request, window)
         latency = time.perf_counter() - started
 
-        choice = response.choices[0] if response.choices else None
-        message = choice.message if choice is not None else None
-        text = (message.content if message is not None else None) or ""
-        native = list(message.tool_calls or []) if message is not None else []
         # The text as received stays in raw_text; only what precedes its first repeat is applied.
-        applied, repeat = applied_text(text, repeat_window(cfg.tool_format, cfg.repeat_stop_chars))
-        parsed = parse_reply(applied, native)
+        applied, repeat = applied_text(answer.text, window)
+        parsed = parse_reply(applied, answer.native)
         errors = list(parsed.errors)
         if repeat is not None:
             errors.append(repeat)
-        elif choice is not None and choice.finish_reason == "length":
+        elif answer.finish_reason == "length":
             errors.append(f"reply cut at max_tokens={cfg.max_tokens}; its last call may be incomplete")
-        usage = response.usage
         return PolicyReply(
             calls=parsed.calls,
-            raw_text=_raw_text(text, native),
-            usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage(),
-            model=response.model or request["model"],
+            raw_text=_raw_text(answer.text, answer.native),
+            usage=answer.usage,
+            model=answer.model or request["model"],
             latency_s=latency,
             parse_errors=errors,
             visible_items=build.visible_items,
@@ -171,7 +171,10 @@ class OpenAIPolicy:
             request["response_format"] = json_response_format(cfg.max_calls)
         return request
 
-    async def _complete(self, request: dict[str, Any]) -> Any:
+    async def _complete(self, request: dict[str, Any], window: int) -> _Answer:
+        """The completion, with retries and the adapter self-heal. With the repeat stop on, the reply is
+        streamed and the stream closed where the reply begins repeating itself: the server stops generating
+        a loop instead of running it to max_tokens."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.config.max_retries + 1),
             wait=wait_exponential(multiplier=self.config.retry_backoff_s, max=_MAX_BACKOFF_S),
@@ -179,9 +182,17 @@ class OpenAIPolicy:
             reraise=True,
         )
 
-        async def call() -> Any:  # the SDK's decorated `create` does not look like a coroutine to tenacity
+        # a plain coroutine: the SDK's decorated `create` does not look like one to tenacity
+        async def call() -> _Answer:
             async with self._replicas.turn() as client:
-                return await client.chat.completions.create(**request)
+                if not window:
+                    return _whole(await client.chat.completions.create(**request))
+                # vLLM's continuous usage: every chunk counts the tokens so far, so a closed stream has them too
+                usage = {"include_usage": True, "continuous_usage_stats": True}
+                stream = await client.chat.completions.create(
+                    **{**request, "stream": True, "stream_options": usage}
+                )
+                return await _streamed(stream, window)
 
         try:
             try:
@@ -219,6 +230,55 @@ class OpenAIPolicy:
 
     async def aclose(self) -> None:
         await self._replicas.aclose()
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A chat completion as the backend uses it: from a whole response, or from a stream read up to its end
+    or its repeat stop."""
+
+    text: str
+    native: list[Any]  # the reply's native tool calls (`native` format; never streamed)
+    finish_reason: str | None
+    usage: Usage
+    model: str | None
+
+
+def _usage(usage: Any) -> Usage:
+    return Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage()
+
+
+def _whole(response: Any) -> _Answer:
+    choice = response.choices[0] if response.choices else None
+    message = choice.message if choice is not None else None
+    return _Answer(
+        text=(message.content if message is not None else None) or "",
+        native=list(message.tool_calls or []) if message is not None else [],
+        finish_reason=choice.finish_reason if choice is not None else None,
+        usage=_usage(response.usage),
+        model=response.model,
+    )
+
+
+async def _streamed(stream: Any, window: int) -> _Answer:
+    """Read a streamed reply until it ends or begins repeating itself; closing the stream there ends the
+    request on the server. The text read may run a little past the repeat (a chunk's whole delta): the cut
+    is made on the text afterwards (`applied_text`), exactly as on a whole reply."""
+    text, checked, finish, usage, model = "", 0, None, Usage(), None
+    try:
+        async for chunk in stream:
+            model = chunk.model or model
+            usage = _usage(chunk.usage) if chunk.usage else usage
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+            if repeat_start(text, window, checked) is not None:
+                finish = "repeat"
+                break
+            checked = len(text) + 1
+    finally:
+        await stream.close()
+    return _Answer(text, [], finish, usage, model)
 
 
 def _describe(exc: openai.OpenAIError) -> str:
