@@ -128,6 +128,34 @@ def sampled(tiny_bpe: LoadedPolicy, constraint: JsonCallsConstraint) -> list[Tok
     return policy.sample_batch([prompt] * 12) + policy.sample_batch([prompt, other] * 6)
 
 
+def test_rows_the_repeat_stop_ends_mid_json_are_padded_not_fed_to_their_matcher(
+    tiny_bpe: LoadedPolicy, constraint: JsonCallsConstraint
+) -> None:
+    """In a batch, a row the repeat stop ended inside its JSON gets generate's padding while the others go
+    on: the padding is not the row's token, so its matcher must not be fed it (it is outside the mask)."""
+    policy = TransformersPolicy(
+        tiny_bpe.model,
+        tiny_bpe.tokenizer,
+        model_name="tiny-bpe",
+        tool_format="json",
+        counter=lambda text: len(text.split()),  # type: ignore[arg-type]
+        prompt_budget_tokens=512,
+        max_new_tokens=200,
+        temperature=1.0,
+        max_batch=16,
+        constraint=constraint,
+        repeat_stop_chars=12,
+    )
+    torch.manual_seed(0)
+    samples = policy.sample_batch([tiny_bpe.tokenizer.encode("Remember what the user said")] * 12)
+    stopped = [sample for sample in samples if sample.repeat_stopped]
+    longest = max(len(sample.completion_ids) for sample in samples)
+    assert any(len(sample.completion_ids) < longest for sample in stopped)  # padded while others ran on
+    for sample in samples:
+        assert sample.allowed is not None and not (sample.repeat_stopped and sample.truncated)
+        assert torch.equal(sample.allowed, constraint.allowed(sample.completion_ids))
+
+
 def test_unpack_allowed_reads_xgrammars_bit_layout() -> None:
     packed = torch.zeros((1, 4), dtype=torch.int32)
     for token in (0, 31, 32, 100):

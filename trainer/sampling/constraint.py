@@ -18,6 +18,7 @@ for the iteration and never written to disk: `allowed` replays it from the token
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import torch
 import xgrammar
@@ -69,25 +70,44 @@ class JsonCallsConstraint:
 class ConstrainedRows(LogitsProcessor):
     """`generate`'s logits processor: one matcher per batch row, fed the row's previous token, masking the
     row's next-token logits. It records each step's mask (the sampler's log-probs need the same mask).
-    A row whose matcher has accepted the end-of-turn token is finished (generate pads it): left unmasked."""
+    A row whose matcher has accepted the end-of-turn token is finished (generate pads it): left unmasked.
+    So is a row a stopping criterion ended mid-JSON (the repeat stop): `ended_at[row]` is how many tokens it
+    had generated then, and what generate appends after them is padding, not the row's tokens."""
 
-    def __init__(self, constraint: JsonCallsConstraint, prompt_width: int, rows: int) -> None:
+    def __init__(
+        self,
+        constraint: JsonCallsConstraint,
+        prompt_width: int,
+        rows: int,
+        ended_at: Sequence[int | None] | None = None,
+    ) -> None:
         self.constraint = constraint
         self.prompt_width = prompt_width
         self.matchers = [constraint.matcher() for _ in range(rows)]
+        self.ended_at = ended_at
         self.steps: list[torch.Tensor] = []  # one packed [rows, width] mask per generated token
+
+    def _padding(self, row: int, generated: int) -> bool:
+        """Whether the row's newest token comes after a stopping criterion ended it."""
+        end = self.ended_at[row] if self.ended_at is not None else None
+        return end is not None and generated > end
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows = len(self.matchers)
+        generated = input_ids.shape[1] - self.prompt_width
         masks = torch.full((rows, self.constraint.width), -1, dtype=torch.int32)
-        if input_ids.shape[1] > self.prompt_width:
+        live = [
+            not matcher.is_terminated() and not self._padding(row, generated)
+            for row, matcher in enumerate(self.matchers)
+        ]
+        if generated > 0:
             for row, matcher in enumerate(self.matchers):
-                if not matcher.is_terminated() and not matcher.accept_token(int(input_ids[row, -1])):
+                if live[row] and not matcher.accept_token(int(input_ids[row, -1])):
                     raise ConstraintError(
                         f"row {row}: sampled token {int(input_ids[row, -1])} is outside the mask"
                     )
         for row, matcher in enumerate(self.matchers):
-            if not matcher.is_terminated():
+            if live[row] and not matcher.is_terminated():
                 matcher.fill_next_token_bitmask(masks, row)
         self.steps.append(masks)
         return masked(scores, masks.to(scores.device))

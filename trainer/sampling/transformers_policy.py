@@ -180,13 +180,17 @@ class TransformersPolicy:
             return_dict_in_generate=True,
         )
         markers = _StopAtMarkers(self.tokenizer, width, len(prompts)) if self.tool_format == "alpha" else None
-        rows = ConstrainedRows(self.constraint, width, len(prompts)) if self.constraint else None
-        penalty = CompletionPenalty(self.frequency_penalty, width) if self.frequency_penalty else None
         repeats = (
             RepeatStopCriteria(self.tokenizer, self.repeat_window, width, len(prompts))
             if self.repeat_window
             else None
         )
+        rows = (
+            ConstrainedRows(self.constraint, width, len(prompts), repeats.done_at if repeats else None)
+            if self.constraint
+            else None
+        )
+        penalty = CompletionPenalty(self.frequency_penalty, width) if self.frequency_penalty else None
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention,
