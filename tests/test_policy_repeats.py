@@ -35,6 +35,22 @@ def test_the_stop_is_the_first_repeat_of_the_window(text: str, window: int) -> N
     assert repeat_start(text, window) == _reference(text, window)
 
 
+# Longer texts made of a few recurring phrases, for windows that span several aligned blocks.
+phrases = st.lists(
+    st.sampled_from(["the Normans ", "Rollo, ", '"}},{"name":"insert","content":"', "in 911 ", "a"]),
+    max_size=25,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(phrases, st.integers(min_value=8, max_value=64), st.integers(min_value=0, max_value=200))
+def test_the_stop_on_longer_texts_and_windows(text: str, window: int, since: int) -> None:
+    expected = _reference(text, window)
+    assert repeat_start(text, window) == expected
+    clean = len(text) + 1 if expected is None else expected + window  # ends below it do not repeat
+    assert repeat_start(text, window, since=min(since, clean)) == expected
+
+
 @settings(max_examples=300, deadline=None)
 @given(texts, texts, st.integers(min_value=1, max_value=8))
 def test_a_longer_text_stops_where_its_beginning_stopped(text: str, more: str, window: int) -> None:

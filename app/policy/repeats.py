@@ -19,10 +19,21 @@ def repeat_start(text: str, window: int, since: int = 0) -> int | None:
     `since`: end positions before it are known not to repeat (a growing text checks only its new ends)."""
     if window <= 0:
         return None
-    for end in range(max(window, since), len(text) + 1):
-        # an occurrence inside text[: end - 1] starts at most at end - 1 - window: strictly earlier
-        if text.find(text[end - window : end], 0, end - 1) != -1:
-            return end - window
+    first = max(window, since)
+    # A window that occurred earlier holds a whole aligned block (of half its length, starting at a multiple
+    # of it) that occurred earlier too. Most text repeats no block: one search per block instead of one per
+    # character. Only the ends whose windows hold a repeated block are checked exactly, in increasing order,
+    # so the first end found is the smallest.
+    block = max(1, window // 2)
+    scanned = first  # ends below this are checked (or known clean)
+    for start in range(max(0, -(-(first - window) // block)) * block, len(text) - block + 1, block):
+        if text.find(text[start : start + block], 0, start + block - 1) == -1:
+            continue
+        for end in range(max(scanned, start + block), min(len(text), start + window) + 1):
+            # an occurrence inside text[: end - 1] starts at most at end - 1 - window: strictly earlier
+            if text.find(text[end - window : end], 0, end - 1) != -1:
+                return end - window
+        scanned = max(scanned, start + window + 1)
     return None
 
 
