@@ -20,9 +20,9 @@ from contextlib import contextmanager
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.store.sessions import SessionKey
+from app.store.sql import Executor, dialect_name
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,12 @@ class Wakeups:
             self.finished((tenant, session_id), int(seq) if seq else None, status or None)
 
 
-async def announce(db: AsyncSession, *, work: bool = False, recheck: SessionKey | None = None) -> None:
+async def announce(db: Executor, *, work: bool = False, recheck: SessionKey | None = None) -> None:
     """Tell other processes, at this transaction's commit (Postgres only; SQLite is one process):
     `work`, that a session became claimable without a chunk being inserted; `recheck`, that the
     waiters of that session should look in the database again. Inserted chunks and final statuses
     are announced by the triggers."""
-    if (await db.connection()).dialect.name != "postgresql":
+    if await dialect_name(db) != "postgresql":
         return
     payloads = [_WORK] if work else []
     if recheck is not None:
