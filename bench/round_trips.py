@@ -6,8 +6,12 @@ on its own (BEGIN, COMMIT, ROLLBACK). The counts are deterministic up to the per
 
 `--burst N` sends N chunks per request to one session (the shape of a busy session), so that the
 chunks after the first are started inside the previous chunk's commit where the code does that.
+`--claimers N` runs N claim loops (`MEMALPHA_WORKERS`, 2 by default in production; 1 otherwise, as
+in `bench.service_overhead`): every claim loop is woken by a new chunk, and those that find it taken
+claim nothing, at a round trip or more each.
 
     python -m bench.round_trips --data-dir ../shared/data [--chunks 10] [--warmup 3] [--size 1000] [--burst 1]
+        [--claimers 1]
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def _count_commands(counts: Counts) -> Iterator[None]:
 async def measure(args: argparse.Namespace, url: str, llm: ScriptedLLM) -> dict[str, Any]:
     counts = Counts()
     with _count_commands(counts):
-        service, _ = await start_service(url, llm)
+        service, _ = await start_service(url, llm, claimers=args.claimers)
         event.listen(
             service.db.engine.sync_engine,
             "before_cursor_execute",
@@ -96,6 +100,7 @@ async def measure(args: argparse.Namespace, url: str, llm: ScriptedLLM) -> dict[
     return {
         "chunks": processed,
         "burst": args.burst,
+        "claimers": args.claimers,
         "size": args.size,
         "per_chunk": per_chunk,
         "statements": sum(per_chunk.values()) - commands,
@@ -113,6 +118,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--size", type=int, default=1_000, help="memory items preloaded")
     parser.add_argument("--burst", type=int, default=1, help="chunks per request")
+    parser.add_argument("--claimers", type=int, default=1, help="claim loops in the service")
     parser.add_argument("--json", type=Path, help="write the counts here")
     args = parser.parse_args()
     with scratch_database() as (url, _), ScriptedLLM() as llm:
@@ -120,7 +126,8 @@ def main() -> None:
     for kind, n in result["per_chunk"].items():
         print(f"  {kind:<24} {n:6.2f}")
     print(
-        f"per chunk ({result['chunks']} chunks, {args.burst} per request, {args.size:,} items): "
+        f"per chunk ({result['chunks']} chunks, {args.burst} per request, {args.size:,} items, "
+        f"{args.claimers} claim loop(s)): "
         f"{result['statements']:.2f} statements + {result['begin_commit_rollback']:.2f} BEGIN/COMMIT/ROLLBACK "
         f"= {result['total']:.2f} round trips"
     )

@@ -108,8 +108,11 @@ def import_payload(pool: TextPool, items: int) -> dict[str, object]:
     }
 
 
-async def start_service(database_url: str, llm: ScriptedLLM) -> tuple[MemoryService, TimedPolicy]:
-    """A started service on the scripted LLM, its policy calls timed (shared with the Mem0 bench)."""
+async def start_service(
+    database_url: str, llm: ScriptedLLM, *, claimers: int = 1
+) -> tuple[MemoryService, TimedPolicy]:
+    """A started service on the scripted LLM, its policy calls timed (shared with the Mem0 bench);
+    `claimers`: its claim loops (`MEMALPHA_WORKERS`)."""
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
         database_url=database_url,
@@ -117,7 +120,7 @@ async def start_service(database_url: str, llm: ScriptedLLM) -> tuple[MemoryServ
         policy_backend="openai",
         policy_url=llm.url,
         policy_model=llm.model,
-        workers=1,
+        workers=claimers,
         max_items_per_kind=100_000,
         ingest_wait_timeout_s=600.0,  # the slowest chunks (before issue 13, 100k items) take seconds
     )

@@ -47,6 +47,18 @@ async def test_inserts_and_final_statuses_notify_from_the_service_backends(migra
     assert own and all(pid in own for _, pid in heard)
 
 
+def test_new_work_wakes_one_claim_loop_and_another_only_while_the_first_has_a_wake_up_pending() -> None:
+    wakeups = Wakeups()
+    with wakeups.worker() as first, wakeups.worker() as second:
+        wakeups.work()
+        assert first.is_set() and not second.is_set()
+        wakeups.work()  # the first has not claimed since: the second looks too
+        assert second.is_set()
+        first.clear()  # the first claims (`WorkerPool._claim_loop`)
+        wakeups.work()
+        assert first.is_set()
+
+
 def test_a_process_skips_its_own_work_notifications_but_not_others() -> None:
     wakeups = Wakeups()
     with wakeups.worker() as woken:

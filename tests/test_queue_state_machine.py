@@ -1,12 +1,13 @@
 """The chunk queue under random interleavings (hypothesis `RuleBasedStateMachine`), on SQLite and
 Postgres: strict order per session and exactly-once effects.
 
-Two workers drive the real worker steps (`Worker._start_next`, `_commit`, `_attempt_failed`, the
-queue's `claim`/`requeue`/`abandon`) on two sessions of a real database, with replies that insert
-"<session> chunk <seq>" as a semantic item; between them the machine accepts chunks, retries failed
-ones, edits memory by hand (the worker's commit then sees a stale version), expires leases (another
-worker may take the session over; the old one's result must be dropped) and crashes workers (their
-chunk stays `processing` until a new holder restarts it). After every step:
+Two workers drive the real worker steps (`Worker.claim`, which starts the claimed head too,
+`_start_next`, `_commit`, `_attempt_failed`, the queue's `requeue`/`abandon`) on two sessions of a
+real database, with replies that insert "<session> chunk <seq>" as a semantic item; between them
+the machine accepts chunks, retries failed ones, edits memory by hand (the worker's commit then sees a
+stale version), expires leases (another worker may take the session over; the old one's result must
+be dropped) and crashes workers (their chunk stays `processing` until a new holder restarts it).
+After every step:
 
 - the `done` chunks of a session are a prefix of its seqs (nothing overtakes), at most one chunk is
   `processing`, a `failed` chunk is exactly the session's `blocked_by_seq`, and a session with open
@@ -49,7 +50,7 @@ from sqlalchemy import func, select, update
 
 from app.ingest.prepare import ChunkIn
 from app.ingest.views import Views
-from app.ingest.worker import Worker, WorkerConfig, _Commit, _Step
+from app.ingest.worker import Step, Worker, WorkerConfig, _Commit
 from app.policy.backend import PolicyReply, Usage
 from app.policy.parser import ToolCall
 from app.service import MemoryService
@@ -83,7 +84,7 @@ CALLS_PER_REPLY = 2
 class _Driver:
     worker: Worker
     key: SessionKey | None = None  # the session this worker believes it holds
-    step: _Step | None = None  # the chunk it is working on
+    step: Step | None = None  # the chunk it is working on
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -188,10 +189,13 @@ class QueueMachine(RuleBasedStateMachine):
     def _move(self, driver: _Driver, *, chain: bool = True) -> None:
         self.outcomes["moves"] += 1
         if driver.key is None:
-            driver.key = next(iter(self.run(self.service.queue.claim(driver.worker.owner))), None)
+            # A session with nothing runnable is handed back by the claim (parked, or queued at its backoff).
+            claimed = self.run(driver.worker.claim(1)).started
+            if claimed:
+                driver.key, driver.step = claimed[0]
+                self.outcomes["claimed"] += 1
             if driver.key is not None and driver.key[0] != self.tenant:  # a failed example's leftover
-                self.run(self.service.queue.requeue(driver.key, driver.worker.owner))
-                driver.key = None
+                self.run(self._hand_back(driver))
         elif driver.step is None:
             driver.step = self.run(driver.worker._start_next(driver.key))
             if driver.step is None:  # nothing runnable: the queue released the lease
@@ -199,7 +203,7 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             reply = _reply(driver.key, driver.step.seq)
             outcome = self.run(driver.worker._commit(driver.key, driver.step, reply, chain=chain))
-            if isinstance(outcome, _Step):  # done, and the next head started in the same commit
+            if isinstance(outcome, Step):  # done, and the next head started in the same commit
                 self.outcomes["CHAINED"] += 1
                 driver.step = outcome
                 return
@@ -218,11 +222,7 @@ class QueueMachine(RuleBasedStateMachine):
         stalled = self._pick(data, lambda d: d.step is not None)
         self.run(self._expire(stalled.worker.owner))
         other = next(d for d in self.drivers if d is not stalled)
-        if other.key is not None and other.step is not None:
-            self.run(self.service.queue.abandon(other.key, other.step.seq, other.worker.owner))
-        elif other.key is not None:
-            self.run(self.service.queue.requeue(other.key, other.worker.owner))
-        other.key = other.step = None
+        self.run(self._hand_back(other))
         for _ in range(6):  # claim (skipping the other session) and restart the stalled chunk
             if other.key == stalled.key and other.step is not None:
                 self._move(stalled)  # the stalled worker wakes up and commits: dropped
@@ -230,8 +230,7 @@ class QueueMachine(RuleBasedStateMachine):
                 break
             self._move(other)
             if other.key is not None and other.key != stalled.key:
-                self.run(self.service.queue.requeue(other.key, other.worker.owner))
-                other.key = None
+                self.run(self._hand_back(other))
 
     @precondition(lambda self: any(d.step is not None for d in self.drivers))
     # `final` rather than `retryable`: hypothesis favours False, and a retryable failure is the path
@@ -309,6 +308,14 @@ class QueueMachine(RuleBasedStateMachine):
             )
             return list((await db.execute(query)).scalars())
 
+    async def _hand_back(self, driver: _Driver) -> None:
+        """The driver's lease handed back cleanly: its chunk in flight (if any) back to pending."""
+        if driver.key is not None and driver.step is not None:
+            await self.service.queue.abandon(driver.key, driver.step.seq, driver.worker.owner)
+        elif driver.key is not None:
+            await self.service.queue.requeue(driver.key, driver.worker.owner)
+        driver.key = driver.step = None
+
     async def _expire(self, owner: str) -> None:
         async with self.service.db.write() as db:
             past = utcnow().replace(year=2000)
@@ -370,11 +377,13 @@ class QueueMachine(RuleBasedStateMachine):
         """Retry what failed, let every lease run out, and run one worker until nothing is left."""
         for driver in self.drivers:
             await self._expire(driver.worker.owner)
-        finisher = self.drivers[0].worker
+        finisher = self.drivers[0]
         for _ in range(1000):
-            key = next(iter(await self.service.queue.claim(finisher.owner)), None)
-            if key is None:  # nothing claimable: done, or blocked by a failed chunk (also one that
-                # `start` failed for its attempts, spent by crashed workers)
+            claimed = await finisher.worker.claim(1)
+            if claimed.leased and not claimed.started:  # handed back: parked, or its attempts spent
+                continue
+            if not claimed.leased:  # nothing claimable: done, or blocked by a failed chunk (also one
+                # that the claim failed for its attempts, spent by crashed workers)
                 async with self.service.db.read() as db:
                     query = select(Chunk).where(
                         Chunk.tenant_id == self.tenant, Chunk.status != ChunkStatus.DONE
@@ -387,17 +396,20 @@ class QueueMachine(RuleBasedStateMachine):
                         await self.service.ingestion.retry_chunk(self.tenant, chunk.session_id, chunk.seq)
                 await asyncio.sleep(0.01)
                 continue
+            finisher.key, finisher.step = claimed.started[0]
+            key: SessionKey = finisher.key
             if key[0] != self.tenant:  # another example's leftover (only after a failed example)
-                await self.service.queue.requeue(key, finisher.owner)
+                await self._hand_back(finisher)
                 continue
-            step = await finisher._start_next(key)
+            step: Step | None = finisher.step
             while step is not None:
-                outcome = await finisher._commit(key, step, _reply(key, step.seq), chain=True)
-                if isinstance(outcome, _Step):
+                outcome = await finisher.worker._commit(key, step, _reply(key, step.seq), chain=True)
+                if isinstance(outcome, Step):
                     step = outcome
                     continue
                 assert outcome in (_Commit.DONE, _Commit.RELEASED)
-                step = await finisher._start_next(key)
+                step = await finisher.worker._start_next(key)
+            finisher.key = finisher.step = None
         raise AssertionError("the sessions did not drain")
 
 

@@ -2,9 +2,10 @@
 
 Concurrency is the number of sessions this process works on at once, i.e. of policy calls in flight
 (one session runs one chunk at a time, so per-session order stays strict). It is independent of the
-claim loops (`MEMALPHA_WORKERS`), which only take leases: a claim loop holds a free slot, claims the
-longest-waiting ready session and runs it as its own task, so a slow policy call never stops this
-process from feeding other sessions to the policy server (vLLM batches concurrent requests).
+claim loops (`MEMALPHA_WORKERS`), which only take leases: a claim loop holds the free slots, claims
+the longest-waiting ready sessions (starting their heads in the claim's transaction,
+`Worker.claim`) and runs each as its own task, so a slow policy call never stops this process from
+feeding other sessions to the policy server (vLLM batches concurrent requests).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Collection
 from app.ingest.queue import ChunkQueue
 from app.ingest.shutdown import Shutdown, unless
 from app.ingest.views import Views
-from app.ingest.worker import Worker, WorkerConfig
+from app.ingest.worker import Claimed, Step, Worker, WorkerConfig
 from app.memory import Applier
 from app.policy.backend import PolicyBackend
 from app.store.sessions import SessionKey
@@ -117,38 +118,39 @@ class WorkerPool:
                     await self._slots.acquire()  # free, so it does not wait
                     slots += 1
                 woken.clear()  # before looking: a wake-up during the look is not lost
-                owner = f"{self._prefix}:{next(self._claims)}"
+                worker = Worker(
+                    queue=self.queue,
+                    policy=self.policy,
+                    applier=self.applier,
+                    config=self.config,
+                    owner=f"{self._prefix}:{next(self._claims)}",
+                    shutdown=self._shutdown,
+                    views=self._views,
+                )
                 try:
-                    keys = await self.queue.claim(owner, slots)
+                    claimed = await worker.claim(slots)
                 except Exception as exc:  # the database may be away for a while; keep the loop alive
                     if not self.queue.db.outage.failed(exc):  # an outage is logged once, not per poll
                         log.exception("claiming a session failed")
-                    keys = []
-                for key in keys:
-                    task = asyncio.create_task(self._run(key, owner), name=f"memalpha-session-{owner}")
+                    claimed = Claimed(0, [])
+                for key, first in claimed.started:
+                    task = asyncio.create_task(
+                        self._run(worker, key, first), name=f"memalpha-session-{worker.owner}"
+                    )
                     self._sessions.add(task)
                     task.add_done_callback(self._sessions.discard)
-                for _ in range(slots - len(keys)):
+                for _ in range(slots - len(claimed.started)):
                     self._slots.release()
-                if len(keys) < slots:  # nothing else was ready: wait for news rather than look again
+                if claimed.leased < slots:  # nothing else was ready: wait for news rather than look again
                     await self._idle(woken)
 
-    async def _run(self, key: SessionKey, owner: str) -> None:
-        worker = Worker(
-            queue=self.queue,
-            policy=self.policy,
-            applier=self.applier,
-            config=self.config,
-            owner=owner,
-            shutdown=self._shutdown,
-            views=self._views,
-        )
+    async def _run(self, worker: Worker, key: SessionKey, first: Step) -> None:
         left = False
         try:
-            left = await worker.run_session(key)
+            left = await worker.run_session(key, first)
         except Exception as exc:  # the lease expires and another worker takes the session over
             if not self.queue.db.outage.failed(exc):
-                log.exception("worker %s: processing %s failed", owner, key)
+                log.exception("worker %s: processing %s failed", worker.owner, key)
         finally:
             self._slots.release()
             if left:  # handed back with work left: look for it now, not at the next poll

@@ -11,9 +11,12 @@ Chunk transitions (`ChunkStatus`):
 | transition     | from        | to          | session                                           | caller      |
 |----------------|-------------|-------------|---------------------------------------------------|-------------|
 | enqueue        | (new)       | pending     | queued now unless blocked or in backoff           | ingest      |
-| claim          | —           | —           | leases taken (ready, no live lease), up to n      | worker      |
-| start          | pending     | processing  | lease extended; attempts + 1 (also at the end of  | worker      |
-|                |             |             | `complete`, for the next head of a burst)         |             |
+| claim          | —           | —           | leases taken (ready, no live lease), up to n; in  | worker      |
+|                |             |             | the same transaction each one's head is started   |             |
+|                |             |             | (as `start`, under the lock the claim took)       |             |
+| start          | pending     | processing  | lease extended; attempts + 1 (also in `claim`,    | worker      |
+|                |             |             | and at the end of `complete` for the next head of |             |
+|                |             |             | a burst)                                          |             |
 | complete       | processing  | done        | lease extended (same transaction as the memory);  | worker      |
 |                |             |             | as `park` when the next head is not runnable      |             |
 | fail_attempt   | processing  | pending     | queued at the backoff time (`backoff · 2^(n-1)`)  | worker      |
@@ -29,13 +32,18 @@ Chunk transitions (`ChunkStatus`):
 
 A worker that lost its lease (expired and claimed by another) finds the chunk no longer `processing`
 under its name at `complete`/`fail_attempt`/`abandon`, and drops its result: the new holder redoes it.
+
+A head changes only under its session's row lock, taken before the head is read: by the lease
+extension in `start`, by the claim's UPDATE in `claim` (the lease it relies on was written by that
+statement, in the same transaction), by `held` in `complete`. On Postgres the head is read by a
+later statement than the one that took the lock, so it sees every chunk enqueued before it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -49,7 +57,7 @@ from app.ingest.wakeups import Wakeups, announce
 from app.memory import MemoryState
 from app.metrics import CHUNK_QUEUE_WAIT, PENDING_CHUNKS
 from app.settings import Settings
-from app.store import chunks
+from app.store import chunks, policies
 from app.store.chunks import QUEUED_COLUMNS, QueuedChunk
 from app.store.database import Database
 from app.store.models import Chunk, ChunkStatus, Session
@@ -58,11 +66,10 @@ from app.store.sessions import (
     SESSIONS,
     LeasedSession,
     SessionKey,
-    get_session,
     lock_or_create_session,
     memory_values,
 )
-from app.store.sql import batched
+from app.store.sql import Executor, batched
 from app.store.types import UTCDateTime, utcnow
 
 __all__ = ["Accepted", "ChunkQueue", "ChunkStatus", "Held", "QueueConfig", "Started"]
@@ -155,7 +162,7 @@ _CLAIM = (
     update(_SESSIONS)
     .where(tuple_(_SESSIONS.c.tenant_id, _SESSIONS.c.id).in_(_READY))
     .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
-    .returning(_SESSIONS.c.tenant_id, _SESSIONS.c.id)
+    .returning(*LEASED_COLUMNS)
 )
 _HEAD_SEQ = (
     select(func.min(_CHUNKS.c.seq))
@@ -165,7 +172,8 @@ _HEAD_SEQ = (
 )
 _HEAD = select(*QUEUED_COLUMNS).where(*_OF_CHUNKS, _CHUNKS.c.seq == _HEAD_SEQ)
 # The head moved to `processing` in one statement when it is runnable now (not failed, not in backoff,
-# attempts left); anything else goes through `start`'s slower path, which decides what to do with it.
+# attempts left), returned with the active policy; anything else goes through `start_leased`'s slower
+# path, which decides what to do with it.
 _NOW = bindparam("now", type_=UTCDateTime())
 _START_HEAD = (
     update(_CHUNKS)
@@ -181,7 +189,7 @@ _START_HEAD = (
         attempts=_CHUNKS.c.attempts + 1,
         started_at=func.coalesce(_CHUNKS.c.started_at, _NOW),
     )
-    .returning(*QUEUED_COLUMNS)
+    .returning(*QUEUED_COLUMNS, *policies.SERVING_COLUMNS)
 )
 _EXTEND_LEASE = (
     update(_SESSIONS)
@@ -200,6 +208,33 @@ _SET_CHUNK = update(_CHUNKS).where(
     _CHUNKS.c.seq == bindparam("key_seq"),
 )
 _FREE = {"lease_owner": None, "lease_until": None}  # the lease released
+# `complete`'s chunk → `done`. On Postgres it rides on the session row's UPDATE as a data-modifying
+# CTE, one round trip for both (safe in one statement: the session is locked by `held` already and
+# the chunk changes only under that lock, so neither write depends on what the statement's snapshot
+# sees); SQLite has no such CTEs, and is local (no round trips to save): two statements there.
+_DONE = (
+    update(_CHUNKS)
+    .where(
+        _CHUNKS.c.tenant_id == bindparam("key_tenant"),
+        _CHUNKS.c.session_id == bindparam("key_session"),
+        _CHUNKS.c.seq == bindparam("done_seq"),
+    )
+    .values(
+        status=ChunkStatus.DONE,
+        done_at=bindparam("done_at"),
+        error=None,
+        next_attempt_at=None,
+        policy=bindparam("done_policy"),
+        model=bindparam("done_model"),
+        usage=bindparam("done_usage"),
+    )
+)
+_COMPLETE = _SET_SESSION.add_cte(_DONE.returning(_CHUNKS.c.seq).cte("done"))
+_REQUEUE = (
+    update(_SESSIONS)
+    .where(*_OF_SESSION, _SESSIONS.c.lease_owner == bindparam("owner"))
+    .values(lease_owner=None, lease_until=None, ready_at=bindparam("now"))
+)
 # A session's place in the queue, locked: what `enqueue` reads (plain columns, see `LeasedSession`).
 _PLACE = (
     select(_SESSIONS.c.next_seq, _SESSIONS.c.blocked_by_seq, _SESSIONS.c.ready_at)
@@ -211,10 +246,11 @@ _PLACE = (
 @dataclass(frozen=True)
 class Started:
     """The head chunk a worker has just moved to `processing`, with its session row (in the caller's
-    transaction) so the caller can load what the policy needs."""
+    transaction) so the caller can load what the policy needs, and the active policy (None: none)."""
 
     session: LeasedSession
     chunk: QueuedChunk
+    serving: policies.Serving | None
 
 
 @dataclass(frozen=True)
@@ -309,22 +345,23 @@ class ChunkQueue:
 
     # --- the worker's side ---
 
-    async def claim(self, owner: str, limit: int = 1) -> list[SessionKey]:
+    async def claim(self, db: Executor, owner: str, limit: int) -> list[LeasedSession]:
         """Lease up to `limit` of the longest-waiting ready sessions that no live lease holds, all
-        under `owner` (one statement, atomic by itself). Fewer than `limit` means nothing else was ready."""
-        async with self.db.write_one() as session:
-            now = utcnow()
-            taken = await session.execute(
-                _CLAIM, {"now": now, "limit": limit, "owner": owner, "until": self._lease_end(now)}
-            )
-            return [(tenant, session_id) for tenant, session_id in taken]
+        under `owner`, in the caller's transaction: their rows stay locked until it ends, so the
+        caller starts their heads in it (`start_leased`) without extending the lease it just took.
+        Fewer than `limit` means nothing else was ready."""
+        now = utcnow()
+        taken = await db.execute(
+            _CLAIM, {"now": now, "limit": limit, "owner": owner, "until": self._lease_end(now)}
+        )
+        return [LeasedSession(*row) for row in taken]
 
     async def requeue(self, key: SessionKey, owner: str) -> None:
         """Hand the lease back with the session at the back of the queue (it still has work)."""
-        async with self.db.write() as session:
-            row = await get_session(session, key, for_update=True)
-            if row is not None and row.lease_owner == owner:
-                row.lease_owner, row.lease_until, row.ready_at = None, None, utcnow()
+        async with self.db.write_one() as session:
+            await session.execute(
+                _REQUEUE, {"tenant": key[0], "session": key[1], "owner": owner, "now": utcnow()}
+            )
 
     async def heartbeat(self, key: SessionKey, owner: str) -> None:
         async with self.db.write_one() as session:
@@ -334,45 +371,41 @@ class ChunkQueue:
                 .values(lease_until=self._lease_end(utcnow()))
             )
 
-    async def start(self, session: AsyncSession, key: SessionKey, owner: str) -> Started | None:
-        """Move the session's head to `processing` (in the caller's transaction, which also loads the
-        memory). None when there is nothing to run now: the session is then parked, or queued at its
-        head's backoff time, and the lease released. A head whose last attempt was started by a worker
-        that died is failed (and blocks) here."""
-        while True:
-            now = utcnow()
-            # Locks the row, checks the lease is ours and extends it, in one statement.
-            row = await self._extend_lease(session, key, owner, now)
-            if row is None:
-                return None
-            runnable = await session.execute(
-                _START_HEAD,
-                {"tenant": key[0], "session": key[1], "now": now, "max_attempts": self.config.max_attempts},
-            )
-            started = runnable.first()
-            if started is not None:  # the common case, one statement
-                chunk = QueuedChunk(*started)
-                if chunk.attempts == 1:
-                    CHUNK_QUEUE_WAIT.observe((now - chunk.accepted_at).total_seconds())
-                return Started(row, chunk)
-            head = (await session.execute(_HEAD, {"tenant": key[0], "session": key[1]})).first()
-            queued = QueuedChunk(*head) if head is not None else None
-            parked = _parked(queued, now)
-            if parked is not None:
-                await _set_session(session, key, parked)
-                return None
-            # Runnable by every other test, so out of attempts: the last one was started by a worker
-            # that died. Failing it releases the lease: the next round finds it gone.
-            assert queued is not None and queued.attempts >= self.config.max_attempts
-            await _fail_and_block(session, key, queued.seq, queued.error or LOST_ATTEMPT, now)
-            self.wakeups.finished(key, queued.seq, ChunkStatus.FAILED)
+    async def start(self, db: Executor, key: SessionKey, owner: str) -> Started | None:
+        """`start_leased` after the lease check: the session row is locked and `owner`'s lease
+        extended in one statement (None when `owner` no longer holds it)."""
+        now = utcnow()
+        row = await self._extend_lease(db, key, owner, now)
+        return None if row is None else await self.start_leased(db, row, now)
 
-    async def held(self, session: AsyncSession, key: SessionKey, seq: int, owner: str) -> Held | None:
+    async def start_leased(self, db: Executor, row: LeasedSession, now: datetime) -> Started | None:
+        """Move the head of `row`'s session to `processing`, in the caller's transaction, which holds
+        the lease and has locked the row (`claim`, `start`) and also loads the memory. None when there
+        is nothing to run now: the session is then parked, or queued at its head's backoff time, and
+        the lease released. A head whose last attempt was started by a worker that died is failed (and
+        blocks) here, which releases the lease too."""
+        key = (row.tenant_id, row.id)
+        started = await self._start_head(db, key, now)
+        if started is not None:  # the common case, one statement
+            return Started(row, *started)
+        head = (await db.execute(_HEAD, {"tenant": key[0], "session": key[1]})).first()
+        queued = QueuedChunk(*head) if head is not None else None
+        parked = _parked(queued, now)
+        if parked is not None:
+            await _set_session(db, key, parked)
+            return None
+        # Runnable by every other test, so out of attempts: the last one was started by a worker that died.
+        assert queued is not None and queued.attempts >= self.config.max_attempts
+        await _fail_and_block(db, key, queued.seq, queued.error or LOST_ATTEMPT, now)
+        self.wakeups.finished(key, queued.seq, ChunkStatus.FAILED)
+        return None
+
+    async def held(self, db: Executor, key: SessionKey, seq: int, owner: str) -> Held | None:
         """The session (locked), the chunk and the head that follows it, if `owner` still holds the
         lease and the chunk is still `processing`; None when the lease was lost (the caller drops its
         result). One statement: the chunk changes only under its session's lock, and so does what
         follows it (`enqueue` locks the session too)."""
-        found = (await session.execute(_HELD, {"tenant": key[0], "session": key[1], "seq": seq})).first()
+        found = (await db.execute(_HELD, {"tenant": key[0], "session": key[1], "seq": seq})).first()
         if found is None:
             return None
         lease, fields = len(LEASED_COLUMNS), len(QUEUED_COLUMNS)
@@ -388,7 +421,7 @@ class ChunkQueue:
 
     async def complete(
         self,
-        session: AsyncSession,
+        db: Executor,
         key: SessionKey,
         held: Held,
         now: datetime,
@@ -399,41 +432,36 @@ class ChunkQueue:
         usage: dict[str, Any],
     ) -> bool:
         """`processing` → `done`, in the transaction that writes the chunk's effects (from `held`),
-        with the session row's new `memory` scalars and lease extension in one UPDATE. True when the
-        lease was released with it: the next head is not runnable now (none, failed or in backoff),
-        and the session is parked or queued as `start` would do, one transaction early."""
-        done = {"status": ChunkStatus.DONE, "done_at": now, "error": None, "next_attempt_at": None}
-        await _set_chunk(
-            session, key, held.chunk.seq, done | {"policy": policy, "model": model, "usage": usage}
-        )
+        with the session row's new `memory` scalars and lease extension in one UPDATE (on Postgres one
+        statement with the chunk's, `_COMPLETE`). True when the lease was released with it: the next
+        head is not runnable now (none, failed or in backoff), and the session is parked or queued as
+        `start` would do, one transaction early."""
+        done = {
+            "key_tenant": key[0],
+            "key_session": key[1],
+            "done_seq": held.chunk.seq,
+            "done_at": now,
+            "done_policy": policy,
+            "done_model": model,
+            "done_usage": usage,
+        }
         parked = _parked(held.next_head, now)
         extended = {"updated_at": now, "lease_until": self._lease_end(now)}
-        await _set_session(session, key, memory_values(memory) | extended | (parked or {}))
+        values = memory_values(memory) | extended | (parked or {})
+        if self.db.is_sqlite:
+            await db.execute(_DONE, done)
+            await _set_session(db, key, values)
+        else:
+            await db.execute(_COMPLETE, done | values)
         return parked is not None
 
-    async def start_following(
-        self, session: AsyncSession, key: SessionKey, held: Held, now: datetime
-    ) -> QueuedChunk | None:
+    async def start_following(self, db: Executor, row: LeasedSession, now: datetime) -> Started | None:
         """After `complete` kept the lease (the next head is runnable), start that head in the same
         transaction, as `start` would: the session is locked and the lease held and extended, so this
-        saves the worker a start transaction per chunk of a burst. None when its attempts are spent
-        (`start` then fails it)."""
-        head = held.next_head
-        assert head is not None and head.status != ChunkStatus.FAILED  # `complete` parked otherwise
-        if head.attempts >= self.config.max_attempts:
-            return None
-        if head.attempts == 0:
-            CHUNK_QUEUE_WAIT.observe((now - head.accepted_at).total_seconds())
-        started = replace(
-            head, status=ChunkStatus.PROCESSING, attempts=head.attempts + 1, started_at=head.started_at or now
-        )
-        await _set_chunk(
-            session,
-            key,
-            head.seq,
-            {"status": started.status, "attempts": started.attempts, "started_at": started.started_at},
-        )
-        return started
+        saves the worker a start transaction per chunk of a burst. `row` is the session as committed.
+        None when its attempts are spent (`start` then fails it)."""
+        started = await self._start_head(db, (row.tenant_id, row.id), now)
+        return None if started is None else Started(row, *started)
 
     def announce_done(self, key: SessionKey, seq: int) -> None:
         """After `complete` committed: wake this process's waiters."""
@@ -444,21 +472,21 @@ class ChunkQueue:
     ) -> ChunkStatus | None:
         """`processing` → `pending` at the backoff time, or → `failed` (blocking the session) after the
         last attempt or at once when the error is not retryable. None when the lease was lost."""
-        async with self.db.write() as session:
+        async with self.db.write_connection() as db:
             now = utcnow()
-            held = await self.held(session, key, seq, owner)
+            held = await self.held(db, key, seq, owner)
             if held is None:
                 return None
             attempts = held.chunk.attempts
             if not retryable or attempts >= self.config.max_attempts:
-                await _fail_and_block(session, key, seq, error, now)
+                await _fail_and_block(db, key, seq, error, now)
                 status = ChunkStatus.FAILED
             else:
                 at = now + timedelta(seconds=self.config.backoff_s * 2 ** (attempts - 1))
                 await _set_chunk(
-                    session, key, seq, {"status": ChunkStatus.PENDING, "error": error, "next_attempt_at": at}
+                    db, key, seq, {"status": ChunkStatus.PENDING, "error": error, "next_attempt_at": at}
                 )
-                await _set_session(session, key, {"ready_at": at})
+                await _set_session(db, key, {"ready_at": at})
                 status = ChunkStatus.PENDING
         if status is ChunkStatus.FAILED:
             self.wakeups.finished(key, seq, ChunkStatus.FAILED)
@@ -467,14 +495,14 @@ class ChunkQueue:
     async def abandon(self, key: SessionKey, seq: int, owner: str) -> None:
         """Shutting down mid-chunk: `processing` → `pending` now, the attempt (which never got an
         answer) uncounted, the lease handed back."""
-        async with self.db.write() as session:
-            held = await self.held(session, key, seq, owner)
+        async with self.db.write_connection() as db:
+            held = await self.held(db, key, seq, owner)
             if held is None:
                 return
             back = {"status": ChunkStatus.PENDING, "attempts": held.chunk.attempts - 1}
-            await _set_chunk(session, key, seq, back)
-            await _set_session(session, key, _FREE | {"ready_at": utcnow()})
-            await announce(session, work=True)
+            await _set_chunk(db, key, seq, back)
+            await _set_session(db, key, _FREE | {"ready_at": utcnow()})
+            await announce(db, work=True)
 
     # --- the API's side ---
 
@@ -493,11 +521,27 @@ class ChunkQueue:
     def _lease_end(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.config.lease_s)
 
+    async def _start_head(
+        self, db: Executor, key: SessionKey, now: datetime
+    ) -> tuple[QueuedChunk, policies.Serving | None] | None:
+        """The session's head moved to `processing` if it is runnable now, and the active policy."""
+        runnable = await db.execute(
+            _START_HEAD,
+            {"tenant": key[0], "session": key[1], "now": now, "max_attempts": self.config.max_attempts},
+        )
+        started = runnable.first()
+        if started is None:
+            return None
+        chunk = QueuedChunk(*started[: len(QUEUED_COLUMNS)])
+        if chunk.attempts == 1:
+            CHUNK_QUEUE_WAIT.observe((now - chunk.accepted_at).total_seconds())
+        return chunk, policies.serving_of(*started[len(QUEUED_COLUMNS) :])
+
     async def _extend_lease(
-        self, session: AsyncSession, key: SessionKey, owner: str, now: datetime
+        self, db: Executor, key: SessionKey, owner: str, now: datetime
     ) -> LeasedSession | None:
         """The session row, locked, with `owner`'s lease extended; None when `owner` does not hold it."""
-        extended = await session.execute(
+        extended = await db.execute(
             _EXTEND_LEASE,
             {"tenant": key[0], "session": key[1], "owner": owner, "until": self._lease_end(now)},
         )
@@ -519,24 +563,22 @@ async def _lock_place(
     return next_seq, blocked_by, ready_at
 
 
-async def _set_session(session: AsyncSession, key: SessionKey, values: dict[str, Any]) -> None:
+async def _set_session(db: Executor, key: SessionKey, values: dict[str, Any]) -> None:
     """UPDATE the session row's columns named in `values`."""
-    await session.execute(_SET_SESSION, {"key_tenant": key[0], "key_session": key[1]} | values)
+    await db.execute(_SET_SESSION, {"key_tenant": key[0], "key_session": key[1]} | values)
 
 
-async def _set_chunk(session: AsyncSession, key: SessionKey, seq: int, values: dict[str, Any]) -> None:
+async def _set_chunk(db: Executor, key: SessionKey, seq: int, values: dict[str, Any]) -> None:
     """UPDATE the chunk's columns named in `values`."""
-    await session.execute(_SET_CHUNK, {"key_tenant": key[0], "key_session": key[1], "key_seq": seq} | values)
+    await db.execute(_SET_CHUNK, {"key_tenant": key[0], "key_session": key[1], "key_seq": seq} | values)
 
 
-async def _fail_and_block(
-    session: AsyncSession, key: SessionKey, seq: int, error: str, now: datetime
-) -> None:
+async def _fail_and_block(db: Executor, key: SessionKey, seq: int, error: str, now: datetime) -> None:
     """The chunk fails for good: the session is parked, blocked by it, and the lease released (the
     status change notifies other processes' waiters: migration 0007's trigger)."""
     failed = {"status": ChunkStatus.FAILED, "error": error, "done_at": now, "next_attempt_at": None}
-    await _set_chunk(session, key, seq, failed)
-    await _set_session(session, key, _FREE | {"blocked_by_seq": seq, "ready_at": None})
+    await _set_chunk(db, key, seq, failed)
+    await _set_session(db, key, _FREE | {"blocked_by_seq": seq, "ready_at": None})
 
 
 def _parked(head: QueuedChunk | None, now: datetime) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """Wake-ups between the ingest path, the workers and the waiters.
 
-In-process: `Wakeups` keeps asyncio events (one per worker, and per session for requests waiting on
-their chunks). Across processes (Postgres): triggers on `chunks` (migration 0007) notify `work` when
+In-process: `Wakeups` keeps asyncio events (one per claim loop, and per session for requests
+waiting on their chunks). Across processes (Postgres): triggers on `chunks` (migration 0007) notify `work` when
 chunks are inserted and `done` when one reaches a final status; the few other transitions that make
 work claimable (`abandon`, `retry`) or send waiters back to the database (a deleted session)
 `announce()` in their transaction. Postgres delivers both at commit, and `PgListener` turns the
@@ -20,9 +20,9 @@ from contextlib import contextmanager
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.store.sessions import SessionKey
+from app.store.sql import Executor, dialect_name
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,18 @@ class Watch:
 
 class Wakeups:
     def __init__(self) -> None:
-        self._workers: set[asyncio.Event] = set()
+        self._workers: list[asyncio.Event] = []
         self._sessions: dict[SessionKey, set[Watch]] = {}
 
     def work(self) -> None:
-        """New work may be claimable: wake every idle worker of this process."""
+        """New work may be claimable: wake one claim loop of this process, the first without a
+        wake-up pending. One is enough: a woken loop claims for every free slot, and one woken while
+        it claims looks again right after (`WorkerPool._claim_loop`). Waking them all cost every other
+        loop a claim that found the work taken (a transaction that claims nothing: three round trips)."""
         for event in self._workers:
-            event.set()
+            if not event.is_set():
+                event.set()
+                return
 
     def finished(self, key: SessionKey, seq: int | None = None, status: str | None = None) -> None:
         """Chunk `seq` of `key` reached its final `status`; no seq: waiters should look again."""
@@ -74,11 +79,11 @@ class Wakeups:
     @contextmanager
     def worker(self) -> Iterator[asyncio.Event]:
         event = asyncio.Event()
-        self._workers.add(event)
+        self._workers.append(event)
         try:
             yield event
         finally:
-            self._workers.discard(event)
+            self._workers.remove(event)
 
     @contextmanager
     def watch(self, key: SessionKey) -> Iterator[Watch]:
@@ -105,12 +110,12 @@ class Wakeups:
             self.finished((tenant, session_id), int(seq) if seq else None, status or None)
 
 
-async def announce(db: AsyncSession, *, work: bool = False, recheck: SessionKey | None = None) -> None:
+async def announce(db: Executor, *, work: bool = False, recheck: SessionKey | None = None) -> None:
     """Tell other processes, at this transaction's commit (Postgres only; SQLite is one process):
     `work`, that a session became claimable without a chunk being inserted; `recheck`, that the
     waiters of that session should look in the database again. Inserted chunks and final statuses
     are announced by the triggers."""
-    if (await db.connection()).dialect.name != "postgresql":
+    if await dialect_name(db) != "postgresql":
         return
     payloads = [_WORK] if work else []
     if recheck is not None:

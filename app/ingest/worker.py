@@ -3,8 +3,9 @@ chunk and commits the result. Every status change is the queue's (`app/ingest/qu
 
 Per chunk: (1) a short transaction starts the head chunk and reads the memory the policy reads (for
 the `openai` backend only the recent items it shows, `load_view`; nothing at all when this process
-holds that session's memory at the current version, `app/ingest/views.py`) — or, when the session
-has more chunks queued, the commit of the previous chunk has started this one already; (2) the policy is
+holds that session's memory at the current version, `app/ingest/views.py`): for the first chunk of a
+claim the claim's own transaction (`Worker.claim`), for a later one either a start transaction or,
+when the session has more chunks queued, the commit of the previous chunk; (2) the policy is
 called with no transaction open, while a heartbeat keeps the lease; (3) one transaction re-locks the
 session, checks the lease is still ours and the memory version unchanged, reads the older items the
 reply's operations name (`with_targets`), applies the reply (the engine step, `Applier.apply_calls`),
@@ -15,6 +16,9 @@ the reply on the edited memory when its operations touch nothing the edit change
 re-runs the policy on it (`app/ingest/edits.py`). A failed policy call is a failed attempt (backoff, then blocking), and
 so is a reply with parse errors and no usable tool call (counted in `memalpha_parse_failures_total`
 too); a reply with some valid calls applies those and records the errors in the chunk's usage.
+
+The worker's transactions run on plain connections (`Database.write_connection`): their statements
+are Core, so an ORM session would only add its bookkeeping.
 """
 
 from __future__ import annotations
@@ -25,8 +29,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import request_id
 from app.ingest.edits import conflicts
@@ -43,9 +45,10 @@ from app.metrics import (
 )
 from app.policy.backend import PolicyBackend, PolicyError, PolicyReply
 from app.settings import Settings
-from app.store import audit, policies
+from app.store import audit
 from app.store.memory import load_state, load_view, save_items, targets, with_targets
 from app.store.sessions import LeasedSession, SessionKey
+from app.store.sql import Executor
 from app.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -72,7 +75,7 @@ class WorkerConfig:
 
 
 @dataclass
-class _Step:
+class Step:
     """A chunk a worker has started: what the policy needs and what the commit checks."""
 
     seq: int
@@ -85,6 +88,15 @@ class _Step:
     request_id: str | None  # of the ingest request: bound for this chunk's log lines
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """What one claim took (`Worker.claim`): how many sessions it leased, and the head it started of
+    each that had one runnable (the others were parked or queued at their backoff time, and handed back)."""
+
+    leased: int
+    started: list[tuple[SessionKey, Step]]
+
+
 class _Commit(Enum):
     DONE = "done"
     RELEASED = "released"  # done, and the lease handed back with it: nothing runnable is left now
@@ -93,8 +105,8 @@ class _Commit(Enum):
 
 
 # What follows a chunk: False, the lease is no longer held (released with the commit, or lost); True,
-# start the next head; a `_Step`, the next head, which the commit has started already.
-_Next = bool | _Step
+# start the next head; a `Step`, the next head, which the commit has started already.
+_Next = bool | Step
 
 
 class Worker:
@@ -114,10 +126,25 @@ class Worker:
         self.shutdown = shutdown or Shutdown()
         self.views = views  # the process's memories by session and version, shared by its workers
 
-    async def run_session(self, key: SessionKey) -> bool:
-        """Work through the chunks of a session this worker's owner has claimed, then hand it back.
-        True when it was handed back with work left (another claim should look for it)."""
-        step: _Step | None = None
+    async def claim(self, limit: int) -> Claimed:
+        """Lease up to `limit` ready sessions under this worker's owner and start their heads, with
+        the memory each policy call reads, in one transaction: the claim's row lock and fresh lease
+        are what a start transaction would take, so none is needed for a claim's first chunk."""
+        started: list[tuple[SessionKey, Step]] = []
+        async with self.queue.db.write_connection() as db:
+            rows = await self.queue.claim(db, self.owner, limit)
+            for row in rows:
+                head = await self.queue.start_leased(db, row, utcnow())
+                if head is not None:
+                    state = await self._current(db, row)
+                    started.append(((row.tenant_id, row.id), self._step(head, state)))
+        return Claimed(len(rows), started)
+
+    async def run_session(self, key: SessionKey, first: Step | None) -> bool:
+        """Work through the chunks of a session this worker's owner has claimed (`first`: its head,
+        started by the claim), then hand it back. True when it was handed back with work left
+        (another claim should look for it)."""
+        step = first
         for n in range(CHUNKS_PER_CLAIM):
             if self.shutdown.stop.is_set():
                 if step is not None:  # started by the last commit: back to pending, attempt uncounted
@@ -130,7 +157,7 @@ class Worker:
             following = await self._process(key, step, chain=n + 1 < CHUNKS_PER_CLAIM)
             if following is False:
                 return False
-            step = following if isinstance(following, _Step) else None
+            step = following if isinstance(following, Step) else None
         await self.queue.requeue(key, self.owner)
         return True
 
@@ -147,19 +174,19 @@ class Worker:
 
     # --- one chunk ---
 
-    async def _start_next(self, key: SessionKey) -> _Step | None:
-        async with self.queue.db.write() as db:
+    async def _start_next(self, key: SessionKey) -> Step | None:
+        async with self.queue.db.write_connection() as db:
             started = await self.queue.start(db, key, self.owner)
             if started is None:
                 return None
-            active = await policies.serving(db)
-            return self._step(started, active, await self._current(db, started.session))
+            return self._step(started, await self._current(db, started.session))
 
-    def _step(self, started: Started, active: policies.Serving | None, state: MemoryState) -> _Step:
+    def _step(self, started: Started, state: MemoryState) -> Step:
+        active = started.serving
         # The row seeded from settings means "the backend's configured model"; any other row's
         # name is the served model (a LoRA adapter).
         served = None if active is None or active.from_settings else active.name
-        return _Step(
+        return Step(
             seq=started.chunk.seq,
             content=started.chunk.content,
             timestamp=started.chunk.timestamp,
@@ -170,7 +197,7 @@ class Worker:
             request_id=started.chunk.request_id,
         )
 
-    async def _current(self, db: AsyncSession, row: LeasedSession) -> MemoryState:
+    async def _current(self, db: Executor, row: LeasedSession) -> MemoryState:
         """The memory the policy reads, at the session's current version."""
         state = self.views.get(row)
         if state is None:
@@ -179,7 +206,7 @@ class Worker:
             self.views.put(row, state)
         return state
 
-    async def _process(self, key: SessionKey, step: _Step, *, chain: bool) -> _Next:
+    async def _process(self, key: SessionKey, step: Step, *, chain: bool) -> _Next:
         """Run the policy on the chunk and commit it; with `chain`, the commit may start the next
         head too (see `_Next`)."""
         bound = request_id.set(step.request_id)
@@ -222,7 +249,7 @@ class Worker:
                     )
                     return True
                 outcome = await self._commit(key, step, reply, chain=chain)
-                if isinstance(outcome, _Step):
+                if isinstance(outcome, Step):
                     return outcome
                 if outcome is not _Commit.STALE:
                     return outcome is _Commit.DONE
@@ -239,14 +266,13 @@ class Worker:
             request_id.reset(bound)
 
     async def _commit(
-        self, key: SessionKey, step: _Step, reply: PolicyReply, *, chain: bool
-    ) -> _Commit | _Step:
+        self, key: SessionKey, step: Step, reply: PolicyReply, *, chain: bool
+    ) -> _Commit | Step:
         """Commit the reply; with `chain`, a runnable next head is started in the same transaction and
         returned as the next step."""
         started = time.perf_counter()
         following: Started | None = None  # the next head, started in this commit
-        active: policies.Serving | None = None
-        async with self.queue.db.write() as db:
+        async with self.queue.db.write_connection() as db:
             now = utcnow()
             held = await self.queue.held(db, key, step.seq, self.owner)
             if held is None:
@@ -294,9 +320,7 @@ class Worker:
             )
             row = row.committed(after)
             if not released and chain and not self.shutdown.stop.is_set():
-                chunk = await self.queue.start_following(db, key, held, now)
-                if chunk is not None:
-                    following, active = Started(row, chunk), await policies.serving(db)
+                following = await self.queue.start_following(db, row, now)
         self._keep(row, after, results)  # only once committed: a failed commit leaves nothing to reuse
         APPLY_LATENCY.observe(time.perf_counter() - started)
         for result in results:
@@ -305,9 +329,9 @@ class Worker:
         if following is not None:
             state = self.views.get(row)
             if state is None:  # not kept (after a delete, see `_keep`): read at the committed version
-                async with self.queue.db.read() as db:
+                async with self.queue.db.read_connection() as db:
                     state = await self._current(db, row)
-            return self._step(following, active, state)
+            return self._step(following, state)
         return _Commit.RELEASED if released else _Commit.DONE
 
     def _keep(self, row: LeasedSession, after: MemoryState, results: list[OpResult]) -> None:
@@ -323,7 +347,7 @@ class Worker:
             self.views.put(row, after.trimmed(recent))
 
     async def _attempt_failed(
-        self, key: SessionKey, step: _Step, error: str, *, retryable: bool = True
+        self, key: SessionKey, step: Step, error: str, *, retryable: bool = True
     ) -> None:
         status = await self.queue.fail_attempt(key, step.seq, self.owner, error, retryable=retryable)
         if status is not None:

@@ -14,6 +14,7 @@ from app.contracts.schemas import OperationRecord
 from app.memory import OpResult
 from app.store.models import OperationLog
 from app.store.sessions import SessionKey
+from app.store.sql import Executor
 
 Actor = Literal["policy", "user", "import"]
 
@@ -24,7 +25,7 @@ _ID_LENGTH = 32
 
 
 async def record(
-    db: AsyncSession,
+    db: Executor,
     key: SessionKey,
     results: Sequence[OpResult],
     *,

@@ -1,6 +1,8 @@
 """Engine and transactions for PostgreSQL (psycopg 3) and SQLite (aiosqlite).
 
-Two kinds of transaction: `read()` and `write()`. On Postgres both are plain transactions; row locks
+Two kinds of transaction: `read()` and `write()` (on an ORM session), or `read_connection()` and
+`write_connection()` (on a plain connection, for transactions that load no ORM entity: the ingest
+worker's, where the session's unit of work and identity map were ~380 Python calls a chunk). On Postgres both are plain transactions; row locks
 (`FOR UPDATE`) do the serialising. SQLite has no row locks: a write transaction starts with
 `BEGIN IMMEDIATE` (takes the database write lock up front, so a read-then-write transaction cannot
 fail half-way on a lock upgrade, also against other processes), and in-process writers queue on an
@@ -12,14 +14,20 @@ from __future__ import annotations
 import asyncio
 import select
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from psycopg import pq
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import InvalidatePoolError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.store.outage import OutageLog
 
@@ -109,9 +117,8 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self._reader = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = async_sessionmaker(
-            self.engine, expire_on_commit=False, execution_options={_WRITE_OPTION: True}
-        )
+        self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
         # Statements without BEGIN/COMMIT (Postgres): for a lone statement, two round trips fewer.
         self._autocommit = async_sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
@@ -158,12 +165,24 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One transaction that commits on success and rolls back on any exception."""
-        if self._write_lock is None:
-            async with self._writer() as session, session.begin():
-                yield session
-            return
-        async with self._write_lock, self._writer() as session, session.begin():
+        async with self._writing(), self._writer() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """`write()` on a plain connection (no ORM session)."""
+        async with self._writing(), self._write_engine.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[AsyncConnection]:
+        """`read()` on a plain connection (no ORM session)."""
+        async with self.engine.begin() as connection:
+            yield connection
+
+    def _writing(self) -> AbstractAsyncContextManager[object]:
+        """What a write transaction holds first: SQLite's in-process writer lock (see the top)."""
+        return self._write_lock or nullcontext()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

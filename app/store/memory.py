@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, Operation, Tool, normalise_id
 from app.store.models import MemoryItem, MemoryRemoval, Session
 from app.store.sessions import SessionKey, SessionRow, memory_values
+from app.store.sql import Executor
 
 # Plain columns, not ORM entities: loading is on every chunk and every question.
 _COLUMNS = (
@@ -58,7 +59,7 @@ def _item(record: Sequence[Any]) -> Item:
     )
 
 
-async def load_state(db: AsyncSession, row: SessionRow) -> MemoryState:
+async def load_state(db: Executor, row: SessionRow) -> MemoryState:
     state = _scalars(row)
     for record in await db.execute(_of(row).order_by(MemoryItem.kind, MemoryItem.position)):
         state.items(MemoryKind(record[0])).append(_item(record))
@@ -108,7 +109,7 @@ async def load_changes(db: AsyncSession, row: SessionRow, cached: MemoryState) -
     return state
 
 
-async def load_view(db: AsyncSession, row: SessionRow, recent: int) -> MemoryState:
+async def load_view(db: Executor, row: SessionRow, recent: int) -> MemoryState:
     """A partial memory: core, the `recent` newest items of each kind and the count of the rest
     (what a policy that shows recent items reads; index scans of `recent` rows and a count)."""
     state = _scalars(row)
@@ -146,7 +147,7 @@ def targets(operations: Sequence[Operation]) -> tuple[set[str], set[tuple[Memory
 
 
 async def with_targets(
-    db: AsyncSession,
+    db: Executor,
     row: SessionRow,
     state: MemoryState,
     ids: Collection[str],
@@ -202,7 +203,7 @@ def item_row(key: SessionKey, kind: MemoryKind, item: Item, position: int, versi
     }
 
 
-async def insert_items(db: AsyncSession, rows: Iterable[dict[str, object]]) -> None:
+async def insert_items(db: Executor, rows: Iterable[dict[str, object]]) -> None:
     batch = list(rows)
     if batch:
         await db.execute(_INSERT_ITEMS, batch)
@@ -215,7 +216,7 @@ async def save_state(db: AsyncSession, row: Session, before: MemoryState, after:
         setattr(row, name, value)
 
 
-async def save_items(db: AsyncSession, key: SessionKey, before: MemoryState, after: MemoryState) -> None:
+async def save_items(db: Executor, key: SessionKey, before: MemoryState, after: MemoryState) -> None:
     """Write the items of `after` over those of `before` (the state loaded from session `key`); the
     session row's scalars are the caller's to write (`memory_values`)."""
     old, new = _by_id(before), _by_id(after)

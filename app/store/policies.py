@@ -30,17 +30,20 @@ class Serving:
 
 
 _POLICIES = cast(Table, Policy.__table__)
-# Read for every chunk: built once, two plain columns (not an ORM entity).
-_SERVING = select(_POLICIES.c.name, _POLICIES.c.manifest).where(_POLICIES.c.active.is_(True))
+# The active policy's name and manifest as scalar subqueries, read for every chunk without a statement
+# of its own: the statement that starts the chunk returns them beside its columns (`serving_of`).
+SERVING_COLUMNS = tuple(
+    select(_POLICIES.c[name]).where(_POLICIES.c.active.is_(True)).scalar_subquery()
+    for name in ("name", "manifest")
+)
 
 
-async def serving(db: AsyncSession) -> Serving | None:
-    """The active policy's name, and whether it is the row seeded from settings."""
-    found = (await db.execute(_SERVING)).first()
-    if found is None:
+def serving_of(name: str | None, manifest: dict[str, Any] | None) -> Serving | None:
+    """What `SERVING_COLUMNS` returned (NULLs: no active policy) as the active policy's name, and
+    whether it is the row seeded from settings."""
+    if name is None:
         return None
-    name, manifest = found
-    return Serving(name, manifest.get("source") == SETTINGS_SOURCE)
+    return Serving(name, (manifest or {}).get("source") == SETTINGS_SOURCE)
 
 
 async def by_name(db: AsyncSession, name: str) -> Policy | None:
