@@ -107,20 +107,27 @@ def constraint(tiny_bpe: LoadedPolicy) -> JsonCallsConstraint:
     return JsonCallsConstraint(tiny_bpe.tokenizer, tiny_bpe.model.config.vocab_size, MAX_CALLS, stops)
 
 
-@pytest.fixture(scope="module")
-def sampled(tiny_bpe: LoadedPolicy, constraint: JsonCallsConstraint) -> list[TokenSample]:
-    policy = TransformersPolicy(
+def _constrained_sampler(
+    tiny_bpe: LoadedPolicy, constraint: JsonCallsConstraint, max_new_tokens: int, repeat_stop_chars: int = 0
+) -> TransformersPolicy:
+    return TransformersPolicy(
         tiny_bpe.model,
         tiny_bpe.tokenizer,
         model_name="tiny-bpe",
         tool_format="json",
         counter=lambda text: len(text.split()),  # type: ignore[arg-type]
         prompt_budget_tokens=512,
-        max_new_tokens=400,
+        max_new_tokens=max_new_tokens,
         temperature=1.0,
         max_batch=16,
         constraint=constraint,
+        repeat_stop_chars=repeat_stop_chars,
     )
+
+
+@pytest.fixture(scope="module")
+def sampled(tiny_bpe: LoadedPolicy, constraint: JsonCallsConstraint) -> list[TokenSample]:
+    policy = _constrained_sampler(tiny_bpe, constraint, 400)
     prompt = tiny_bpe.tokenizer.encode("Remember what the user said")
     other = tiny_bpe.tokenizer.encode("today")
     torch.manual_seed(0)
@@ -133,19 +140,7 @@ def test_rows_the_repeat_stop_ends_mid_json_are_padded_not_fed_to_their_matcher(
 ) -> None:
     """In a batch, a row the repeat stop ended inside its JSON gets generate's padding while the others go
     on: the padding is not the row's token, so its matcher must not be fed it (it is outside the mask)."""
-    policy = TransformersPolicy(
-        tiny_bpe.model,
-        tiny_bpe.tokenizer,
-        model_name="tiny-bpe",
-        tool_format="json",
-        counter=lambda text: len(text.split()),  # type: ignore[arg-type]
-        prompt_budget_tokens=512,
-        max_new_tokens=200,
-        temperature=1.0,
-        max_batch=16,
-        constraint=constraint,
-        repeat_stop_chars=12,
-    )
+    policy = _constrained_sampler(tiny_bpe, constraint, 200, repeat_stop_chars=12)
     torch.manual_seed(0)
     samples = policy.sample_batch([tiny_bpe.tokenizer.encode("Remember what the user said")] * 12)
     stopped = [sample for sample in samples if sample.repeat_stopped]

@@ -12,12 +12,11 @@ from collections import Counter
 import pytest
 import torch
 from scripted_llm import ScriptedLLM, Text
-from tiny_lora import tiny_lora_policy
+from tiny_lora import tiny_lora_policy, tiny_sampler
 
 from app.backends import make_policy
 from app.memory import MemoryState
 from app.settings import Settings
-from app.tokens import make_token_counter
 from trainer.grpo import TrainSample, shared_prompt_logprobs
 from trainer.models import LoadedPolicy
 from trainer.sampling.penalty import CompletionPenalty, penalised
@@ -35,16 +34,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedPolicy:
 def _policy(
     tiny: LoadedPolicy, penalty: float, temperature: float, max_new_tokens: int
 ) -> TransformersPolicy:
-    return TransformersPolicy(
-        tiny.model,
-        tiny.tokenizer,
-        model_name="tiny",
-        tool_format="json",
-        counter=make_token_counter(None),
-        prompt_budget_tokens=4096,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        frequency_penalty=penalty,
+    return tiny_sampler(
+        tiny, max_new_tokens=max_new_tokens, temperature=temperature, frequency_penalty=penalty
     )
 
 

@@ -9,15 +9,13 @@ import random
 
 import pytest
 import torch
-from tiny_lora import tiny_lora_policy
+from tiny_lora import tiny_lora_policy, tiny_sampler
 
 from app.policy.repeats import applied_text
-from app.tokens import make_token_counter
 from trainer.grpo import TrainSample, shared_prompt_logprobs
 from trainer.models import LoadedPolicy
 from trainer.sampling.record import TokenSample
 from trainer.sampling.repeat_stop import repeat_stop_length
-from trainer.sampling.transformers_policy import TransformersPolicy
 
 WINDOW = 12  # characters: the tiny model's greedy replies loop within a few dozen tokens
 
@@ -30,17 +28,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedPolicy:
 def _sample(
     tiny: LoadedPolicy, window: int, temperature: float, prompts: list[list[int]]
 ) -> list[TokenSample]:
-    policy = TransformersPolicy(
-        tiny.model,
-        tiny.tokenizer,
-        model_name="tiny",
-        tool_format="json",
-        counter=make_token_counter(None),
-        prompt_budget_tokens=4096,
-        max_new_tokens=48,
-        temperature=temperature,
-        repeat_stop_chars=window,
-    )
+    policy = tiny_sampler(tiny, max_new_tokens=48, temperature=temperature, repeat_stop_chars=window)
     torch.manual_seed(5)
     return policy.sample_batch(prompts)
 

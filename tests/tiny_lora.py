@@ -1,15 +1,18 @@
 """A tiny random Qwen2-shaped model with a LoRA adapter whose B matrices are non-zero, for trainer tests
-that need the update's model to differ from the bare base (a fresh adapter is zero)."""
+that need the update's model to differ from the bare base (a fresh adapter is zero), and its sampler."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from app.tokens import make_token_counter
 from trainer.config import LoraConfig, ModelConfig
 from trainer.models import LoadedPolicy, load_policy
+from trainer.sampling.transformers_policy import TransformersPolicy
 from trainer.tiny_model import create_tiny_model
 
 
@@ -26,3 +29,17 @@ def tiny_lora_policy(tmp_path_factory: pytest.TempPathFactory) -> LoadedPolicy:
         if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.05)
     return loaded
+
+
+def tiny_sampler(loaded: LoadedPolicy, **settings: Any) -> TransformersPolicy:
+    """The `json` sampler of a tiny model (word-estimate counter, prompt budget 4096); `settings` are the
+    sampler's own (max_new_tokens, temperature, frequency_penalty, repeat_stop_chars, …)."""
+    return TransformersPolicy(
+        loaded.model,
+        loaded.tokenizer,
+        model_name="tiny",
+        tool_format="json",
+        counter=make_token_counter(None),
+        prompt_budget_tokens=4096,
+        **settings,
+    )
