@@ -18,7 +18,9 @@ Chunk transitions (`ChunkStatus`):
 |                |             |             | and at the end of `complete` for the next head of |             |
 |                |             |             | a burst)                                          |             |
 | complete       | processing  | done        | lease extended (same transaction as the memory);  | worker      |
-|                |             |             | as `park` when the next head is not runnable      |             |
+|                |             |             | as `park` when the next head is not runnable. On  |             |
+|                |             |             | Postgres first tried as one statement without a   |             |
+|                |             |             | transaction (`complete_at_once`, see below)       |             |
 | fail_attempt   | processing  | pending     | queued at the backoff time (`backoff · 2^(n-1)`)  | worker      |
 | fail_and_block | processing  | failed      | parked, `blocked_by_seq`, lease released          | worker      |
 |   (lost)       | processing  | failed      | the same, at `start` when the last attempt died   | worker      |
@@ -37,6 +39,22 @@ A head changes only under its session's row lock, taken before the head is read:
 extension in `start`, by the claim's UPDATE in `claim` (the lease it relies on was written by that
 statement, in the same transaction), by `held` in `complete`. On Postgres the head is read by a
 later statement than the one that took the lock, so it sees every chunk enqueued before it.
+
+`complete_at_once` (Postgres) reads first and locks after, and is still exactly-once and in order:
+`peek` reads, without a lock or transaction, what `held` reads (lease, chunk, next head) and the session
+row's version token (`xmin`, which every UPDATE of the row changes); the commit is then ONE statement,
+atomic by itself, whose first CTE is the lease check: the session row's UPDATE, which matches only while
+the owner holds the lease and the row is still the version `peek` read (when another transaction
+updated it meanwhile, READ COMMITTED re-checks that condition on the newest version after the lock).
+Every other write of the statement (chunk → done, items, removals, audit rows, the next head's start)
+reads that CTE's row, so either all of them are written or none. Why a row at the same version is
+enough: every transaction that changes a session's chunks also writes its session row (each transition
+above does; `enqueue` writes `next_seq`), and so does every write of its memory (`version`); so nothing
+`peek` read can have changed without the row changing. When the statement writes nothing (lease lost,
+a manual edit, a heartbeat or an enqueue in between) the caller learns nothing was committed and runs
+`held` + `complete` in a transaction, which tells a lost lease (drop the result) from an edit or a race.
+Two round trips and no BEGIN/COMMIT instead of seven. SQLite has no data-modifying CTEs and is local
+(no round trips to save): it always uses the transaction.
 """
 
 from __future__ import annotations
@@ -47,7 +65,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import (
+    Select,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import request_id
@@ -57,9 +88,10 @@ from app.ingest.wakeups import Wakeups, announce
 from app.memory import MemoryState
 from app.metrics import CHUNK_QUEUE_WAIT, PENDING_CHUNKS
 from app.settings import Settings
-from app.store import chunks, policies
+from app.store import audit, chunks, memory, policies
 from app.store.chunks import QUEUED_COLUMNS, QueuedChunk
 from app.store.database import Database
+from app.store.memory import ItemChanges, changes_json
 from app.store.models import Chunk, ChunkStatus, Session
 from app.store.sessions import (
     LEASED_COLUMNS,
@@ -72,7 +104,7 @@ from app.store.sessions import (
 from app.store.sql import Executor, batched
 from app.store.types import UTCDateTime, utcnow
 
-__all__ = ["Accepted", "ChunkQueue", "ChunkStatus", "Held", "QueueConfig", "Started"]
+__all__ = ["Accepted", "ChunkQueue", "ChunkStatus", "Held", "QueueConfig", "Seen", "Started"]
 
 log = logging.getLogger(__name__)
 
@@ -121,32 +153,40 @@ _NEXT_SEQ = (  # of the head that follows chunk `seq`
     .correlate(None)  # its own scan of the chunks, not the joined chunk
     .scalar_subquery()
 )
+_HELD_COLUMNS = (
+    *LEASED_COLUMNS,
+    _SESSIONS.c.lease_owner,
+    *QUEUED_COLUMNS,
+    *(_FOLLOWING.c[column.name] for column in QUEUED_COLUMNS),
+)
+_HELD_FROM = _SESSIONS.join(
+    _CHUNKS,
+    and_(
+        _CHUNKS.c.tenant_id == _SESSIONS.c.tenant_id,
+        _CHUNKS.c.session_id == _SESSIONS.c.id,
+        _CHUNKS.c.seq == bindparam("seq"),
+    ),
+).outerjoin(
+    _FOLLOWING,
+    and_(
+        _FOLLOWING.c.tenant_id == _SESSIONS.c.tenant_id,
+        _FOLLOWING.c.session_id == _SESSIONS.c.id,
+        _FOLLOWING.c.seq == _NEXT_SEQ,
+    ),
+)
 _HELD = (
-    select(
-        *LEASED_COLUMNS,
-        _SESSIONS.c.lease_owner,
-        *QUEUED_COLUMNS,
-        *(_FOLLOWING.c[column.name] for column in QUEUED_COLUMNS),
-    )
-    .select_from(
-        _SESSIONS.join(
-            _CHUNKS,
-            and_(
-                _CHUNKS.c.tenant_id == _SESSIONS.c.tenant_id,
-                _CHUNKS.c.session_id == _SESSIONS.c.id,
-                _CHUNKS.c.seq == bindparam("seq"),
-            ),
-        ).outerjoin(
-            _FOLLOWING,
-            and_(
-                _FOLLOWING.c.tenant_id == _SESSIONS.c.tenant_id,
-                _FOLLOWING.c.session_id == _SESSIONS.c.id,
-                _FOLLOWING.c.seq == _NEXT_SEQ,
-            ),
-        )
-    )
+    select(*_HELD_COLUMNS)
+    .select_from(_HELD_FROM)
     .where(*_OF_SESSION)
     .with_for_update(of=_SESSIONS)  # the chunk changes only under its session's lock
+)
+# The session row version's writer (Postgres `xmin`): every UPDATE of the row changes it.
+_XMIN = literal_column("sessions.xmin").cast(Text)
+# `held` without the lock, with what `complete_at_once` needs besides (see `peek`).
+_PEEK = (
+    select(*_HELD_COLUMNS, _SESSIONS.c.ready_at, _SESSIONS.c.blocked_by_seq, _XMIN)
+    .select_from(_HELD_FROM)
+    .where(*_OF_SESSION)
 )
 _READY = (
     select(_SESSIONS.c.tenant_id, _SESSIONS.c.id)
@@ -175,20 +215,20 @@ _HEAD = select(*QUEUED_COLUMNS).where(*_OF_CHUNKS, _CHUNKS.c.seq == _HEAD_SEQ)
 # attempts left), returned with the active policy; anything else goes through `start_leased`'s slower
 # path, which decides what to do with it.
 _NOW = bindparam("now", type_=UTCDateTime())
+_RUNNABLE = (  # a head that may start now (see `_parked` for the others)
+    _CHUNKS.c.status != ChunkStatus.FAILED,
+    or_(_CHUNKS.c.next_attempt_at.is_(None), _CHUNKS.c.next_attempt_at <= _NOW),
+    _CHUNKS.c.attempts < bindparam("max_attempts"),
+)
+_STARTED = {
+    "status": ChunkStatus.PROCESSING,
+    "attempts": _CHUNKS.c.attempts + 1,
+    "started_at": func.coalesce(_CHUNKS.c.started_at, _NOW),
+}
 _START_HEAD = (
     update(_CHUNKS)
-    .where(
-        *_OF_CHUNKS,
-        _CHUNKS.c.seq == _HEAD_SEQ,
-        _CHUNKS.c.status != ChunkStatus.FAILED,
-        or_(_CHUNKS.c.next_attempt_at.is_(None), _CHUNKS.c.next_attempt_at <= _NOW),
-        _CHUNKS.c.attempts < bindparam("max_attempts"),
-    )
-    .values(
-        status=ChunkStatus.PROCESSING,
-        attempts=_CHUNKS.c.attempts + 1,
-        started_at=func.coalesce(_CHUNKS.c.started_at, _NOW),
-    )
+    .where(*_OF_CHUNKS, _CHUNKS.c.seq == _HEAD_SEQ, *_RUNNABLE)
+    .values(_STARTED)
     .returning(*QUEUED_COLUMNS, *policies.SERVING_COLUMNS)
 )
 _EXTEND_LEASE = (
@@ -221,7 +261,7 @@ _DONE = (
     )
     .values(
         status=ChunkStatus.DONE,
-        done_at=bindparam("done_at"),
+        done_at=bindparam("done_time"),
         error=None,
         next_attempt_at=None,
         policy=bindparam("done_policy"),
@@ -230,6 +270,50 @@ _DONE = (
     )
 )
 _COMPLETE = _SET_SESSION.add_cte(_DONE.returning(_CHUNKS.c.seq).cte("done"))
+# `complete_at_once` (Postgres): the whole commit as one statement. Its first CTE is the lease check,
+# the session row's UPDATE, which matches only while `owner` holds the lease and the row is the
+# version `peek` read (`_XMIN`; on a row updated meanwhile READ COMMITTED re-checks this on the newest
+# version); every other write reads that CTE's row (`_APPLIED`), so a lost lease writes nothing.
+_SESSION_VALUES = (
+    "core",
+    "core_truncated",
+    "version",
+    "next_item",
+    "updated_at",
+    "lease_owner",
+    "lease_until",
+    "ready_at",
+    "blocked_by_seq",
+)
+_LEASE_CHECK = (
+    update(_SESSIONS)
+    .where(*_OF_SESSION, _SESSIONS.c.lease_owner == bindparam("owner"), _XMIN == bindparam("seen"))
+    .values({name: bindparam(f"set_{name}") for name in _SESSION_VALUES})
+    .returning(_SESSIONS.c.id)
+    .cte("lease_check")
+)
+_APPLIED = select(_LEASE_CHECK.c.id).exists()
+# In a burst, the next head (`peek` read its seq; NULL starts none), as `start_following` starts it.
+# (No parameter of this statement may be named like a column of a table it writes: SQLAlchemy would
+# add that column to the UPDATE's SET.)
+_START_NEXT = (
+    update(_CHUNKS)
+    .where(*_OF_CHUNKS, _CHUNKS.c.seq == bindparam("start_seq"), *_RUNNABLE, _APPLIED)
+    .values(_STARTED)
+    .returning(
+        *QUEUED_COLUMNS, *(column.label(f"serving_{n}") for n, column in enumerate(policies.SERVING_COLUMNS))
+    )
+    .cte("started_next")
+)
+_COMPLETE_AT_ONCE = (
+    select(_LEASE_CHECK.c.id, *_START_NEXT.c)
+    .select_from(_LEASE_CHECK.outerjoin(_START_NEXT, true()))
+    .add_cte(
+        _DONE.where(_APPLIED).returning(_CHUNKS.c.seq).cte("done"),
+        *memory.changes_ctes(_APPLIED),
+        audit.insert_cte(_APPLIED),
+    )
+)
 _REQUEUE = (
     update(_SESSIONS)
     .where(*_OF_SESSION, _SESSIONS.c.lease_owner == bindparam("owner"))
@@ -261,6 +345,19 @@ class Held:
     session: LeasedSession
     chunk: QueuedChunk
     next_head: QueuedChunk | None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What `peek` read without a lock: `held`'s answer, the session row's place in the queue as it
+    stands, the row version's token (`xmin`) that `complete_at_once` checks, and the item rows the
+    caller asked for."""
+
+    held: Held
+    ready_at: datetime | None
+    blocked_by_seq: int | None
+    xmin: str
+    items: Sequence[Sequence[Any]]
 
 
 class ChunkQueue:
@@ -406,18 +503,33 @@ class ChunkQueue:
         result). One statement: the chunk changes only under its session's lock, and so does what
         follows it (`enqueue` locks the session too)."""
         found = (await db.execute(_HELD, {"tenant": key[0], "session": key[1], "seq": seq})).first()
-        if found is None:
+        return None if found is None else _held(found, owner)
+
+    async def peek(
+        self,
+        db: Executor,
+        key: SessionKey,
+        seq: int,
+        owner: str,
+        items: Select[*tuple[Any, ...]] | None,
+    ) -> Seen | None:
+        """`held` without a lock (Postgres, for `complete_at_once`), with the rows of `items` (a
+        query of the session's memory items by `app.store.memory.target_filter`) joined to it: one
+        round trip. None when the lease was lost. Nothing read here is relied on unless the session
+        row is still at this version when `complete_at_once` locks it."""
+        params = {"tenant": key[0], "session": key[1], "seq": seq}
+        query = _PEEK
+        if items is not None:
+            found = items.subquery("found")
+            query = _PEEK.add_columns(*found.c).outerjoin(found, true()).order_by(found.c.position)
+        rows = list(await db.execute(query, params))
+        held = _held(rows[0], owner) if rows else None
+        if held is None:
             return None
-        lease, fields = len(LEASED_COLUMNS), len(QUEUED_COLUMNS)
-        chunk = QueuedChunk(*found[lease + 1 : lease + 1 + fields])
-        if found[lease] != owner or chunk.status != ChunkStatus.PROCESSING:
-            return None
-        following = found[lease + 1 + fields :]
-        return Held(
-            LeasedSession(*found[:lease]),
-            chunk,
-            QueuedChunk(*following) if following[0] is not None else None,  # None: the outer join found none
-        )
+        peeked = len(_HELD_COLUMNS)
+        ready_at, blocked_by_seq, xmin = rows[0][peeked : peeked + 3]
+        found_rows = [row[peeked + 3 :] for row in rows if items is not None and row[peeked + 3] is not None]
+        return Seen(held, ready_at, blocked_by_seq, xmin, found_rows)
 
     async def complete(
         self,
@@ -440,7 +552,7 @@ class ChunkQueue:
             "key_tenant": key[0],
             "key_session": key[1],
             "done_seq": held.chunk.seq,
-            "done_at": now,
+            "done_time": now,
             "done_policy": policy,
             "done_model": model,
             "done_usage": usage,
@@ -454,6 +566,63 @@ class ChunkQueue:
         else:
             await db.execute(_COMPLETE, done | values)
         return parked is not None
+
+    async def complete_at_once(
+        self,
+        db: Executor,
+        key: SessionKey,
+        seen: Seen,
+        owner: str,
+        now: datetime,
+        *,
+        memory: MemoryState,
+        items: ItemChanges,
+        logged: list[dict[str, object]],
+        policy: str,
+        model: str,
+        usage: dict[str, Any],
+        start_next: bool,
+    ) -> tuple[bool, Started | None] | None:
+        """`complete` with the chunk's effects (`items`, the audit rows `logged`) and, with
+        `start_next`, `start_following`, as one statement (Postgres, `_COMPLETE_AT_ONCE`) on what
+        `peek` saw. Returns whether the lease was released and the next head it started; None when
+        it wrote nothing: the lease was lost or the session row changed since `peek` (see the table
+        at the top). A single statement is atomic: it needs no transaction around it."""
+        held = seen.held
+        parked = _parked(held.next_head, now)
+        values = (
+            memory_values(memory)
+            | {"updated_at": now, "lease_owner": owner, "lease_until": self._lease_end(now)}
+            | {"ready_at": seen.ready_at, "blocked_by_seq": seen.blocked_by_seq}  # as `peek` saw them
+            | (parked or {})
+        )
+        following = held.next_head.seq if start_next and parked is None and held.next_head else None
+        params = {
+            "tenant": key[0],
+            "session": key[1],
+            "owner": owner,
+            "seen": seen.xmin,
+            "now": now,
+            "max_attempts": self.config.max_attempts,
+            "start_seq": following,
+            "key_tenant": key[0],
+            "key_session": key[1],
+            "done_seq": held.chunk.seq,
+            "done_time": now,
+            "done_policy": policy,
+            "done_model": model,
+            "done_usage": usage,
+        }
+        params |= {f"set_{name}": values[name] for name in _SESSION_VALUES}
+        params |= changes_json(items) | audit.rows_json(logged)
+        applied = (await db.execute(_COMPLETE_AT_ONCE, params)).first()
+        if applied is None:
+            return None
+        started = None
+        if applied[1] is not None:  # the outer join found the next head started
+            chunk, serving = self._started(applied[1:], now)
+            started = Started(held.session.committed(memory), chunk, serving)
+        return parked is not None, started
 
     async def start_following(self, db: Executor, row: LeasedSession, now: datetime) -> Started | None:
         """After `complete` kept the lease (the next head is runnable), start that head in the same
@@ -530,12 +699,14 @@ class ChunkQueue:
             {"tenant": key[0], "session": key[1], "now": now, "max_attempts": self.config.max_attempts},
         )
         started = runnable.first()
-        if started is None:
-            return None
-        chunk = QueuedChunk(*started[: len(QUEUED_COLUMNS)])
+        return None if started is None else self._started(started, now)
+
+    def _started(self, row: Sequence[Any], now: datetime) -> tuple[QueuedChunk, policies.Serving | None]:
+        """A head started now, from its row (`QUEUED_COLUMNS`, then `policies.SERVING_COLUMNS`)."""
+        chunk = QueuedChunk(*row[: len(QUEUED_COLUMNS)])
         if chunk.attempts == 1:
             CHUNK_QUEUE_WAIT.observe((now - chunk.accepted_at).total_seconds())
-        return chunk, policies.serving_of(*started[len(QUEUED_COLUMNS) :])
+        return chunk, policies.serving_of(*row[len(QUEUED_COLUMNS) :])
 
     async def _extend_lease(
         self, db: Executor, key: SessionKey, owner: str, now: datetime
@@ -547,6 +718,21 @@ class ChunkQueue:
         )
         row = extended.first()
         return LeasedSession(*row) if row is not None else None
+
+
+def _held(found: Sequence[Any], owner: str) -> Held | None:
+    """`Held` from a row of `_HELD_COLUMNS`; None when `owner` no longer holds the lease or the chunk
+    is no longer `processing`."""
+    lease, fields = len(LEASED_COLUMNS), len(QUEUED_COLUMNS)
+    chunk = QueuedChunk(*found[lease + 1 : lease + 1 + fields])
+    if found[lease] != owner or chunk.status != ChunkStatus.PROCESSING:
+        return None
+    following = found[lease + 1 + fields : lease + 1 + 2 * fields]
+    return Held(
+        LeasedSession(*found[:lease]),
+        chunk,
+        QueuedChunk(*following) if following[0] is not None else None,  # None: the outer join found none
+    )
 
 
 async def _lock_place(

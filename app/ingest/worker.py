@@ -6,11 +6,13 @@ the `openai` backend only the recent items it shows, `load_view`; nothing at all
 holds that session's memory at the current version, `app/ingest/views.py`): for the first chunk of a
 claim the claim's own transaction (`Worker.claim`), for a later one either a start transaction or,
 when the session has more chunks queued, the commit of the previous chunk; (2) the policy is
-called with no transaction open, while a heartbeat keeps the lease; (3) one transaction re-locks the
-session, checks the lease is still ours and the memory version unchanged, reads the older items the
-reply's operations name (`with_targets`), applies the reply (the engine step, `Applier.apply_calls`),
-writes the items it touched and the audit log and completes the chunk. No step reads or copies every
-item of a partial memory, so the cost per chunk does not grow with the memory. A lost
+called with no transaction open, while a heartbeat keeps the lease; (3) the commit checks the lease
+is still ours and the memory version unchanged, reads the older items the reply's operations name
+(`targets`), applies the reply (the engine step, `Applier.apply_calls`), writes the items it touched
+and the audit log and completes the chunk: on Postgres as one read and one write statement without a
+transaction (`_commit_at_once`; the write checks the session row is still as read), otherwise, or when
+that write finds the row changed, in one transaction that locks the session first. No step reads or
+copies every item of a partial memory, so the cost per chunk does not grow with the memory. A lost
 lease drops the result (the new holder redoes the chunk); a changed version (a manual edit) applies
 the reply on the edited memory when its operations touch nothing the edit changed, and otherwise
 re-runs the policy on it (`app/ingest/edits.py`). A failed policy call is a failed attempt (backoff, then blocking), and
@@ -46,7 +48,17 @@ from app.metrics import (
 from app.policy.backend import PolicyBackend, PolicyError, PolicyReply
 from app.settings import Settings
 from app.store import audit
-from app.store.memory import load_state, load_view, save_items, targets, with_targets
+from app.store.memory import (
+    item_changes,
+    load_state,
+    load_view,
+    save_items,
+    target_filter,
+    target_query,
+    targets,
+    with_found,
+    with_targets,
+)
 from app.store.sessions import LeasedSession, SessionKey
 from app.store.sql import Executor
 from app.store.types import utcnow
@@ -103,6 +115,21 @@ class _Commit(Enum):
     LEASE_LOST = "lease_lost"
     STALE = "stale"
 
+
+@dataclass(frozen=True)
+class _Applied:
+    """A committed reply: the session row as committed, the memory after it, each operation's result,
+    whether the lease was released with it, and the next head it started."""
+
+    row: LeasedSession
+    after: MemoryState
+    results: list[OpResult]
+    released: bool
+    following: Started | None
+
+
+# The ids and contents a reply's operations name beyond the loaded items (`targets`).
+_Targets = tuple[set[str], set[tuple[MemoryKind, str]]]
 
 # What follows a chunk: False, the lease is no longer held (released with the commit, or lost); True,
 # start the next head; a `Step`, the next head, which the commit has started already.
@@ -268,35 +295,102 @@ class Worker:
     async def _commit(
         self, key: SessionKey, step: Step, reply: PolicyReply, *, chain: bool
     ) -> _Commit | Step:
-        """Commit the reply; with `chain`, a runnable next head is started in the same transaction and
-        returned as the next step."""
+        """Commit the reply; with `chain`, a runnable next head is started by the same commit and
+        returned as the next step. On Postgres as one read and one write without a transaction
+        (`_commit_at_once`); on SQLite, and on Postgres when that write finds the session changed, in
+        one transaction under the session's lock (`_commit_locked`)."""
         started = time.perf_counter()
+        # The older items the reply names: read before the apply, which needs them (so they cannot
+        # be read by the statement that writes its result).
+        wanted = targets([Operation.from_call(call.name, call.arguments) for call in reply.calls])
+        chain = chain and not self.shutdown.stop.is_set()
+        applied = None
+        if not self.queue.db.is_sqlite:
+            applied = await self._commit_at_once(key, step, reply, wanted, chain=chain)
+        if applied is None:
+            applied = await self._commit_locked(key, step, reply, wanted, chain=chain)
+        if not isinstance(applied, _Applied):
+            return applied
+        row, after, results = applied.row, applied.after, applied.results
+        self._keep(row, after, results)  # only once committed: a failed commit leaves nothing to reuse
+        APPLY_LATENCY.observe(time.perf_counter() - started)
+        for result in results:
+            OPERATIONS.labels(*op_labels(result)).inc()
+        self.queue.announce_done(key, step.seq)
+        if applied.following is not None:
+            state = self.views.get(row)
+            if state is None:  # not kept (after a delete, see `_keep`): read at the committed version
+                async with self.queue.db.read_connection() as db:
+                    state = await self._current(db, row)
+            return self._step(applied.following, state)
+        return _Commit.RELEASED if applied.released else _Commit.DONE
+
+    async def _commit_at_once(
+        self, key: SessionKey, step: Step, reply: PolicyReply, wanted: _Targets, *, chain: bool
+    ) -> _Applied | _Commit | None:
+        """Postgres: the lease, the chunk, what follows it and the reply's targets read in one
+        statement without a lock (`ChunkQueue.peek`), the reply applied, and everything written by one
+        statement that checks the session row is as read (`ChunkQueue.complete_at_once`). None when
+        the locked commit has to decide: the memory was edited, or the write found the row changed
+        (it then wrote nothing)."""
+        found = target_filter(*wanted) if step.state.partial else None
+        async with self.queue.db.autocommit_connection() as db:
+            now = utcnow()
+            items = None if found is None else target_query(key, found)
+            seen = await self.queue.peek(db, key, step.seq, self.owner, items)
+            if seen is None:
+                return self._lost(key, step)
+            if seen.held.session.version != step.state.version:
+                return None
+            base = with_found(step.state, seen.items)
+            after, results = self._apply(step, reply, base, now)
+            done = await self.queue.complete_at_once(
+                db,
+                key,
+                seen,
+                self.owner,
+                now,
+                memory=after,
+                items=item_changes(key, base, after),
+                logged=audit.rows(
+                    key,
+                    results,
+                    actor="policy",
+                    now=now,
+                    chunk_seq=step.seq,
+                    policy=step.policy_name,
+                    model=reply.model,
+                ),
+                policy=step.policy_name,
+                model=reply.model,
+                usage=_usage(reply),
+                start_next=chain,
+            )
+        if done is None:
+            return None
+        released, following = done
+        return _Applied(seen.held.session.committed(after), after, results, released, following)
+
+    async def _commit_locked(
+        self, key: SessionKey, step: Step, reply: PolicyReply, wanted: _Targets, *, chain: bool
+    ) -> _Applied | _Commit:
+        """The commit in one transaction that locks the session first (`ChunkQueue.held`)."""
         following: Started | None = None  # the next head, started in this commit
         async with self.queue.db.write_connection() as db:
             now = utcnow()
             held = await self.queue.held(db, key, step.seq, self.owner)
             if held is None:
-                log.warning(
-                    "worker %s lost %s before committing chunk %s; dropping its result",
-                    self.owner,
-                    key,
-                    step.seq,
-                )
-                return _Commit.LEASE_LOST
+                return self._lost(key, step)
             row = held.session
             edited = row.version != step.state.version  # a manual edit landed while the policy ran
             base = await self._current(db, row) if edited else step.state
             # A partial memory gets the older items the reply names: the applier then finds them (and
             # an edit of them shows in `conflicts`) as in the whole memory.
-            ids, contents = targets([Operation.from_call(call.name, call.arguments) for call in reply.calls])
-            base = await with_targets(db, row, base, ids, contents)
+            base = await with_targets(db, row, base, *wanted)
             if edited and conflicts(step.state, base, reply.calls):
                 step.state = base  # the reply would overwrite the edit: propose again on it
                 return _Commit.STALE
-            after = base.copy()
-            results = self.applier.apply_calls(
-                after, reply.calls, now=now, seq=step.seq, occurred_at=step.timestamp
-            )
+            after, results = self._apply(step, reply, base, now)
             await save_items(db, key, base, after)
             await audit.record(
                 db,
@@ -319,20 +413,25 @@ class Worker:
                 usage=_usage(reply),
             )
             row = row.committed(after)
-            if not released and chain and not self.shutdown.stop.is_set():
+            if not released and chain:
                 following = await self.queue.start_following(db, row, now)
-        self._keep(row, after, results)  # only once committed: a failed commit leaves nothing to reuse
-        APPLY_LATENCY.observe(time.perf_counter() - started)
-        for result in results:
-            OPERATIONS.labels(*op_labels(result)).inc()
-        self.queue.announce_done(key, step.seq)
-        if following is not None:
-            state = self.views.get(row)
-            if state is None:  # not kept (after a delete, see `_keep`): read at the committed version
-                async with self.queue.db.read_connection() as db:
-                    state = await self._current(db, row)
-            return self._step(following, state)
-        return _Commit.RELEASED if released else _Commit.DONE
+        return _Applied(row, after, results, released, following)
+
+    def _apply(
+        self, step: Step, reply: PolicyReply, base: MemoryState, now: datetime
+    ) -> tuple[MemoryState, list[OpResult]]:
+        """The reply applied to a copy of `base`: the memory after it, and each operation's result."""
+        after = base.copy()
+        results = self.applier.apply_calls(
+            after, reply.calls, now=now, seq=step.seq, occurred_at=step.timestamp
+        )
+        return after, results
+
+    def _lost(self, key: SessionKey, step: Step) -> _Commit:
+        log.warning(
+            "worker %s lost %s before committing chunk %s; dropping its result", self.owner, key, step.seq
+        )
+        return _Commit.LEASE_LOST
 
     def _keep(self, row: LeasedSession, after: MemoryState, results: list[OpResult]) -> None:
         """Cache the committed memory for the session's next chunk. A partial memory is cut back to

@@ -120,9 +120,8 @@ class Database:
         self._write_engine = self.engine.execution_options(**{_WRITE_OPTION: True})
         self._writer = async_sessionmaker(self._write_engine, expire_on_commit=False)
         # Statements without BEGIN/COMMIT (Postgres): for a lone statement, two round trips fewer.
-        self._autocommit = async_sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
+        self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit = async_sessionmaker(self._autocommit_engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
     @property
@@ -178,6 +177,14 @@ class Database:
     async def read_connection(self) -> AsyncIterator[AsyncConnection]:
         """`read()` on a plain connection (no ORM session)."""
         async with self.engine.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def autocommit_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A plain connection without BEGIN/COMMIT (Postgres): each statement commits by itself, so
+        only what one statement does is atomic. For statements that check by themselves what they
+        rely on (the worker's commit, `ChunkQueue.complete_at_once`)."""
+        async with self._autocommit_engine.connect() as connection:
             yield connection
 
     def _writing(self) -> AbstractAsyncContextManager[object]:

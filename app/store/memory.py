@@ -8,16 +8,31 @@ items a reply's operations name), so a chunk costs the same at 1k items as at 10
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Exists,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, Operation, Tool, normalise_id
 from app.store.models import MemoryItem, MemoryRemoval, Session
 from app.store.sessions import SessionKey, SessionRow, memory_values
-from app.store.sql import Executor
+from app.store.sql import Executor, json_rows, to_json
 
 # Plain columns, not ORM entities: loading is on every chunk and every question.
 _COLUMNS = (
@@ -146,6 +161,19 @@ def targets(operations: Sequence[Operation]) -> tuple[set[str], set[tuple[Memory
     return ids, contents
 
 
+def target_filter(
+    ids: Collection[str], contents: Collection[tuple[MemoryKind, str]]
+) -> ColumnElement[bool] | None:
+    """The items that have one of `ids` or one of `contents` (what `targets` found), as a filter on
+    `memory_items` beside the session's key; None when there is nothing to look for."""
+    wanted: list[ColumnElement[bool]] = []
+    if ids:
+        wanted.append(MemoryItem.item_id.in_(sorted(ids)))
+    # One equality per content, so Postgres can use the hash index on content for each.
+    wanted += [and_(MemoryItem.kind == kind.value, MemoryItem.content == text) for kind, text in contents]
+    return or_(*wanted) if wanted else None
+
+
 async def with_targets(
     db: Executor,
     row: SessionRow,
@@ -154,23 +182,28 @@ async def with_targets(
     contents: Collection[tuple[MemoryKind, str]],
 ) -> MemoryState:
     """`state` (a partial memory of `row`) with the not yet loaded items that have one of `ids` or
-    one of `contents` loaded too, so the applier finds them as in the whole memory. Unloaded items
-    are older than every loaded one: they go in front, in position order. Returns a new state."""
-    if not state.partial:
+    one of `contents` loaded too, so the applier finds them as in the whole memory. Returns a new
+    state."""
+    wanted = target_filter(ids, contents) if state.partial else None
+    if wanted is None:
         return state
-    wanted: list[ColumnElement[bool]] = []
-    if ids:
-        wanted.append(MemoryItem.item_id.in_(sorted(ids)))
-    # One equality per content, so Postgres can use the hash index on content for each.
-    wanted += [and_(MemoryItem.kind == kind.value, MemoryItem.content == text) for kind, text in contents]
-    if not wanted:
-        return state
+    query = target_query((row.tenant_id, row.id), wanted).order_by(MemoryItem.position)
+    return with_found(state, list(await db.execute(query)))
+
+
+def target_query(key: SessionKey, wanted: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
+    """The items of session `key` that `wanted` (`target_filter`) selects, as `with_found` reads
+    them, with their position last (to order them by)."""
+    of_session = (MemoryItem.tenant_id == key[0], MemoryItem.session_id == key[1])
+    return select(*_COLUMNS, MemoryItem.position).where(*of_session, wanted)
+
+
+def with_found(state: MemoryState, records: Sequence[Sequence[Any]]) -> MemoryState:
+    """`state` with the items of `records` (rows that start with `_COLUMNS`, in position order, read
+    by `target_filter`) that it has not loaded. Unloaded items are older than every loaded one: they go
+    in front, in position order. Returns a new state (or `state` when nothing is new)."""
     loaded = {item.id for kind in LIST_KINDS for item in state.items(kind)}
-    found = [
-        record
-        for record in await db.execute(_of(row).where(or_(*wanted)).order_by(MemoryItem.position))
-        if record[1] not in loaded
-    ]
+    found = [record for record in records if record[1] not in loaded]
     if not found:
         return state
     out = state.copy()
@@ -203,6 +236,23 @@ def item_row(key: SessionKey, kind: MemoryKind, item: Item, position: int, versi
     }
 
 
+# `item_row`'s keys, in its order.
+FRESH_COLUMNS = (
+    "tenant_id",
+    "session_id",
+    "item_id",
+    "kind",
+    "content",
+    "position",
+    "created_at",
+    "updated_at",
+    "source_seq",
+    "occurred_at",
+    "cues",
+    "version",
+)
+
+
 async def insert_items(db: Executor, rows: Iterable[dict[str, object]]) -> None:
     batch = list(rows)
     if batch:
@@ -216,34 +266,30 @@ async def save_state(db: AsyncSession, row: Session, before: MemoryState, after:
         setattr(row, name, value)
 
 
-async def save_items(db: Executor, key: SessionKey, before: MemoryState, after: MemoryState) -> None:
-    """Write the items of `after` over those of `before` (the state loaded from session `key`); the
-    session row's scalars are the caller's to write (`memory_values`)."""
+@dataclass(frozen=True)
+class ItemChanges:
+    """What writing `after` over `before` changes in `memory_items`: the rows of new items, the
+    columns of edited ones (`EDITED_COLUMNS` with `item_id` and the session's key) and the removals
+    (the session's key, `item_id`, `version`), all as column values."""
+
+    fresh: list[dict[str, Any]]
+    edited: list[dict[str, Any]]
+    gone: list[dict[str, Any]]
+
+
+# The columns an edit of an item writes.
+EDITED_COLUMNS = ("content", "cues", "updated_at", "occurred_at", "version")
+
+
+def item_changes(key: SessionKey, before: MemoryState, after: MemoryState) -> ItemChanges:
+    """The items of `after` against those of `before` (the state loaded from session `key`)."""
     old, new = _by_id(before), _by_id(after)
-    gone = [item_id for item_id in old if item_id not in new]
-    if gone:
-        await db.execute(
-            delete(MemoryItem).where(
-                MemoryItem.tenant_id == key[0], MemoryItem.session_id == key[1], MemoryItem.item_id.in_(gone)
-            )
-        )
-        await db.execute(
-            cast(Table, MemoryRemoval.__table__).insert(),
-            [
-                {"tenant_id": key[0], "session_id": key[1], "item_id": item_id, "version": after.version}
-                for item_id in gone
-            ],
-        )
+    keyed: dict[str, Any] = {"tenant_id": key[0], "session_id": key[1]}
+    gone = [keyed | {"item_id": item_id, "version": after.version} for item_id in old if item_id not in new]
     # New items are appended and each consumed one tick of the id counter, so the counter value at
     # their creation is a position after every existing one.
     fresh = [(kind, item) for item_id, (kind, item) in new.items() if item_id not in old]
-    await insert_items(
-        db,
-        (
-            item_row(key, kind, item, before.next_item + n, after.version)
-            for n, (kind, item) in enumerate(fresh)
-        ),
-    )
+    edited: list[dict[str, Any]] = []
     for item_id, (_kind, item) in new.items():
         previous = old.get(item_id)
         if previous is None:
@@ -255,18 +301,92 @@ async def save_items(db: Executor, key: SessionKey, before: MemoryState, after: 
             item.updated_at,
             item.occurred_at,
         ):
-            await db.execute(
-                update(MemoryItem)
-                .where(
-                    MemoryItem.tenant_id == key[0],
-                    MemoryItem.session_id == key[1],
-                    MemoryItem.item_id == item_id,
-                )
-                .values(
-                    content=item.content,
-                    cues=item.cues,
-                    updated_at=item.updated_at,
-                    occurred_at=item.occurred_at,
-                    version=after.version,
-                )
+            edited.append(
+                keyed
+                | {
+                    "item_id": item_id,
+                    "content": item.content,
+                    "cues": item.cues,
+                    "updated_at": item.updated_at,
+                    "occurred_at": item.occurred_at,
+                    "version": after.version,
+                }
             )
+    return ItemChanges(
+        fresh=[
+            item_row(key, kind, item, before.next_item + n, after.version)
+            for n, (kind, item) in enumerate(fresh)
+        ],
+        edited=edited,
+        gone=gone,
+    )
+
+
+_ITEMS = cast(Table, MemoryItem.__table__)
+_REMOVALS = cast(Table, MemoryRemoval.__table__)
+_OF_ROW = (  # parameters not named as columns: an UPDATE would take those as values to SET
+    _ITEMS.c.tenant_id == bindparam("row_tenant"),
+    _ITEMS.c.session_id == bindparam("row_session"),
+    _ITEMS.c.item_id == bindparam("row_item"),
+)
+_DELETE_ITEM = delete(_ITEMS).where(*_OF_ROW)
+_EDIT_ITEM = (
+    update(_ITEMS).where(*_OF_ROW).values({name: bindparam(f"set_{name}") for name in EDITED_COLUMNS})
+)
+
+
+async def save_items(db: Executor, key: SessionKey, before: MemoryState, after: MemoryState) -> None:
+    """Write the items of `after` over those of `before` (the state loaded from session `key`); the
+    session row's scalars are the caller's to write (`memory_values`)."""
+    changes = item_changes(key, before, after)
+    if changes.gone:
+        await db.execute(_DELETE_ITEM, [_row_key(row) for row in changes.gone])
+        await db.execute(_REMOVALS.insert(), changes.gone)
+    await insert_items(db, changes.fresh)
+    for row in changes.edited:
+        await db.execute(_EDIT_ITEM, _row_key(row) | {f"set_{name}": row[name] for name in EDITED_COLUMNS})
+
+
+def _row_key(row: dict[str, Any]) -> dict[str, Any]:
+    return {"row_tenant": row["tenant_id"], "row_session": row["session_id"], "row_item": row["item_id"]}
+
+
+# `changes_ctes`' JSON parameters (`changes_json`), one array of rows each.
+_CHANGES = ("items_fresh", "items_edited", "items_gone")
+
+
+def changes_ctes(applied: Exists) -> tuple[CTE, ...]:
+    """`ItemChanges` written by one statement (Postgres): data-modifying CTEs that read the rows from
+    JSON parameters (`changes_json`) and write only where `applied` holds."""
+    fresh = json_rows(_CHANGES[0], *(_ITEMS.c[name] for name in FRESH_COLUMNS))
+    edited = json_rows(
+        _CHANGES[1], *(_ITEMS.c[name] for name in ("tenant_id", "session_id", "item_id", *EDITED_COLUMNS))
+    )
+    gone = json_rows(_CHANGES[2], *_REMOVALS.c)
+    item_key = tuple_(_ITEMS.c.tenant_id, _ITEMS.c.session_id, _ITEMS.c.item_id)
+    return (
+        _ITEMS.insert()
+        .from_select(FRESH_COLUMNS, select(*fresh.c).where(applied))
+        .returning(_ITEMS.c.item_id)
+        .cte("items_inserted"),
+        update(_ITEMS)
+        .where(item_key == tuple_(edited.c.tenant_id, edited.c.session_id, edited.c.item_id), applied)
+        .values({name: edited.c[name] for name in EDITED_COLUMNS})
+        .returning(_ITEMS.c.item_id)
+        .cte("items_updated"),
+        delete(_ITEMS)
+        .where(item_key.in_(select(gone.c.tenant_id, gone.c.session_id, gone.c.item_id)), applied)
+        .returning(_ITEMS.c.item_id)
+        .cte("items_deleted"),
+        _REMOVALS.insert()
+        .from_select([column.name for column in _REMOVALS.c], select(*gone.c).where(applied))
+        .returning(_REMOVALS.c.item_id)
+        .cte("items_removed"),
+    )
+
+
+def changes_json(items: ItemChanges) -> dict[str, str]:
+    """The parameters of `changes_ctes` for `items`."""
+    return dict(
+        zip(_CHANGES, (to_json(items.fresh), to_json(items.edited), to_json(items.gone)), strict=True)
+    )

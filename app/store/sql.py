@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import Column, Text, bindparam, cast, column, func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 T = TypeVar("T")
 
@@ -36,3 +41,25 @@ async def insert_ignore(session: AsyncSession, model: type[DeclarativeBase], val
     dialect = await dialect_name(session)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     await session.execute(insert(model).values(**values).on_conflict_do_nothing())
+
+
+def json_rows(param: str, *columns: Column[Any]) -> TableValuedAlias:
+    """The rows of the JSON array bound as `param` (`to_json`) as a table with `columns`' names and
+    types (Postgres `jsonb_to_recordset`): a statement gets any number of rows in one parameter."""
+    rows = func.jsonb_to_recordset(cast(bindparam(param, type_=Text), JSONB))
+    return rows.table_valued(*(column(c.name, c.type) for c in columns)).render_derived(
+        name=f"{param}_rows", with_types=True
+    )
+
+
+def to_json(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows for `json_rows`: datetimes (aware, as the columns hold them) in ISO 8601 with their offset."""
+    return json.dumps(rows, default=_json_value, ensure_ascii=False)
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.isoformat()
+    raise TypeError(f"not a column value: {value!r}")
