@@ -62,7 +62,7 @@ async def _claimed(service: MemoryService) -> tuple[Worker, Step]:
 
 async def _peek(queue: ChunkQueue, seq: int) -> Seen:
     async with queue.db.autocommit_connection() as db:
-        seen = await queue.peek(db, KEY, seq, OWNER, None)
+        seen = await queue.peek(db, KEY, seq, OWNER)
     assert seen is not None
     return seen
 
@@ -155,7 +155,7 @@ async def test_a_lost_lease_writes_nothing(migrated_pg_url: str) -> None:
         assert await _complete(service.queue, seen, *_changes(utcnow())) is None
         assert await _written(service) == before
         async with service.db.autocommit_connection() as db:  # and the worker learns it lost the lease
-            assert await service.queue.peek(db, KEY, step.seq, OWNER, None) is None
+            assert await service.queue.peek(db, KEY, step.seq, OWNER) is None
     assert before[0][0] == ChunkStatus.PROCESSING and before[1][2] == "other" and before[2:] == (0, 0)
 
 

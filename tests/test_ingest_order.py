@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from conftest import running_api, service_settings
 from scripted_llm import Delay, Echo, ScriptedLLM
+from sqlalchemy import event, select, update
 from store_helpers import assert_exactly_once, chunk_rows, openai_policy, running, settle, until
 
 from app.errors import BadRequest, PayloadTooLarge
 from app.service import ChunkIn
+from app.store.models import Session
+from app.store.types import utcnow
 
 T = "tenant-a"
 
@@ -55,6 +60,40 @@ async def test_concurrent_ingest_to_one_session_keeps_order(store_url: str) -> N
         by_seq = {row.seq: row.content for row in rows}
         assert [item.content for item in memory.semantic] == [by_seq[s] for s in range(1, 31)]
         await assert_exactly_once(service, T, "busy")
+
+
+async def test_a_request_without_keys_locks_and_places_the_session_in_one_statement(store_url: str) -> None:
+    """The session's lock and new place are one UPDATE before the INSERT (a new session is created
+    first); a blocked session stays parked, blocked, and one in backoff keeps its ready time."""
+    async with running(store_url, run_workers=False) as service:
+        sent: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            sent.append(" ".join(statement.split()[:3]))
+
+        event.listen(service.db.engine.sync_engine, "before_cursor_execute", record)
+        await service.ingestion.ingest(T, "s", [ChunkIn(fact(1))], wait=False)  # creates the session
+        sent.clear()
+        first = await service.ingestion.ingest(T, "s", [ChunkIn(fact(n)) for n in (2, 3)], wait=False)
+        assert [text for text in sent if text.split()[0] in ("UPDATE", "INSERT")] == [
+            "UPDATE sessions SET",
+            "INSERT INTO chunks",
+        ]
+        assert not [text for text in sent if text.startswith("SELECT sessions")]  # no locking read
+        assert [c.seq for c in first.chunks] == [2, 3]
+        later = utcnow() + timedelta(hours=1)
+        async with service.db.write() as db:
+            await db.execute(update(Session).values(blocked_by_seq=1, ready_at=None))
+        blocked = await service.ingestion.ingest(T, "s", [ChunkIn(fact(4))], wait=False)
+        async with service.db.read() as db:
+            parked = (await db.execute(select(Session.blocked_by_seq, Session.ready_at))).one()
+        async with service.db.write() as db:
+            await db.execute(update(Session).values(blocked_by_seq=None, ready_at=later))
+        await service.ingestion.ingest(T, "s", [ChunkIn(fact(5))], wait=False)
+        async with service.db.read() as db:
+            waiting = (await db.execute(select(Session.ready_at, Session.next_seq))).one()
+    assert [c.seq for c in blocked.chunks] == [4] and tuple(parked) == (1, None)
+    assert tuple(waiting) == (later, 6)
 
 
 async def test_idempotency_key_dedupes_within_and_across_requests(store_url: str) -> None:

@@ -60,17 +60,17 @@ Two round trips and no BEGIN/COMMIT instead of seven. SQLite has no data-modifyi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
-    Select,
     Table,
     Text,
     and_,
     bindparam,
+    case,
     func,
     literal_column,
     or_,
@@ -85,13 +85,13 @@ from app.context import request_id
 from app.errors import Backlogged
 from app.ingest.prepare import Piece
 from app.ingest.wakeups import Wakeups, announce
-from app.memory import MemoryState
+from app.memory import MemoryKind, MemoryState
 from app.metrics import CHUNK_QUEUE_WAIT, PENDING_CHUNKS
 from app.settings import Settings
 from app.store import audit, chunks, memory, policies
 from app.store.chunks import QUEUED_COLUMNS, QueuedChunk
 from app.store.database import Database
-from app.store.memory import ItemChanges, changes_json
+from app.store.memory import ItemChanges, bound_target_params, bound_targets, changes_json
 from app.store.models import Chunk, ChunkStatus, Session
 from app.store.sessions import (
     LEASED_COLUMNS,
@@ -182,11 +182,13 @@ _HELD = (
 )
 # The session row version's writer (Postgres `xmin`): every UPDATE of the row changes it.
 _XMIN = literal_column("sessions.xmin").cast(Text)
-# `held` without the lock, with what `complete_at_once` needs besides (see `peek`).
+# `held` without the lock, with what `complete_at_once` needs besides and the reply's targets (see `peek`).
+_TARGETS = bound_targets(bindparam("tenant"), bindparam("session")).subquery("targets")
 _PEEK = (
-    select(*_HELD_COLUMNS, _SESSIONS.c.ready_at, _SESSIONS.c.blocked_by_seq, _XMIN)
-    .select_from(_HELD_FROM)
+    select(*_HELD_COLUMNS, _SESSIONS.c.ready_at, _SESSIONS.c.blocked_by_seq, _XMIN, *_TARGETS.c)
+    .select_from(_HELD_FROM.outerjoin(_TARGETS, true()))
     .where(*_OF_SESSION)
+    .order_by(_TARGETS.c.position)
 )
 _READY = (
     select(_SESSIONS.c.tenant_id, _SESSIONS.c.id)
@@ -319,6 +321,22 @@ _REQUEUE = (
     .where(*_OF_SESSION, _SESSIONS.c.lease_owner == bindparam("owner"))
     .values(lease_owner=None, lease_until=None, ready_at=bindparam("now"))
 )
+# `enqueue` without idempotency keys: the session row locked and `adding` seqs taken in one statement,
+# with the session queued now as `enqueue` does it after the INSERT (unless blocked or in backoff). It
+# returns the new `next_seq`; on Postgres a concurrent enqueue's update is re-read once the lock is ours.
+_RESERVE = (
+    update(_SESSIONS)
+    .where(*_OF_SESSION)
+    .values(
+        next_seq=_SESSIONS.c.next_seq + bindparam("adding"),
+        updated_at=_NOW,
+        ready_at=case(
+            (and_(_SESSIONS.c.blocked_by_seq.is_(None), _SESSIONS.c.ready_at.is_(None)), _NOW),
+            else_=_SESSIONS.c.ready_at,
+        ),
+    )
+    .returning(_SESSIONS.c.next_seq, _SESSIONS.c.blocked_by_seq)
+)
 # A session's place in the queue, locked: what `enqueue` reads (plain columns, see `LeasedSession`).
 _PLACE = (
     select(_SESSIONS.c.next_seq, _SESSIONS.c.blocked_by_seq, _SESSIONS.c.ready_at)
@@ -383,7 +401,14 @@ class ChunkQueue:
         out: list[Accepted] = []
         rows: list[dict[str, object]] = []
         async with self.db.write() as session:
-            next_seq, blocked_by, ready_at = await _lock_place(session, key, now)
+            # Without idempotency keys every piece gets a seq: the lock and the session's new place
+            # are one statement (`_RESERVE`), and no UPDATE follows the INSERT.
+            keyless = adding > 0 and all(pieces[0].idempotency_key is None for pieces in inputs)
+            reserved = await _reserve(session, key, adding, now) if keyless else None
+            if reserved is None:
+                next_seq, blocked_by, ready_at = await _lock_place(session, key, now)
+            else:
+                next_seq, blocked_by = reserved
             blocked = blocked_by is not None
             seen: dict[str, list[int]] = {}  # keys of this request, so repeats within it dedupe too
             for pieces in inputs:
@@ -409,7 +434,7 @@ class ChunkQueue:
             # statement held the event loop for ~40 ms; between batches other requests get their turn.
             for batch in batched(rows, _INSERT_BATCH):
                 await session.execute(_INSERT_CHUNKS, batch)
-            if rows:
+            if rows and reserved is None:
                 place: dict[str, Any] = {"next_seq": next_seq, "updated_at": now}
                 # A session blocked by a failed chunk stays parked; one in backoff keeps its ready time.
                 if blocked_by is None and ready_at is None:
@@ -511,25 +536,22 @@ class ChunkQueue:
         key: SessionKey,
         seq: int,
         owner: str,
-        items: Select[*tuple[Any, ...]] | None,
+        ids: Collection[str] = (),
+        contents: Collection[tuple[MemoryKind, str]] = (),
     ) -> Seen | None:
-        """`held` without a lock (Postgres, for `complete_at_once`), with the rows of `items` (a
-        query of the session's memory items by `app.store.memory.target_filter`) joined to it: one
-        round trip. None when the lease was lost. Nothing read here is relied on unless the session
-        row is still at this version when `complete_at_once` locks it."""
-        params = {"tenant": key[0], "session": key[1], "seq": seq}
-        query = _PEEK
-        if items is not None:
-            found = items.subquery("found")
-            query = _PEEK.add_columns(*found.c).outerjoin(found, true()).order_by(found.c.position)
-        rows = list(await db.execute(query, params))
+        """`held` without a lock (Postgres, for `complete_at_once`), with the session's items that
+        have one of `ids` or `contents` (`app.store.memory.targets`) joined to it: one round trip.
+        None when the lease was lost. Nothing read here is relied on unless the session row is still
+        at this version when `complete_at_once` locks it."""
+        params = {"tenant": key[0], "session": key[1], "seq": seq} | bound_target_params(ids, contents)
+        rows = list(await db.execute(_PEEK, params))
         held = _held(rows[0], owner) if rows else None
         if held is None:
             return None
         peeked = len(_HELD_COLUMNS)
         ready_at, blocked_by_seq, xmin = rows[0][peeked : peeked + 3]
-        found_rows = [row[peeked + 3 :] for row in rows if items is not None and row[peeked + 3] is not None]
-        return Seen(held, ready_at, blocked_by_seq, xmin, found_rows)
+        found = [row[peeked + 3 :] for row in rows if row[peeked + 3] is not None]  # None: no item joined
+        return Seen(held, ready_at, blocked_by_seq, xmin, found)
 
     async def complete(
         self,
@@ -733,6 +755,19 @@ def _held(found: Sequence[Any], owner: str) -> Held | None:
         chunk,
         QueuedChunk(*following) if following[0] is not None else None,  # None: the outer join found none
     )
+
+
+async def _reserve(
+    session: AsyncSession, key: SessionKey, adding: int, now: datetime
+) -> tuple[int, int | None] | None:
+    """The first of `adding` seqs taken for new chunks and the session's blocking chunk (`_RESERVE`);
+    None when the session does not exist yet (`_lock_place` creates it)."""
+    params = {"tenant": key[0], "session": key[1], "adding": adding, "now": now}
+    taken = (await session.execute(_RESERVE, params)).first()
+    if taken is None:
+        return None
+    next_seq, blocked_by = taken
+    return next_seq - adding, blocked_by
 
 
 async def _lock_place(

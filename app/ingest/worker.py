@@ -53,8 +53,6 @@ from app.store.memory import (
     load_state,
     load_view,
     save_items,
-    target_filter,
-    target_query,
     targets,
     with_found,
     with_targets,
@@ -333,11 +331,12 @@ class Worker:
         statement that checks the session row is as read (`ChunkQueue.complete_at_once`). None when
         the locked commit has to decide: the memory was edited, or the write found the row changed
         (it then wrote nothing)."""
-        found = target_filter(*wanted) if step.state.partial else None
         async with self.queue.db.autocommit_connection() as db:
             now = utcnow()
-            items = None if found is None else target_query(key, found)
-            seen = await self.queue.peek(db, key, step.seq, self.owner, items)
+            # A whole memory has every item loaded: nothing to look for.
+            seen = await self.queue.peek(
+                db, key, step.seq, self.owner, *(wanted if step.state.partial else ())
+            )
             if seen is None:
                 return self._lost(key, step)
             if seen.held.session.version != step.state.version:

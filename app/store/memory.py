@@ -15,18 +15,23 @@ from typing import Any, cast
 from sqlalchemy import (
     CTE,
     ColumnElement,
+    CompoundSelect,
     Exists,
     Select,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     delete,
     func,
     or_,
     select,
     tuple_,
+    union,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, Operation, Tool, normalise_id
@@ -198,6 +203,33 @@ def target_query(key: SessionKey, wanted: ColumnElement[bool]) -> Select[*tuple[
     return select(*_COLUMNS, MemoryItem.position).where(*of_session, wanted)
 
 
+_ITEMS = cast(Table, MemoryItem.__table__)
+
+
+def bound_targets(tenant: ColumnElement[str], session: ColumnElement[str]) -> CompoundSelect[Any]:
+    """`target_query` as one statement for every reply (Postgres), built once: the ids and contents
+    are parameters (`bound_target_params`), so no statement is built, keyed and compiled per chunk.
+    The ids by the primary key, each content by its hash index (a nested loop over the contents)."""
+    of_session = (_ITEMS.c.tenant_id == tenant, _ITEMS.c.session_id == session)
+    by_id = _ITEMS.c.item_id == any_(bindparam("target_ids", type_=postgresql.ARRAY(String)))
+    contents = json_rows("target_contents", _ITEMS.c.kind, _ITEMS.c.content)
+    by_content = and_(_ITEMS.c.kind == contents.c.kind, _ITEMS.c.content == contents.c.content)
+    columns = (*(_ITEMS.c[column.key] for column in _COLUMNS), _ITEMS.c.position)
+    # UNION, not UNION ALL: an item may be named by id and by content.
+    return union(
+        select(*columns).where(*of_session, by_id),
+        select(*columns).select_from(contents).join(_ITEMS, and_(*of_session, by_content)),
+    )
+
+
+def bound_target_params(ids: Collection[str], contents: Collection[tuple[MemoryKind, str]]) -> dict[str, Any]:
+    """The parameters of `bound_targets` (what `targets` found; none for a whole memory)."""
+    return {
+        "target_ids": sorted(ids),
+        "target_contents": to_json([{"kind": kind.value, "content": text} for kind, text in contents]),
+    }
+
+
 def with_found(state: MemoryState, records: Sequence[Sequence[Any]]) -> MemoryState:
     """`state` with the items of `records` (rows that start with `_COLUMNS`, in position order, read
     by `target_filter`) that it has not loaded. Unloaded items are older than every loaded one: they go
@@ -322,7 +354,6 @@ def item_changes(key: SessionKey, before: MemoryState, after: MemoryState) -> It
     )
 
 
-_ITEMS = cast(Table, MemoryItem.__table__)
 _REMOVALS = cast(Table, MemoryRemoval.__table__)
 _OF_ROW = (  # parameters not named as columns: an UPDATE would take those as values to SET
     _ITEMS.c.tenant_id == bindparam("row_tenant"),
