@@ -10,7 +10,9 @@ Chunk transitions (`ChunkStatus`):
 
 | transition     | from        | to          | session                                           | caller      |
 |----------------|-------------|-------------|---------------------------------------------------|-------------|
-| enqueue        | (new)       | pending     | queued now unless blocked or in backoff           | ingest      |
+| enqueue        | (new)       | pending     | queued now unless blocked or in backoff (without  | ingest      |
+|                |             |             | idempotency keys: the lock, the seqs and this in  |             |
+|                |             |             | one UPDATE before the INSERT, `_RESERVE`)         |             |
 | claim          | —           | —           | leases taken (ready, no live lease), up to n; in  | worker      |
 |                |             |             | the same transaction each one's head is started   |             |
 |                |             |             | (as `start`, under the lock the claim took)       |             |
