@@ -12,7 +12,9 @@ Chunk transitions (`ChunkStatus`):
 |----------------|-------------|-------------|---------------------------------------------------|-------------|
 | enqueue        | (new)       | pending     | queued now unless blocked or in backoff (without  | ingest      |
 |                |             |             | idempotency keys: the lock, the seqs and this in  |             |
-|                |             |             | one UPDATE before the INSERT, `_RESERVE`)         |             |
+|                |             |             | one UPDATE before the INSERT, `_RESERVE`; on      |             |
+|                |             |             | Postgres one statement with the INSERT, `_ACCEPT`,|             |
+|                |             |             | see below)                                        |             |
 | claim          | —           | —           | leases taken (ready, no live lease), up to n; in  | worker      |
 |                |             |             | the same transaction each one's head is started   |             |
 |                |             |             | (as `start`, under the lock the claim took)       |             |
@@ -57,6 +59,17 @@ a manual edit, a heartbeat or an enqueue in between) the caller learns nothing w
 `held` + `complete` in a transaction, which tells a lost lease (drop the result) from an edit or a race.
 Two round trips and no BEGIN/COMMIT instead of seven. SQLite has no data-modifying CTEs and is local
 (no round trips to save): it always uses the transaction.
+
+`enqueue` of a request without idempotency keys on Postgres is ONE statement without a transaction
+(`_ACCEPT`, one round trip instead of four): `_RESERVE` (the session row's UPDATE, which takes its lock
+and `adding` seqs) as a CTE, and the INSERT of the chunks, read from one JSON parameter, each seq the
+first one taken plus the chunk's offset in the request. Order: the seqs come from the UPDATE under the
+row lock, and a concurrent enqueue's UPDATE waits for that lock and is re-evaluated on the newest row
+version (READ COMMITTED), so it takes the seqs after these. Atomic: a failing INSERT undoes the UPDATE
+(an error answer leaves nothing behind), and an answer means both committed (never lost).
+A session that does not exist, or was deleted while the statement waited, gives no row and the INSERT
+writes nothing; the transaction then creates the session. Wake-ups: the INSERT's statement trigger
+(migration 0007) notifies other processes at the statement's commit, as it does inside a transaction.
 """
 
 from __future__ import annotations
@@ -103,7 +116,7 @@ from app.store.sessions import (
     lock_or_create_session,
     memory_values,
 )
-from app.store.sql import Executor, batched
+from app.store.sql import Executor, batched, json_rows, to_json
 from app.store.types import UTCDateTime, utcnow
 
 __all__ = ["Accepted", "ChunkQueue", "ChunkStatus", "Held", "QueueConfig", "Seen", "Started"]
@@ -145,6 +158,22 @@ class Accepted:
 # Statements on every chunk's path, built once (see `app/store/chunks.py`). The worker's statements
 # are Core, on the tables: plain columns in, explicit UPDATEs out, no ORM entity to load and flush.
 _INSERT_CHUNKS = cast(Table, Chunk.__table__).insert()
+# The columns of a chunk as accepted (`_pending_row`).
+_PENDING_COLUMNS = (
+    "tenant_id",
+    "session_id",
+    "seq",
+    "content",
+    "timestamp",
+    "idempotency_key",
+    "request_id",
+    "part",
+    "metadata",
+    "status",
+    "attempts",
+    "accepted_at",
+    "next_attempt_at",
+)
 _SESSIONS, _CHUNKS = SESSIONS, chunks.CHUNKS
 _FOLLOWING = _CHUNKS.alias("following")
 _OF_SESSION = (_SESSIONS.c.tenant_id == bindparam("tenant"), _SESSIONS.c.id == bindparam("session"))
@@ -339,6 +368,27 @@ _RESERVE = (
     )
     .returning(_SESSIONS.c.next_seq, _SESSIONS.c.blocked_by_seq)
 )
+# `enqueue` without idempotency keys on Postgres, as ONE statement (no BEGIN/COMMIT): `_RESERVE` and
+# the INSERT of the request's chunks, read from one JSON parameter (`_pending_row`s whose `seq` is the
+# offset in the request), each seq the first one `_RESERVE` took plus that offset. No row: no session.
+_RESERVED = _RESERVE.cte("reserved")
+_NEW_CHUNKS = json_rows("accept", *(_CHUNKS.c[name] for name in _PENDING_COLUMNS))
+_ACCEPT = select(_RESERVED.c.next_seq, _RESERVED.c.blocked_by_seq).add_cte(
+    _CHUNKS.insert()
+    .from_select(
+        _PENDING_COLUMNS,
+        select(
+            *(
+                _RESERVED.c.next_seq - bindparam("adding") + _NEW_CHUNKS.c.seq
+                if name == "seq"
+                else _NEW_CHUNKS.c[name]
+                for name in _PENDING_COLUMNS
+            )
+        ).select_from(_RESERVED.join(_NEW_CHUNKS, true())),
+    )
+    .returning(_CHUNKS.c.seq)
+    .cte("accepted")
+)
 # A session's place in the queue, locked: what `enqueue` reads (plain columns, see `LeasedSession`).
 _PLACE = (
     select(_SESSIONS.c.next_seq, _SESSIONS.c.blocked_by_seq, _SESSIONS.c.ready_at)
@@ -400,13 +450,19 @@ class ChunkQueue:
                 retry_after_s=self.config.backlog_retry_s,
                 details={"backlog": self.backlog, "max_backlog": self.config.max_backlog},
             )
-        out: list[Accepted] = []
+        # Without idempotency keys every piece gets a seq: the lock and the session's new place are
+        # one statement (`_RESERVE`), and no UPDATE follows the INSERT; on Postgres the INSERT joins
+        # that statement (`_ACCEPT`, see the table at the top). A new session takes the transaction.
+        keyless = adding > 0 and all(pieces[0].idempotency_key is None for pieces in inputs)
+        out = await self._accept(key, inputs, now) if keyless and not self.db.is_sqlite else None
+        if out is not None:
+            self._accepted(adding)
+            return out
+        out = []
         rows: list[dict[str, object]] = []
         async with self.db.write() as session:
-            # Without idempotency keys every piece gets a seq: the lock and the session's new place
-            # are one statement (`_RESERVE`), and no UPDATE follows the INSERT.
-            keyless = adding > 0 and all(pieces[0].idempotency_key is None for pieces in inputs)
-            reserved = await _reserve(session, key, adding, now) if keyless else None
+            # On Postgres `_accept` found no session: created by `_lock_place`.
+            reserved = await _reserve(session, key, adding, now) if keyless and self.db.is_sqlite else None
             if reserved is None:
                 next_seq, blocked_by, ready_at = await _lock_place(session, key, now)
             else:
@@ -444,9 +500,44 @@ class ChunkQueue:
                 await _set_session(session, key, place)
                 # Other processes hear of the new chunks from the INSERT's trigger (migration 0007).
         if rows:
-            self.backlog += len(rows)
-            self.wakeups.work()
+            self._accepted(len(rows))
         return out
+
+    async def _accept(
+        self, key: SessionKey, inputs: list[list[Piece]], now: datetime
+    ) -> list[Accepted] | None:
+        """`enqueue` of keyless `inputs` as one statement without a transaction (Postgres, `_ACCEPT`):
+        atomic by itself, committed when it returns. None when the session does not exist (nothing
+        was written)."""
+        pieces = [piece for chunk in inputs for piece in chunk]
+        rows = [_pending_row(key, offset, piece, now) for offset, piece in enumerate(pieces)]
+        params = {
+            "tenant": key[0],
+            "session": key[1],
+            "adding": len(rows),
+            "now": now,
+            "accept": to_json(rows),
+        }
+        async with self.db.autocommit_connection() as db:
+            taken = (await db.execute(_ACCEPT, params)).first()
+        if taken is None:
+            return None
+        next_seq, blocked_by = taken
+        first, out = next_seq - len(rows), []
+        for chunk in inputs:
+            out.append(
+                Accepted(
+                    list(range(first, first + len(chunk))), duplicate=False, blocked=blocked_by is not None
+                )
+            )
+            first += len(chunk)
+        return out
+
+    def _accepted(self, added: int) -> None:
+        """After new chunks committed: count them into the backlog and wake a claim loop of this
+        process (other processes hear it from the INSERT's trigger, migration 0007)."""
+        self.backlog += added
+        self.wakeups.work()
 
     async def refresh_backlog(self) -> None:
         """Count the open chunks (the autoscaling gauge `memalpha_pending_chunks` and the ingest bound)."""
