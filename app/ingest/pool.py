@@ -144,7 +144,7 @@ class WorkerPool:
                 if claimed.leased < slots:  # nothing else was ready: wait for news rather than look again
                     await self._idle(woken)
 
-    async def _run(self, worker: Worker, key: SessionKey, first: Step) -> None:
+    async def _run(self, worker: Worker, key: SessionKey, first: Step | None) -> None:
         left = False
         try:
             left = await worker.run_session(key, first)

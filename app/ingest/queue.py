@@ -17,7 +17,9 @@ Chunk transitions (`ChunkStatus`):
 |                |             |             | see below)                                        |             |
 | claim          | —           | —           | leases taken (ready, no live lease), up to n; in  | worker      |
 |                |             |             | the same transaction each one's head is started   |             |
-|                |             |             | (as `start`, under the lock the claim took)       |             |
+|                |             |             | (as `start`, under the lock the claim took). On   |             |
+|                |             |             | Postgres first tried as a read and one statement  |             |
+|                |             |             | (`peek_ready`, `claim_at_once`, see below)        |             |
 | start          | pending     | processing  | lease extended; attempts + 1 (also in `claim`,    | worker      |
 |                |             |             | and at the end of `complete` for the next head of |             |
 |                |             |             | a burst)                                          |             |
@@ -42,7 +44,9 @@ under its name at `complete`/`fail_attempt`/`abandon`, and drops its result: the
 A head changes only under its session's row lock, taken before the head is read: by the lease
 extension in `start`, by the claim's UPDATE in `claim` (the lease it relies on was written by that
 statement, in the same transaction), by `held` in `complete`. On Postgres the head is read by a
-later statement than the one that took the lock, so it sees every chunk enqueued before it.
+later statement than the one that took the lock, so it sees every chunk enqueued before it. (The
+one-statement commit and claim below read the head before the lock instead, and write only while the
+session row is still at the version they read.)
 
 `complete_at_once` (Postgres) reads first and locks after, and is still exactly-once and in order:
 `peek` reads, without a lock or transaction, what `held` reads (lease, chunk, next head) and the session
@@ -59,6 +63,19 @@ a manual edit, a heartbeat or an enqueue in between) the caller learns nothing w
 `held` + `complete` in a transaction, which tells a lost lease (drop the result) from an edit or a race.
 Two round trips and no BEGIN/COMMIT instead of seven. SQLite has no data-modifying CTEs and is local
 (no round trips to save): it always uses the transaction.
+
+`claim_at_once` (Postgres) is the claim read first and locked after, on the same grounds: `peek_ready`
+reads, without a lock, the sessions `claim` would lease, each with its row version's token and its head;
+ONE statement then leases each of them only while its row is still at the version read (re-checked on
+the newest version when it waited for the lock) and starts, in a CTE that reads the leased rows, the
+head that was read. A row at the same version means no chunk of the session changed since the read (see
+above), so the head read is still the head, and no other worker leased it (a lease writes the row); the
+objection that kept claim and start two statements in one transaction (the head read from a snapshot
+older than the lock could miss a chunk enqueued in between) does not apply, because such an enqueue
+writes the row and the statement then leases nothing. The worker uses it only when every session read
+has a runnable head and its memory kept at the version read (`Worker._claim_at_once`); otherwise, and
+for the slots of sessions it did not lease, it runs the claim's transaction. Two round trips and no
+BEGIN/COMMIT instead of four; a claim that finds nothing ready is one read instead of three round trips.
 
 `enqueue` of a request without idempotency keys on Postgres is ONE statement without a transaction
 (`_ACCEPT`, one round trip instead of four): `_RESERVE` (the session row's UPDATE, which takes its lock
@@ -81,6 +98,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    Column,
     Table,
     Text,
     and_,
@@ -119,7 +137,7 @@ from app.store.sessions import (
 from app.store.sql import Executor, batched, json_rows, to_json
 from app.store.types import UTCDateTime, utcnow
 
-__all__ = ["Accepted", "ChunkQueue", "ChunkStatus", "Held", "QueueConfig", "Seen", "Started"]
+__all__ = ["Accepted", "ChunkQueue", "ChunkStatus", "Held", "QueueConfig", "Ready", "Seen", "Started"]
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +239,13 @@ _PEEK = (
     .where(*_OF_SESSION)
     .order_by(_TARGETS.c.position)
 )
+_CLAIMABLE = (  # queued and no live lease
+    _SESSIONS.c.ready_at <= bindparam("now"),
+    or_(_SESSIONS.c.lease_until.is_(None), _SESSIONS.c.lease_until < bindparam("now")),
+)
 _READY = (
     select(_SESSIONS.c.tenant_id, _SESSIONS.c.id)
-    .where(
-        _SESSIONS.c.ready_at <= bindparam("now"),
-        or_(_SESSIONS.c.lease_until.is_(None), _SESSIONS.c.lease_until < bindparam("now")),
-    )
+    .where(*_CLAIMABLE)
     .order_by(_SESSIONS.c.ready_at)
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
@@ -263,6 +282,75 @@ _START_HEAD = (
     .where(*_OF_CHUNKS, _CHUNKS.c.seq == _HEAD_SEQ, *_RUNNABLE)
     .values(_STARTED)
     .returning(*QUEUED_COLUMNS, *policies.SERVING_COLUMNS)
+)
+# `claim` on Postgres read first (`peek_ready`, no lock): the sessions `_READY` would pick, each with
+# its row version's token and its head (NULL: none), as `_HEAD` reads it.
+_HEAD_ROW = _CHUNKS.alias("head")
+_PEEK_READY = (
+    select(*LEASED_COLUMNS, _XMIN, *(_HEAD_ROW.c[column.name] for column in QUEUED_COLUMNS))
+    .select_from(
+        _SESSIONS.outerjoin(
+            _HEAD_ROW,
+            and_(
+                _HEAD_ROW.c.tenant_id == _SESSIONS.c.tenant_id,
+                _HEAD_ROW.c.session_id == _SESSIONS.c.id,
+                _HEAD_ROW.c.seq
+                == select(func.min(_CHUNKS.c.seq))
+                .where(
+                    _CHUNKS.c.tenant_id == _SESSIONS.c.tenant_id,
+                    _CHUNKS.c.session_id == _SESSIONS.c.id,
+                    _CHUNKS.c.status.in_(chunks.HEAD_STATUSES),
+                )
+                .correlate(_SESSIONS)
+                .scalar_subquery(),
+            ),
+        )
+    )
+    .where(*_CLAIMABLE)
+    .order_by(_SESSIONS.c.ready_at)
+    .limit(bindparam("limit"))
+)
+# ... then ONE statement (`claim_at_once`): the leases, each only on a row still at the version read
+# (the lease check, as in `_COMPLETE_AT_ONCE`), and the start of the heads read, of the leased rows only.
+_SEEN_READY = json_rows(
+    "seen", _SESSIONS.c.tenant_id, _SESSIONS.c.id, Column("seen_xmin", Text), _CHUNKS.c.seq
+)
+_LEASED = (
+    update(_SESSIONS)
+    .where(
+        _SESSIONS.c.tenant_id == _SEEN_READY.c.tenant_id,
+        _SESSIONS.c.id == _SEEN_READY.c.id,
+        _XMIN == _SEEN_READY.c.seen_xmin,
+    )
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+    .returning(*LEASED_COLUMNS, _SEEN_READY.c.seq.label("head_seq"))
+    .cte("leased")
+)
+_HEADS_STARTED = (
+    update(_CHUNKS)
+    .where(
+        _CHUNKS.c.tenant_id == _LEASED.c.tenant_id,
+        _CHUNKS.c.session_id == _LEASED.c.id,
+        _CHUNKS.c.seq == _LEASED.c.head_seq,
+        *_RUNNABLE,
+    )
+    .values(_STARTED)
+    .returning(
+        _CHUNKS.c.tenant_id.label("of_tenant"),
+        _CHUNKS.c.session_id.label("of_session"),
+        *QUEUED_COLUMNS,
+        *(column.label(f"serving_{n}") for n, column in enumerate(policies.SERVING_COLUMNS)),
+    )
+    .cte("heads_started")
+)
+_CLAIM_AT_ONCE = select(
+    *(_LEASED.c[column.name] for column in LEASED_COLUMNS),
+    *list(_HEADS_STARTED.c)[2:],
+).select_from(
+    _LEASED.outerjoin(
+        _HEADS_STARTED,
+        and_(_HEADS_STARTED.c.of_tenant == _LEASED.c.tenant_id, _HEADS_STARTED.c.of_session == _LEASED.c.id),
+    )
 )
 _EXTEND_LEASE = (
     update(_SESSIONS)
@@ -418,6 +506,16 @@ class Held:
 
 
 @dataclass(frozen=True)
+class Ready:
+    """A session `peek_ready` found claimable, without a lock: its row, the row version's token
+    (`xmin`) that `claim_at_once` checks, and its head (None: no open or failed chunk)."""
+
+    session: LeasedSession
+    xmin: str
+    head: QueuedChunk | None
+
+
+@dataclass(frozen=True)
 class Seen:
     """What `peek` read without a lock: `held`'s answer, the session row's place in the queue as it
     stands, the row version's token (`xmin`) that `complete_at_once` checks, and the item rows the
@@ -570,6 +668,55 @@ class ChunkQueue:
             _CLAIM, {"now": now, "limit": limit, "owner": owner, "until": self._lease_end(now)}
         )
         return [LeasedSession(*row) for row in taken]
+
+    async def peek_ready(self, db: Executor, limit: int, now: datetime) -> list[Ready]:
+        """The sessions `claim` would lease now, with their heads, read without a lock (Postgres, for
+        `claim_at_once`). Nothing read here is relied on unless the row is still at this version
+        when `claim_at_once` locks it."""
+        rows = await db.execute(_PEEK_READY, {"now": now, "limit": limit})
+        lease = len(LEASED_COLUMNS)
+        return [
+            Ready(
+                LeasedSession(*row[:lease]),
+                row[lease],
+                QueuedChunk(*row[lease + 1 :]) if row[lease + 1] is not None else None,
+            )
+            for row in rows
+        ]
+
+    def runnable(self, head: QueuedChunk | None, now: datetime) -> bool:
+        """Whether `head` would start now (`_START_HEAD`), not go the slow way of `start_leased`."""
+        return head is not None and _parked(head, now) is None and head.attempts < self.config.max_attempts
+
+    async def claim_at_once(
+        self, db: Executor, owner: str, ready: Sequence[Ready], now: datetime
+    ) -> list[tuple[LeasedSession, Started | None]]:
+        """`claim` and `start_leased` of the `ready` sessions that `peek_ready` read with a runnable
+        head, as one statement (Postgres, `_CLAIM_AT_ONCE`): each session is leased only while its row
+        is still at the version read, and its head read is started only if it was leased. Returns the
+        sessions leased, each with its head started (None: not runnable after all; `start` decides).
+        Fewer than `ready`: the others changed since the read (taken, or new work, an edit)."""
+        seen = [
+            {"tenant_id": r.session.tenant_id, "id": r.session.id, "seen_xmin": r.xmin, "seq": r.head.seq}
+            for r in ready
+            if r.head is not None
+        ]
+        params = {
+            "seen": to_json(seen),
+            "owner": owner,
+            "until": self._lease_end(now),
+            "now": now,
+            "max_attempts": self.config.max_attempts,
+        }
+        lease = len(LEASED_COLUMNS)
+        out = []
+        for row in await db.execute(_CLAIM_AT_ONCE, params):
+            session = LeasedSession(*row[:lease])
+            started = None
+            if row[lease] is not None:  # the outer join found the head started
+                started = Started(session, *self._started(row[lease:], now))
+            out.append((session, started))
+        return out
 
     async def requeue(self, key: SessionKey, owner: str) -> None:
         """Hand the lease back with the session at the back of the queue (it still has work)."""

@@ -4,7 +4,8 @@ chunk and commits the result. Every status change is the queue's (`app/ingest/qu
 Per chunk: (1) a short transaction starts the head chunk and reads the memory the policy reads (for
 the `openai` backend only the recent items it shows, `load_view`; nothing at all when this process
 holds that session's memory at the current version, `app/ingest/views.py`): for the first chunk of a
-claim the claim's own transaction (`Worker.claim`), for a later one either a start transaction or,
+claim the claim itself (`Worker.claim`: on Postgres, when this process holds the memory, one read and
+one statement without a transaction; otherwise its transaction), for a later one either a start transaction or,
 when the session has more chunks queued, the commit of the previous chunk; (2) the policy is
 called with no transaction open, while a heartbeat keeps the lease; (3) the commit checks the lease
 is still ours and the memory version unchanged, reads the older items the reply's operations name
@@ -101,10 +102,12 @@ class Step:
 @dataclass(frozen=True)
 class Claimed:
     """What one claim took (`Worker.claim`): how many sessions it leased, and the head it started of
-    each that had one runnable (the others were parked or queued at their backoff time, and handed back)."""
+    each that had one runnable (the others were parked or queued at their backoff time, and handed
+    back; None: leased, its head left to `run_session` to start)."""
 
     leased: int
-    started: list[tuple[SessionKey, Step]]
+    started: list[tuple[SessionKey, Step | None]]  # None: leased, its head for `run_session` to start
+    lost: bool = False  # some sessions read as ready were taken or changed before the lease
 
 
 class _Commit(Enum):
@@ -153,9 +156,47 @@ class Worker:
 
     async def claim(self, limit: int) -> Claimed:
         """Lease up to `limit` ready sessions under this worker's owner and start their heads, with
-        the memory each policy call reads, in one transaction: the claim's row lock and fresh lease
-        are what a start transaction would take, so none is needed for a claim's first chunk."""
-        started: list[tuple[SessionKey, Step]] = []
+        the memory each policy call reads: on Postgres first without a transaction (`_claim_at_once`),
+        otherwise, or for what that leaves, in one transaction (`_claim_locked`)."""
+        claimed = None if self.queue.db.is_sqlite else await self._claim_at_once(limit)
+        if claimed is None:
+            return await self._claim_locked(limit)
+        if claimed.leased == limit or not claimed.lost:
+            return claimed
+        # Some sessions read as ready changed before their lease: others may be ready behind them.
+        rest = await self._claim_locked(limit - claimed.leased)
+        return Claimed(claimed.leased + rest.leased, claimed.started + rest.started)
+
+    async def _claim_at_once(self, limit: int) -> Claimed | None:
+        """Postgres: the ready sessions and their heads read without a lock (`ChunkQueue.peek_ready`),
+        then leased and started by one statement that checks each row is as read
+        (`ChunkQueue.claim_at_once`). None when one of them needs the transaction: its head is not
+        runnable (park, backoff, a lost last attempt) or its memory is not kept here at its version
+        (loaded under the claim's lock, so no edit can interleave)."""
+        async with self.queue.db.autocommit_connection() as db:
+            now = utcnow()
+            ready = await self.queue.peek_ready(db, limit, now)
+            if not ready:
+                return Claimed(0, [])
+            states = {(r.session.tenant_id, r.session.id): self.views.get(r.session) for r in ready}
+            if any(state is None for state in states.values()) or not all(
+                self.queue.runnable(r.head, now) for r in ready
+            ):
+                return None
+            taken = await self.queue.claim_at_once(db, self.owner, ready, now)
+        started: list[tuple[SessionKey, Step | None]] = []
+        for row, head in taken:
+            key = (row.tenant_id, row.id)
+            # Leased at the row version read, so at the memory version read; a head not started after
+            # all is left to `run_session`'s start, which decides what to do with it.
+            state = states[key]
+            started.append((key, None if head is None or state is None else self._step(head, state)))
+        return Claimed(len(taken), started, lost=len(taken) < len(ready))
+
+    async def _claim_locked(self, limit: int) -> Claimed:
+        """`claim` in one transaction: the claim's row lock and fresh lease are what a start
+        transaction would take, so none is needed for a claim's first chunk."""
+        started: list[tuple[SessionKey, Step | None]] = []
         async with self.queue.db.write_connection() as db:
             rows = await self.queue.claim(db, self.owner, limit)
             for row in rows:
