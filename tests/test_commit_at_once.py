@@ -1,7 +1,8 @@
 """The worker's commit as one statement on Postgres (`ChunkQueue.peek` + `complete_at_once`): it writes
 nothing when the lease was lost or the session row changed after the read, also when the change lands
 while the statement waits for the row's lock; rows with awkward text go through its JSON parameters
-exactly; and a commit whose statement wrote nothing is applied once by the locked commit."""
+exactly; a commit whose statement wrote nothing is applied once by the locked commit; and neither
+statement scans the items table, whatever the memory's size."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import ClauseElement, Executable, func, select, text, update
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from store_helpers import running
 
 from app.ingest.queue import ChunkQueue, Seen
 from app.ingest.views import Views
 from app.ingest.worker import Step, Worker, WorkerConfig
-from app.memory import MemoryState, OpResult, Tool
+from app.memory import MemoryKind, MemoryState, OpResult, Tool
 from app.policy.backend import PolicyReply, Usage
 from app.policy.parser import ToolCall
 from app.service import ChunkIn, MemoryService
@@ -300,3 +303,111 @@ async def test_a_commit_whose_statement_wrote_nothing_is_applied_once_by_the_loc
     assert statements == [False]  # the one statement found the row changed and wrote nothing…
     assert outcome.value == "released"  # …and the locked commit applied the reply, once
     assert contents == [AWKWARD[5]] and ops == 1 and status == ChunkStatus.DONE
+
+
+class _Explain(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON)` of a statement, compiled and bound as the statement itself would be."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+
+
+@compiles(_Explain, "postgresql")
+def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+
+
+class _Explaining:
+    """An executor that records each statement's plan before running it."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.plans: list[Any] = []
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        self.plans.append((await self.db.execute(_Explain(statement), params)).scalar_one())
+        return await self.db.execute(statement, params)
+
+
+def _item_scans(node: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every scan of `memory_items` in a plan: its node type and index condition."""
+    found = []
+    if node.get("Relation Name") == "memory_items" and node["Node Type"].endswith("Scan"):
+        found.append((node["Node Type"], node.get("Index Cond", "")))
+    for child in node.get("Plans", []):
+        found += _item_scans(child)
+    return found
+
+
+async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(migrated_pg_url: str) -> None:
+    """Postgres guesses 100 rows for a JSON parameter of one or two: joined plainly to the items, the
+    read's targets by content and the write's edits and deletes hashed every item of the table (8 ms a
+    chunk at 10k items) instead of probing an index per named item."""
+    at = utcnow()
+    async with running(migrated_pg_url, run_workers=False) as service:
+        _worker, step = await _claimed(service)
+        await service.ingestion.ingest(T, "other", [ChunkIn("Another session.")], wait=False)
+        async with service.db.write_connection() as db:  # this session's memory and another's
+            await insert_items(db, [_item(f"m{n}", f"fact number {n}", at=at) for n in range(10, 5010)])
+            await insert_items(
+                db,
+                [_item(f"m{n}", f"other fact {n}", at=at) | {"session_id": "other"} for n in range(10, 5010)],
+            )
+        async with service.db.engine.connect() as db:  # statistics, as autovacuum keeps them
+            await db.execute(text("ANALYZE memory_items"))
+            await db.commit()
+        async with service.db.autocommit_connection() as db:
+            explaining = _Explaining(db)
+            seen = await service.queue.peek(
+                explaining, KEY, step.seq, OWNER, {"m20"}, {(MemoryKind.SEMANTIC, "fact number 30")}
+            )
+            assert seen is not None and {item[1] for item in seen.items} == {"m20", "m30"}
+            edited = [
+                {
+                    "tenant_id": T,
+                    "session_id": "s",
+                    "item_id": "m40",
+                    "content": "fact forty, edited",
+                    "cues": "",
+                    "updated_at": at,
+                    "occurred_at": None,
+                    "version": 2,
+                }
+            ]
+            gone = [{"tenant_id": T, "session_id": "s", "item_id": "m50", "version": 2}]
+            _, logged = _changes(at)
+            items = ItemChanges([_item("m9", "a new fact", at=at)], edited, gone)
+            memory = MemoryState(core="core after", version=seen.held.session.version + 1, next_item=7)
+            done = await service.queue.complete_at_once(
+                explaining,
+                KEY,
+                seen,
+                OWNER,
+                at,
+                memory=memory,
+                items=items,
+                logged=logged,
+                policy="p",
+                model="m",
+                usage={"calls": 1},
+                start_next=False,
+            )
+            assert done is not None
+        async with service.db.read() as db:
+            contents = dict(
+                (
+                    await db.execute(
+                        select(MemoryItem.session_id, MemoryItem.content).where(MemoryItem.item_id == "m40")
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            count = (await db.execute(select(func.count()).select_from(MemoryItem))).scalar_one()
+    assert contents == {"s": "fact forty, edited", "other": "other fact 40"}
+    assert count == 2 * 5000  # one inserted, one deleted
+    scans = [scan for plan in explaining.plans for scan in _item_scans(plan[0]["Plan"])]
+    # Each named item by an index on what names it (its id, or its content), never the session's items.
+    assert scans and all("item_id" in cond or "content" in cond for _, cond in scans), scans

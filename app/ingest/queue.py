@@ -431,7 +431,7 @@ _COMPLETE_AT_ONCE = (
     .select_from(_LEASE_CHECK.outerjoin(_START_NEXT, true()))
     .add_cte(
         _DONE.where(_APPLIED).returning(_CHUNKS.c.seq).cte("done"),
-        *memory.changes_ctes(_APPLIED),
+        *memory.changes_ctes(_APPLIED, bindparam("tenant"), bindparam("session")),
         audit.insert_cte(_APPLIED),
     )
 )
