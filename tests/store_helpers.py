@@ -11,7 +11,7 @@ from typing import Any
 
 from conftest import service_settings
 from scripted_llm import ScriptedLLM
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from app.service import MemoryService
 from app.store.models import Chunk, OperationLog
@@ -104,3 +104,22 @@ def openai_policy(llm: ScriptedLLM, **overrides: Any) -> dict[str, Any]:
         "policy_timeout_s": 5.0,
         **overrides,
     }
+
+
+@asynccontextmanager
+async def sent_statements(
+    service: MemoryService, *, unless: tuple[str, ...] = ()
+) -> AsyncIterator[list[tuple[str, bool]]]:
+    """The statements the service sends while open (first three words) and whether each ran in
+    autocommit, but those that start with one of `unless`."""
+    sent: list[tuple[str, bool]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not unless or not statement.startswith(unless):
+            sent.append((" ".join(statement.split()[:3]), conn.connection.driver_connection.autocommit))
+
+    event.listen(service.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(service.db.engine.sync_engine, "before_cursor_execute", record)

@@ -6,13 +6,11 @@ that statement, and the claim in a transaction takes over; two workers never bot
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
-from store_helpers import running
+from sqlalchemy import select
+from store_helpers import running, sent_statements
 
 from app.ingest.queue import ChunkQueue
 from app.ingest.views import Views
@@ -45,20 +43,6 @@ async def _kept(service: MemoryService, views: Views) -> None:
     assert await worker.run_session(KEY, claimed.started[0][1]) is False
 
 
-@asynccontextmanager
-async def _statements(service: MemoryService) -> AsyncIterator[list[tuple[str, bool]]]:
-    sent: list[tuple[str, bool]] = []
-
-    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        sent.append((" ".join(statement.split()[:3]), conn.connection.driver_connection.autocommit))
-
-    event.listen(service.db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(service.db.engine.sync_engine, "before_cursor_execute", record)
-
-
 async def _chunks(service: MemoryService) -> list[tuple[int, str, int]]:
     async with service.db.read() as db:
         rows = await db.execute(select(Chunk.seq, Chunk.status, Chunk.attempts).order_by(Chunk.seq))
@@ -76,7 +60,7 @@ async def test_a_claim_is_a_read_and_one_statement_without_a_transaction(migrate
         await _kept(service, views)
         await service.ingestion.ingest(T, "s", [ChunkIn("Fact 1: Zorg owns 1 boat.")], wait=False)
         worker = _worker(service, "w", views)
-        async with _statements(service) as sent:
+        async with sent_statements(service) as sent:
             claimed = await worker.claim(4)
         chunks, owner = await _chunks(service), await _owner(service)
     assert sent == [("SELECT sessions.tenant_id, sessions.id,", True), ("WITH leased AS", True)]
@@ -162,7 +146,7 @@ async def test_a_head_in_backoff_takes_the_transaction(migrated_pg_url: str) -> 
         async with service.db.write() as db:  # the lease lapsed and the session looks ready…
             row = (await db.execute(select(Session))).scalar_one()
             row.lease_until = row.ready_at = row.updated_at
-        async with _statements(service) as sent:
+        async with sent_statements(service) as sent:
             again = await worker.claim(4)  # …but the head's own next attempt is an hour away
         chunks, owner = await _chunks(service), await _owner(service)
     assert sent[0] == ("SELECT sessions.tenant_id, sessions.id,", True) and not sent[1][1]

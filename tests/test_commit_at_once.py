@@ -70,11 +70,19 @@ async def _peek(queue: ChunkQueue, seq: int) -> Seen:
     return seen
 
 
-async def _complete(queue: ChunkQueue, seen: Seen, items: ItemChanges, logged: list[dict[str, Any]]) -> Any:
+async def _complete(
+    queue: ChunkQueue,
+    seen: Seen,
+    items: ItemChanges,
+    logged: list[dict[str, Any]],
+    *,
+    plans: list[Any] | None = None,
+) -> Any:
+    """`complete_at_once` on `seen`; with `plans`, its statements' plans are added to them."""
     memory = MemoryState(core="core after", version=seen.held.session.version + 1, next_item=7)
     async with queue.db.autocommit_connection() as db:
         return await queue.complete_at_once(
-            db,
+            db if plans is None else _Explaining(db, plans),
             KEY,
             seen,
             OWNER,
@@ -322,9 +330,9 @@ def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str
 class _Explaining:
     """An executor that records each statement's plan before running it."""
 
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Any, plans: list[Any]) -> None:
         self.db = db
-        self.plans: list[Any] = []
+        self.plans = plans
 
     async def execute(self, statement: Any, params: Any = None) -> Any:
         self.plans.append((await self.db.execute(_Explain(statement), params)).scalar_one())
@@ -358,10 +366,15 @@ async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(migrat
         async with service.db.engine.connect() as db:  # statistics, as autovacuum keeps them
             await db.execute(text("ANALYZE memory_items"))
             await db.commit()
+        plans: list[Any] = []
         async with service.db.autocommit_connection() as db:
-            explaining = _Explaining(db)
             seen = await service.queue.peek(
-                explaining, KEY, step.seq, OWNER, {"m20"}, {(MemoryKind.SEMANTIC, "fact number 30")}
+                _Explaining(db, plans),
+                KEY,
+                step.seq,
+                OWNER,
+                {"m20"},
+                {(MemoryKind.SEMANTIC, "fact number 30")},
             )
             assert seen is not None and {item[1] for item in seen.items} == {"m20", "m30"}
             edited = [
@@ -379,35 +392,13 @@ async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(migrat
             gone = [{"tenant_id": T, "session_id": "s", "item_id": "m50", "version": 2}]
             _, logged = _changes(at)
             items = ItemChanges([_item("m9", "a new fact", at=at)], edited, gone)
-            memory = MemoryState(core="core after", version=seen.held.session.version + 1, next_item=7)
-            done = await service.queue.complete_at_once(
-                explaining,
-                KEY,
-                seen,
-                OWNER,
-                at,
-                memory=memory,
-                items=items,
-                logged=logged,
-                policy="p",
-                model="m",
-                usage={"calls": 1},
-                start_next=False,
-            )
-            assert done is not None
+        assert await _complete(service.queue, seen, items, logged, plans=plans) is not None
         async with service.db.read() as db:
-            contents = dict(
-                (
-                    await db.execute(
-                        select(MemoryItem.session_id, MemoryItem.content).where(MemoryItem.item_id == "m40")
-                    )
-                )
-                .tuples()
-                .all()
-            )
+            query = select(MemoryItem.session_id, MemoryItem.content).where(MemoryItem.item_id == "m40")
+            contents = {session: content for session, content in await db.execute(query)}
             count = (await db.execute(select(func.count()).select_from(MemoryItem))).scalar_one()
     assert contents == {"s": "fact forty, edited", "other": "other fact 40"}
     assert count == 2 * 5000  # one inserted, one deleted
-    scans = [scan for plan in explaining.plans for scan in _item_scans(plan[0]["Plan"])]
+    scans = [scan for plan in plans for scan in _item_scans(plan[0]["Plan"])]
     # Each named item by an index on what names it (its id, or its content), never the session's items.
     assert scans and all("item_id" in cond or "content" in cond for _, cond in scans), scans

@@ -13,9 +13,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
-from store_helpers import chunk_rows, running
+from store_helpers import chunk_rows, running, sent_statements
 
 from app.ingest.wakeups import CHANNEL
 from app.service import ChunkIn, MemoryService
@@ -31,21 +31,10 @@ def _conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-@asynccontextmanager
-async def _statements(service: MemoryService) -> AsyncIterator[list[tuple[str, bool]]]:
-    """The statements the service sends (first three words) and whether each ran in autocommit,
-    but the read of the chunks' outcomes that answers a request and the periodic backlog count."""
-    sent: list[tuple[str, bool]] = []
-
-    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not statement.startswith(("SELECT chunks.seq, chunks.status", "SELECT count(*)")):
-            sent.append((" ".join(statement.split()[:3]), conn.connection.driver_connection.autocommit))
-
-    event.listen(service.db.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(service.db.engine.sync_engine, "before_cursor_execute", record)
+def _statements(service: MemoryService) -> Any:
+    """The statements the service sends, but the read of the chunks' outcomes that answers a request
+    and the periodic backlog count."""
+    return sent_statements(service, unless=("SELECT chunks.seq, chunks.status", "SELECT count(*)"))
 
 
 @asynccontextmanager

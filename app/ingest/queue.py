@@ -528,6 +528,21 @@ class Seen:
     items: Sequence[Sequence[Any]]
 
 
+def _done_params(
+    key: SessionKey, held: Held, now: datetime, policy: str, model: str, usage: dict[str, Any]
+) -> dict[str, Any]:
+    """The parameters of `_DONE` (a chunk's `processing` → `done`) for `held`'s chunk."""
+    return {
+        "key_tenant": key[0],
+        "key_session": key[1],
+        "done_seq": held.chunk.seq,
+        "done_time": now,
+        "done_policy": policy,
+        "done_model": model,
+        "done_usage": usage,
+    }
+
+
 class ChunkQueue:
     def __init__(self, db: Database, wakeups: Wakeups, config: QueueConfig) -> None:
         self.db, self.wakeups, self.config = db, wakeups, config
@@ -810,15 +825,7 @@ class ChunkQueue:
         statement with the chunk's, `_COMPLETE`). True when the lease was released with it: the next
         head is not runnable now (none, failed or in backoff), and the session is parked or queued as
         `start` would do, one transaction early."""
-        done = {
-            "key_tenant": key[0],
-            "key_session": key[1],
-            "done_seq": held.chunk.seq,
-            "done_time": now,
-            "done_policy": policy,
-            "done_model": model,
-            "done_usage": usage,
-        }
+        done = _done_params(key, held, now, policy, model, usage)
         parked = _parked(held.next_head, now)
         extended = {"updated_at": now, "lease_until": self._lease_end(now)}
         values = memory_values(memory) | extended | (parked or {})
@@ -867,14 +874,7 @@ class ChunkQueue:
             "now": now,
             "max_attempts": self.config.max_attempts,
             "start_seq": following,
-            "key_tenant": key[0],
-            "key_session": key[1],
-            "done_seq": held.chunk.seq,
-            "done_time": now,
-            "done_policy": policy,
-            "done_model": model,
-            "done_usage": usage,
-        }
+        } | _done_params(key, held, now, policy, model, usage)
         params |= {f"set_{name}": values[name] for name in _SESSION_VALUES}
         params |= changes_json(items) | audit.rows_json(logged)
         applied = (await db.execute(_COMPLETE_AT_ONCE, params)).first()

@@ -392,15 +392,7 @@ class Worker:
                 now,
                 memory=after,
                 items=item_changes(key, base, after),
-                logged=audit.rows(
-                    key,
-                    results,
-                    actor="policy",
-                    now=now,
-                    chunk_seq=step.seq,
-                    policy=step.policy_name,
-                    model=reply.model,
-                ),
+                logged=_logged(key, step, reply, results, now),
                 policy=step.policy_name,
                 model=reply.model,
                 usage=_usage(reply),
@@ -432,16 +424,7 @@ class Worker:
                 return _Commit.STALE
             after, results = self._apply(step, reply, base, now)
             await save_items(db, key, base, after)
-            await audit.record(
-                db,
-                key,
-                results,
-                actor="policy",
-                now=now,
-                chunk_seq=step.seq,
-                policy=step.policy_name,
-                model=reply.model,
-            )
+            await audit.insert(db, _logged(key, step, reply, results, now))
             released = await self.queue.complete(
                 db,
                 key,
@@ -491,6 +474,15 @@ class Worker:
         status = await self.queue.fail_attempt(key, step.seq, self.owner, error, retryable=retryable)
         if status is not None:
             log.warning("chunk %s of %s: attempt %s failed: %s", step.seq, key, step.attempts, error)
+
+
+def _logged(
+    key: SessionKey, step: Step, reply: PolicyReply, results: list[OpResult], now: datetime
+) -> list[dict[str, object]]:
+    """The audit rows of a committed reply."""
+    return audit.rows(
+        key, results, actor="policy", now=now, chunk_seq=step.seq, policy=step.policy_name, model=reply.model
+    )
 
 
 def _usage(reply: PolicyReply) -> dict[str, object]:

@@ -69,11 +69,15 @@ async def record(
     policy: str | None = None,
     model: str | None = None,
 ) -> None:
-    if results:
-        await db.execute(
-            _INSERT,
-            rows(key, results, actor=actor, now=now, chunk_seq=chunk_seq, policy=policy, model=model),
-        )
+    await insert(
+        db, rows(key, results, actor=actor, now=now, chunk_seq=chunk_seq, policy=policy, model=model)
+    )
+
+
+async def insert(db: Executor, logged: Sequence[dict[str, object]]) -> None:
+    """Write audit rows made by `rows`."""
+    if logged:
+        await db.execute(_INSERT, list(logged))
 
 
 # The columns `rows` fills (all but the generated id).
