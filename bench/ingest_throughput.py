@@ -12,6 +12,16 @@ start-up is not counted.
         [--concurrency 8,32,128]
 
 With a policy latency L and a total concurrency C, the ceiling is C / L chunks/s; the goal is 0.8 of it.
+
+`--profile-calls` counts instead of timing: one process at the first concurrency, with an instant policy,
+runs under `bench.profiled_worker` (a cProfile of its event loop's thread, the policy call's client side
+included). A warm-up of other sessions runs first (start-up, the pooled connections, SQLAlchemy's caches);
+then the worker is stopped (SIGSTOP) while the measured sessions are queued, so that it finds them all
+queued as in the timed bench, and the profiler counts from its resumption until the last chunk is done.
+Printed: calls per chunk by layer (builtins and unlisted standard library charged to their callers, see
+`bench/call_counts.py`) and the most called functions.
+
+    python -m bench.ingest_throughput --data-dir ../shared/data --concurrency 32 --profile-calls
 """
 
 from __future__ import annotations
@@ -19,8 +29,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pstats
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +42,7 @@ import psycopg
 
 from app.service import ChunkIn, MemoryService
 from app.settings import Settings
+from bench.call_counts import Layers, call_counts, print_calls
 from bench.pg import scratch_database
 from bench.text_pool import load_pool
 from tests.scripted_llm import Delay, Echo, ScriptedLLM
@@ -35,7 +50,9 @@ from tests.scripted_llm import Delay, Echo, ScriptedLLM
 TENANT = "bench"
 
 
-async def enqueue(database_url: str, texts: list[str], sessions: int, chunks: int) -> None:
+async def enqueue(
+    database_url: str, texts: list[str], sessions: int, chunks: int, prefix: str = "session"
+) -> None:
     settings = Settings(_env_file=None, database_url=database_url, auto_migrate=True)  # type: ignore[call-arg]
     service = MemoryService(settings)
     await service.start(run_workers=False)
@@ -45,7 +62,7 @@ async def enqueue(database_url: str, texts: list[str], sessions: int, chunks: in
             for c in range(chunks):
                 text = f"{texts[(n * chunks + c) % len(texts)]} (session {n}, chunk {c})"
                 await service.ingestion.ingest(
-                    TENANT, f"session-{n:03d}", [ChunkIn(content=text)], wait=False
+                    TENANT, f"{prefix}-{n:03d}", [ChunkIn(content=text)], wait=False
                 )
 
         await asyncio.gather(*(one_session(n) for n in range(sessions)))
@@ -78,24 +95,8 @@ def run_config(
     total = args.sessions * args.chunks
     with scratch_database() as (url, libpq_url), ScriptedLLM(default=behaviour) as llm:
         asyncio.run(enqueue(url, texts, args.sessions, args.chunks))
-        env = {**os.environ, "MEMALPHA_POLL_INTERVAL_S": "0.2", "MEMALPHA_LOG_LEVEL": "WARNING"}
-        command = [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "worker",
-            "--database-url",
-            url,
-            "--workers",
-            str(args.workers),
-            "--concurrency",
-            str(max(1, concurrency // processes)),
-            "--policy-url",
-            llm.url,
-            "--policy-model",
-            llm.model,
-        ]
-        workers = [subprocess.Popen(command, env=env) for _ in range(processes)]
+        command = ["app.cli", *worker_args(args, url, llm, max(1, concurrency // processes))]
+        workers = [start_worker(command) for _ in range(processes)]
         try:
             span, done = wait_done(libpq_url, total, args.timeout_s)
         finally:
@@ -104,6 +105,89 @@ def run_config(
             for worker in workers:
                 worker.wait(timeout=30)
     return span, done
+
+
+def worker_args(args: argparse.Namespace, url: str, llm: ScriptedLLM, concurrency: int) -> list[str]:
+    """`memalpha worker` and its options."""
+    return [
+        "worker",
+        "--database-url",
+        url,
+        "--workers",
+        str(args.workers),
+        "--concurrency",
+        str(concurrency),
+        "--policy-url",
+        llm.url,
+        "--policy-model",
+        llm.model,
+    ]
+
+
+def start_worker(module_and_args: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MEMALPHA_POLL_INTERVAL_S": "0.2", "MEMALPHA_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen([sys.executable, "-m", *module_and_args], env=env)
+
+
+# The worker's layers for `--profile-calls` (first match on the function's file).
+LAYERS: Layers = (
+    ("app: policy client (app/policy)", ("/app/policy/",)),
+    ("app: ingest (app/ingest)", ("/app/ingest/",)),
+    ("app: store (app/store)", ("/app/store/",)),
+    ("app: memory (app/memory)", ("/app/memory/",)),
+    ("app: other", ("/app/",)),
+    ("openai SDK", ("/openai/",)),
+    ("HTTP client (httpx2, httpcore2, h11, anyio)", ("/httpx", "/httpcore", "/h11/", "/anyio/", "/sniffio/")),
+    ("pydantic", ("/pydantic",)),
+    ("tenacity", ("/tenacity/",)),
+    ("prometheus_client", ("/prometheus_client/",)),
+    ("logging", ("/logging/",)),
+    ("json", ("/json/",)),
+    ("SQLAlchemy", ("/sqlalchemy/",)),
+    ("psycopg", ("/psycopg",)),
+    ("asyncio", ("/asyncio/",)),
+)
+WARMUP_SESSIONS, WARMUP_CHUNKS = 32, 2  # one policy call per pooled connection at C = 32
+
+
+def profile_calls(args: argparse.Namespace, texts: list[str]) -> None:
+    concurrency = int(args.concurrency.split(",")[0])
+    warm, total = WARMUP_SESSIONS * WARMUP_CHUNKS, args.sessions * args.chunks
+    with (
+        scratch_database() as (url, libpq_url),
+        ScriptedLLM(default=Echo()) as llm,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        stats = str(Path(scratch) / "worker.prof")
+        asyncio.run(enqueue(url, texts[::-1], WARMUP_SESSIONS, WARMUP_CHUNKS, prefix="warmup"))
+        worker = start_worker(["bench.profiled_worker", stats, *worker_args(args, url, llm, concurrency)])
+        try:
+            wait_done(libpq_url, warm, args.timeout_s)
+            worker.send_signal(signal.SIGSTOP)
+            asyncio.run(enqueue(url, texts, args.sessions, args.chunks))
+            worker.send_signal(signal.SIGUSR1)  # delivered at the SIGCONT, before the worker runs on
+            worker.send_signal(signal.SIGCONT)
+            requests = len(llm.requests)
+            _, done = wait_done(libpq_url, warm + total, args.timeout_s)
+            worker.send_signal(signal.SIGUSR2)
+            requests = len(llm.requests) - requests
+        finally:
+            worker.send_signal(signal.SIGCONT)
+            worker.terminate()
+            worker.wait(timeout=30)
+        counted = call_counts(pstats.Stats(stats), total, LAYERS, charge_callers=True)
+        if args.profile:
+            shutil.copyfile(stats, args.profile)
+    print(
+        f"{args.sessions} sessions x {args.chunks} chunks (after {WARMUP_SESSIONS} x {WARMUP_CHUNKS} "
+        f"warm-up), 1 process, concurrency {concurrency}, {args.workers} claim loops, instant policy; "
+        f"{done - warm} of the measured chunks done; {requests / total:.2f} policy requests per chunk"
+    )
+    print_calls(
+        {"worker": counted},
+        "cProfile of `memalpha worker`'s event loop thread, the policy call included",
+        top="most_called",
+    )
 
 
 def main() -> None:
@@ -121,8 +205,17 @@ def main() -> None:
         "--delay-ms", default="0,200", help="scripted policy latencies to run, comma-separated"
     )
     parser.add_argument("--timeout-s", type=float, default=600)
+    parser.add_argument(
+        "--profile-calls", action="store_true", help="count Python calls per chunk instead of timing"
+    )
+    parser.add_argument("--profile", type=Path, help="with --profile-calls: write the worker's cProfile here")
     args = parser.parse_args()
     texts = load_pool(args.data_dir).paragraphs
+    if args.profile and not args.profile_calls:
+        parser.error("--profile needs --profile-calls")
+    if args.profile_calls:
+        profile_calls(args, texts)
+        return
     total = args.sessions * args.chunks
     print(
         f"{args.sessions} sessions x {args.chunks} chunks = {total} chunks; {args.workers} claim loops per "

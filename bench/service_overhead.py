@@ -45,11 +45,13 @@ from app.memory import MemoryState
 from app.policy import PolicyBackend, PolicyReply
 from app.service import ChunkIn, MemoryService
 from app.settings import Settings
+from bench.call_counts import call_counts, print_calls
 from bench.pg import scratch_database
 from bench.text_pool import TextPool, load_pool
 from tests.scripted_llm import ScriptedLLM
 
 TENANT = "bench"
+WHAT = "cProfile of the service's thread, the policy call excluded"
 
 
 @dataclass
@@ -204,7 +206,7 @@ async def measure(args: argparse.Namespace, database_url: str, llm: ScriptedLLM)
         if args.calls_json:
             args.calls_json.write_text(json.dumps(counted) + "\n", encoding="utf-8")
         else:
-            print_calls({"this tree": counted})
+            print_calls({"this tree": counted}, WHAT)
     if args.json:
         summary = {
             "load_average": os.getloadavg()[0],
@@ -225,70 +227,6 @@ async def measure(args: argparse.Namespace, database_url: str, llm: ScriptedLLM)
             },
         }
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-
-
-TOP = 15
-# Where calls are spent, by the path of the function's file (first match; `~` is a builtin).
-PACKAGES = (
-    ("SQLAlchemy ORM", "sqlalchemy/orm/"),
-    ("SQLAlchemy Core/engine", "sqlalchemy/"),
-    ("psycopg", "psycopg"),
-    ("asyncio", "asyncio/"),
-    ("app", "/app/"),
-    ("builtins", "~"),
-)
-
-
-def _package(file: str) -> str:
-    return next((name for name, part in PACKAGES if part in file), "other")
-
-
-def call_counts(stats: pstats.Stats, chunks: int) -> dict[str, Any]:
-    """Calls per chunk (all, and primitive: not counting recursion) and the `TOP` functions by own time."""
-    entries = stats.stats  # type: ignore[attr-defined]  # {(file, line, name): (primitive, all, own s, cumulative s, callers)}
-    own = sum(entry[2] for entry in entries.values())
-    top = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:TOP]
-    return {
-        "chunks": chunks,
-        "calls": stats.total_calls / chunks,  # type: ignore[attr-defined]
-        "primitive_calls": stats.prim_calls / chunks,  # type: ignore[attr-defined]
-        "own_ms": own * 1000 / chunks,
-        "packages": {
-            name: sum(entry[1] for (file, _, _), entry in entries.items() if _package(file) == name) / chunks
-            for name in [*(name for name, _ in PACKAGES), "other"]
-        },
-        "top": [
-            {
-                "function": f"{Path(file).name}:{line}({name})",
-                "calls": entry[1] / chunks,
-                "own_ms": entry[2] * 1000 / chunks,
-                "share": entry[2] / own if own else 0.0,
-            }
-            for (file, line, name), entry in top
-        ],
-    }
-
-
-def print_calls(trees: dict[str, dict[str, Any]]) -> None:
-    names = list(trees)
-    print("Python function calls per chunk (cProfile of the service's thread, the policy call excluded):")
-    print("  " + " " * 18 + "".join(f"{name:>14}" for name in names))
-    for label, field_ in (("all calls", "calls"), ("primitive calls", "primitive_calls")):
-        print(f"  {label:<18}" + "".join(f"{trees[name][field_]:>14,.0f}" for name in names))
-    for package in trees[names[0]]["packages"]:
-        print(f"    {package:<24}" + "".join(f"{trees[name]['packages'][package]:>12,.0f}" for name in names))
-    if len(names) == 2:
-        first, second = (trees[name]["calls"] for name in names)
-        print(f"  {names[1]} / {names[0]}: {second / first:.3f}x calls")
-    for name in names:
-        counted = trees[name]
-        print(
-            f"top {TOP} by own time, {name} ({counted['own_ms']:.1f} ms own time per chunk under the profiler, "
-            f"over {counted['chunks']} chunks):"
-        )
-        print(f"  {'calls':>8} {'own ms':>7} {'share':>6}  function")
-        for row in counted["top"]:
-            print(f"  {row['calls']:8.1f} {row['own_ms']:7.3f} {row['share']:6.1%}  {row['function']}")
 
 
 def _calls_of(tree: Path, argv: list[str]) -> dict[str, Any]:
@@ -331,7 +269,7 @@ def main() -> None:
         argv = [arg for arg in sys.argv[1:] if arg not in ("--before", str(args.before))]
         here = Path(__file__).resolve().parents[1]  # this tree
         trees = {"before": _calls_of(args.before, argv), "after": _calls_of(here, argv)}
-        print_calls(trees)
+        print_calls(trees, WHAT)
         return
     with scratch_database() as (url, _), ScriptedLLM() as llm:
         asyncio.run(measure(args, url, llm))
