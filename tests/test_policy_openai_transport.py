@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import openai
 import pytest
+from scripted_llm import ScriptedLLM
 
 from app.backends import openai_policy_config
 from app.memory import MemoryState, WordTokenCounter
@@ -51,8 +53,9 @@ def completion(
 class Script:
     """Responses the server gives in order: (status, JSON body, delay in seconds)."""
 
-    replies: list[tuple[int, dict[str, Any], float]] = field(default_factory=list)
+    replies: list[tuple[int, Any, float]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each request, names in lower case
 
 
 @pytest.fixture
@@ -63,7 +66,7 @@ def endpoint() -> Iterator[tuple[str, Script]]:
         def log_message(self, *args: object) -> None:
             return
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
+        def _send(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -77,6 +80,7 @@ def endpoint() -> Iterator[tuple[str, Script]]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             script.requests.append(json.loads(self.rfile.read(length)))
+            script.headers.append({name.lower(): value for name, value in self.headers.items()})
             status, body, delay = (
                 script.replies.pop(0) if script.replies else (500, {"error": "no script"}, 0)
             )
@@ -156,6 +160,54 @@ async def test_json_request_and_truncation_is_reported(endpoint: tuple[str, Scri
     assert response_format["json_schema"]["schema"]["maxItems"] == 5
     assert len(reply.calls) == 1
     assert any("max_tokens" in error for error in reply.parse_errors)
+
+
+@pytest.mark.parametrize(
+    ("tool_format", "stream"), [("alpha", False), ("native", False), ("json", False), ("alpha", True)]
+)
+async def test_the_body_sent_is_the_one_the_sdks_create_sends(
+    scripted_llm: ScriptedLLM, tool_format: str, stream: bool
+) -> None:
+    """The backend posts its body through the SDK's client, not `chat.completions.create` (whose
+    parameter transform costs thousands of calls per request): the server must receive exactly what
+    `create` sends for the same parameters, so the served model's protocol cannot drift."""
+    backend = policy(
+        scripted_llm.url,
+        tool_format=tool_format,
+        frequency_penalty=0.4,
+        max_calls=7,
+        repeat_stop_chars=400 if stream else 0,
+    )
+    await backend.propose(MemoryState(), CHUNK, model="adapter-v3")
+    await backend.aclose()
+    sent = dict(scripted_llm.requests[-1].body)
+    extra = {"chat_template_kwargs": sent.pop("chat_template_kwargs")}
+    async with openai.AsyncOpenAI(base_url=scripted_llm.url, api_key="EMPTY", max_retries=0) as client:
+        reply = await client.chat.completions.create(**sent, extra_body=extra)
+        if stream:
+            async for _ in reply:  # type: ignore[union-attr]
+                pass
+    assert scripted_llm.requests[-1].body == scripted_llm.requests[-2].body
+    assert scripted_llm.requests[-1].body.get("stream", False) is stream
+
+
+async def test_the_api_key_is_sent_as_a_bearer_token(endpoint: tuple[str, Script]) -> None:
+    url, script = endpoint
+    script.replies.append((200, completion("[]"), 0))
+    await policy(url, api_key="s3cret").propose(MemoryState(), CHUNK)
+    assert script.headers[0]["authorization"] == "Bearer s3cret"
+    assert script.headers[0]["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("body", [["not", "an", "object"], "text"])
+async def test_a_json_body_that_is_not_a_completion_is_a_policy_error(
+    endpoint: tuple[str, Script], body: Any
+) -> None:
+    url, script = endpoint
+    script.replies.append((200, body, 0))
+    with pytest.raises(PolicyError, match="not a chat completion"):
+        await policy(url, max_retries=0).propose(MemoryState(), CHUNK)
+    assert len(script.requests) == 1
 
 
 async def test_transient_failures_are_retried_with_backoff(endpoint: tuple[str, Script]) -> None:
