@@ -48,7 +48,11 @@ def call_counts(
         if function in shares:
             return shares[function]
         layer = layer_of(function[0], layers)
-        callers = {caller: calls[0] for caller, calls in entries[function][4].items() if caller not in seen}
+        callers = {
+            caller: calls[0]
+            for caller, calls in entries[function][4].items()
+            if calls[0] and caller not in seen
+        }
         if layer != "other" or not charge_callers or not callers:
             return {layer: 1.0}
         total = sum(callers.values())

@@ -175,9 +175,9 @@ def profile_calls(args: argparse.Namespace, texts: list[str]) -> None:
             worker.send_signal(signal.SIGCONT)
             worker.terminate()
             worker.wait(timeout=30)
-        counted = call_counts(pstats.Stats(stats), total, LAYERS, charge_callers=True)
         if args.profile:
             shutil.copyfile(stats, args.profile)
+        counted = call_counts(pstats.Stats(stats), total, LAYERS, charge_callers=True)
     print(
         f"{args.sessions} sessions x {args.chunks} chunks (after {WARMUP_SESSIONS} x {WARMUP_CHUNKS} "
         f"warm-up), 1 process, concurrency {concurrency}, {args.workers} claim loops, instant policy; "

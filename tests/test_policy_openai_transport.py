@@ -20,7 +20,7 @@ from scripted_llm import ScriptedLLM
 from app.backends import openai_policy_config
 from app.memory import MemoryState, WordTokenCounter
 from app.policy.backend import PolicyError
-from app.policy.openai_backend import OpenAIPolicy, OpenAIPolicyConfig
+from app.policy.openai_backend import OpenAIPolicy, OpenAIPolicyConfig, backoff_s
 from app.settings import Settings
 
 CHUNK = "[1:56 pm on 8 May, 2023] Caroline: I went to a LGBTQ support group yesterday."
@@ -220,6 +220,12 @@ async def test_transient_failures_are_retried_with_backoff(endpoint: tuple[str, 
     reply = await policy(url, max_retries=2).propose(MemoryState(), CHUNK)
     assert len(script.requests) == 3
     assert reply.calls[0].arguments == {"memory_type": "core_memory"}
+
+
+def test_the_backoff_doubles_from_the_configured_base_up_to_30_s() -> None:
+    # as tenacity's wait_exponential(multiplier=base, max=30) did before the retry loop was ours
+    assert [backoff_s(retry, 0.5) for retry in range(1, 9)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert backoff_s(1, 0.01) == 0.01
 
 
 async def test_retries_are_bounded(endpoint: tuple[str, Script]) -> None:

