@@ -96,9 +96,9 @@ def print_calls(trees: dict[str, dict[str, Any]], what: str, *, top: str = "top"
     names = list(trees)
     width = max(24, *(len(package) for package in trees[names[0]]["packages"]))
     print(f"Python function calls per chunk ({what}):")
-    print("  " + " " * (width - 4) + "".join(f"{name:>14}" for name in names))
+    print("  " + " " * (width - 6) + "".join(f"{name:>14}" for name in names))
     for label, field_ in (("all calls", "calls"), ("primitive calls", "primitive_calls")):
-        print(f"  {label:<{width - 4}}" + "".join(f"{trees[name][field_]:>14,.0f}" for name in names))
+        print(f"  {label:<{width - 6}}" + "".join(f"{trees[name][field_]:>14,.0f}" for name in names))
     for package in trees[names[0]]["packages"]:
         print(
             f"    {package:<{width}}"
