@@ -7,13 +7,13 @@ statement scans the items table, whatever the memory's size."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import ClauseElement, Executable, func, select, text, update
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy import event, func, select, text, update
 from store_helpers import running
 
 from app.ingest.queue import ChunkQueue, Seen
@@ -75,14 +75,12 @@ async def _complete(
     seen: Seen,
     items: ItemChanges,
     logged: list[dict[str, Any]],
-    *,
-    plans: list[Any] | None = None,
 ) -> Any:
-    """`complete_at_once` on `seen`; with `plans`, its statements' plans are added to them."""
+    """`complete_at_once` on `seen`."""
     memory = MemoryState(core="core after", version=seen.held.session.version + 1, next_item=7)
     async with queue.db.autocommit_connection() as db:
         return await queue.complete_at_once(
-            db if plans is None else _Explaining(db, plans),
+            db,
             KEY,
             seen,
             OWNER,
@@ -313,30 +311,26 @@ async def test_a_commit_whose_statement_wrote_nothing_is_applied_once_by_the_loc
     assert contents == [AWKWARD[5]] and ops == 1 and status == ChunkStatus.DONE
 
 
-class _Explain(Executable, ClauseElement):
-    """`EXPLAIN (FORMAT JSON)` of a statement, compiled and bound as the statement itself would be."""
+@asynccontextmanager
+async def _explained(service: MemoryService, plans: list[Any]) -> AsyncIterator[None]:
+    """While open, the statements the service sends are recorded; on leaving, the plan of each
+    (`EXPLAIN (FORMAT JSON)` of the statement as sent, with its parameters) is added to `plans`."""
+    sent: list[tuple[str, Any]] = []
 
-    inherit_cache = False
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
 
-    def __init__(self, statement: Executable) -> None:
-        self.statement = statement
-
-
-@compiles(_Explain, "postgresql")
-def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str:
-    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
-
-
-class _Explaining:
-    """An executor that records each statement's plan before running it."""
-
-    def __init__(self, db: Any, plans: list[Any]) -> None:
-        self.db = db
-        self.plans = plans
-
-    async def execute(self, statement: Any, params: Any = None) -> Any:
-        self.plans.append((await self.db.execute(_Explain(statement), params)).scalar_one())
-        return await self.db.execute(statement, params)
+    event.listen(service.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield
+    finally:
+        event.remove(service.db.engine.sync_engine, "before_cursor_execute", record)
+    async with service.db.autocommit_connection() as db:
+        driver = (await db.get_raw_connection()).driver_connection
+        assert driver is not None
+        for statement, parameters in sent:
+            explained = await driver.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+            plans.append((await explained.fetchone())[0])  # type: ignore[index]
 
 
 def _item_scans(node: dict[str, Any]) -> list[tuple[str, str]]:
@@ -367,9 +361,9 @@ async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(migrat
             await db.execute(text("ANALYZE memory_items"))
             await db.commit()
         plans: list[Any] = []
-        async with service.db.autocommit_connection() as db:
+        async with _explained(service, plans), service.db.autocommit_connection() as db:
             seen = await service.queue.peek(
-                _Explaining(db, plans),
+                db,
                 KEY,
                 step.seq,
                 OWNER,
@@ -392,7 +386,8 @@ async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(migrat
             gone = [{"tenant_id": T, "session_id": "s", "item_id": "m50", "version": 2}]
             _, logged = _changes(at)
             items = ItemChanges([_item("m9", "a new fact", at=at)], edited, gone)
-        assert await _complete(service.queue, seen, items, logged, plans=plans) is not None
+        async with _explained(service, plans):
+            assert await _complete(service.queue, seen, items, logged) is not None
         async with service.db.read() as db:
             query = select(MemoryItem.session_id, MemoryItem.content).where(MemoryItem.item_id == "m40")
             contents = {session: content for session, content in await db.execute(query)}
