@@ -88,7 +88,8 @@ class _Compiled:
         out = {}
         for bind in self.binds:
             if bind.key in given:
-                out[bind.name] = _processed(given[bind.key], bind.process)
+                value = given[bind.key]
+                out[bind.name] = value if bind.process is None else bind.process(value)
             elif bind.required:
                 raise KeyError(f"no value for the statement's parameter {bind.key!r}")
             else:
@@ -149,8 +150,11 @@ async def fetch(
             for listener in sync.dispatch.before_cursor_execute:
                 sql, values = listener(sync, cursor, sql, values, None, False)
         await cursor.execute(sql, values)
-        description = cursor.description
-        rows = await cursor.fetchall() if description is not None else []
+        rows = await cursor.fetchall()  # a SELECT: rows, maybe none
+        if form.results is None:
+            # psycopg builds `description` anew on each access (a `Column` per column): read once.
+            assert cursor.description is not None
+            form.set_results([column.type_code for column in cursor.description])
         if events:
             sync.dispatch.after_cursor_execute(sync, cursor, sql, values, None, False)
     except sync.dialect.loaded_dbapi.Error as error:
@@ -158,10 +162,6 @@ async def fetch(
         raise  # not reached: `_handle_error` raises
     finally:
         await cursor.close()
-    if description is None:
-        return []
-    if form.results is None:
-        form.set_results([column.type_code for column in description])
     return [form.row(row) for row in rows]
 
 
