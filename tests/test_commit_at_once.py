@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from psycopg import AsyncRawCursor
 from sqlalchemy import event, func, select, text, update
 from store_helpers import running
 
@@ -329,7 +330,8 @@ async def _explained(service: MemoryService, plans: list[Any]) -> AsyncIterator[
         driver = (await db.get_raw_connection()).driver_connection
         assert driver is not None
         for statement, parameters in sent:
-            explained = await driver.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+            explained = AsyncRawCursor(driver)  # the statement as sent, with `$n` placeholders
+            await explained.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
             plans.append((await explained.fetchone())[0])  # type: ignore[index]
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     event,
     insert,
     literal,
+    literal_column,
     select,
 )
 from sqlalchemy.dialects import postgresql
@@ -145,7 +146,7 @@ async def test_listeners_see_the_statement_and_errors_are_sqlalchemys(db: Databa
         # The connection is still usable (autocommit: no transaction left aborted).
         assert await fetch(connection, _BY_IDS, {"ids": [2], "echo_at": None, "echo_doc": None})
     assert [(verb, auto) for verb, _, auto in seen] == [("SELECT", True), ("WITH", True), ("SELECT", True)]
-    assert seen[0][1]["ids"] == [1] and seen[0][1]["echo_at"] == AT
+    assert seen[0][0] == "SELECT" and [1] in seen[0][1] and AT in seen[0][1]  # as sent: `$n` and values
     assert len(after) == 2  # the failed statement has no `after`
 
 
@@ -160,11 +161,13 @@ async def test_what_cannot_be_compiled_once_is_refused(db: Database) -> None:
 
 
 async def test_a_statement_is_compiled_once(db: Database) -> None:
-    statement = select(cast(bindparam("n", type_=BigInteger), Text), literal("x"))
+    """Once, into `$n` placeholders: a name used twice is one parameter, a literal percent sign stays."""
+    n = bindparam("n", type_=BigInteger)
+    statement = select(cast(n, Text), literal("x"), literal_column("'100%'"), n + n)
     compiled: list[str] = []
     event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *args: compiled.append(args[2]))
     async with db.autocommit_connection() as connection:
         assert isinstance(connection, AsyncConnection)
         results = [await fetch(connection, statement, {"n": n}) for n in range(3)]
-    assert results == [[("0", "x")], [("1", "x")], [("2", "x")]]
+    assert results == [[("0", "x", "100%", 0)], [("1", "x", "100%", 2)], [("2", "x", "100%", 4)]]
     assert len(set(map(id, compiled))) == 1  # the same SQL string object each time

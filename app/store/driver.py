@@ -6,7 +6,9 @@ compiled form up by cache key, builds an execution context, a cursor adapter and
 and `Row`s: ~100–200 Python calls a statement besides what psycopg does, on statements that run once
 or twice a chunk (docs/results/benchmarks.md (q)). `fetch` runs a Core statement on the same pooled
 connection's driver connection (`psycopg.AsyncConnection`) instead: the statement is compiled once,
-by the connection's dialect, with SQLAlchemy's bind and result processors of its types (JSON,
+by the connection's dialect, into PostgreSQL's own `$n` placeholders (psycopg's `AsyncRawCursor` sends
+it as it is; its plain cursor would parse `%(name)s` on every execution), with SQLAlchemy's bind and
+result processors of its types (JSON,
 `UTCDateTime`, arrays, …) taken from that compilation and applied to the values, so parameters and
 rows are what `execute` would send and return (as plain tuples). The connection keeps its pool, its
 checkout checks and its isolation level (the caller's `Database.autocommit_connection`); the
@@ -20,17 +22,21 @@ needs rendering at execution (`expanding` IN lists, literal binds) is refused wh
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import AsyncRawCursor
 from sqlalchemy import Select
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _Processor = Callable[[Any], Any] | None
+# A bind as SQLAlchemy renders it for psycopg (`%(name)s`), or a literal percent sign (`%%`).
+_PYFORMAT = re.compile(r"%\((\w+)\)s|%%")
 
 
 @dataclass(frozen=True)
@@ -77,23 +83,33 @@ class _Compiled:
                     process = expanded.processors.get(name)
                     value = _processed(expanded.parameters[name], process)
                     binds[name] = _Bind(name, name, False, value, process)
-        self.binds = tuple(binds.values())
+        # PostgreSQL's own placeholders ($1, $2, …, one per name) for psycopg's `AsyncRawCursor`, which
+        # sends the SQL as it is: psycopg's cursor parses `%(name)s` on every execution, and caches the
+        # result only up to 4,096 bytes (the commit's statement is longer).
+        numbers: dict[str, int] = {}
+
+        def placeholder(match: re.Match[str]) -> str:
+            return "%" if match[0] == "%%" else f"${numbers.setdefault(match[1], len(numbers) + 1)}"
+
+        self.sql = _PYFORMAT.sub(placeholder, self.sql)
+        self.binds = tuple(binds[name] for name in numbers)  # in their numbers' order
         # The rendered result columns, in order (what SQLAlchemy's `CursorResult` is keyed on).
         self._types = [column.type for column in compiled._result_columns]
         self._dialect = dialect
         self.results: tuple[_Processor, ...] | None = None
         self.processed: tuple[int, ...] = ()
 
-    def parameters(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        out = {}
+    def parameters(self, given: Mapping[str, Any]) -> list[Any]:
+        """The values of `$1`, `$2`, … for the caller's parameters `given`."""
+        out = []
         for bind in self.binds:
             if bind.key in given:
                 value = given[bind.key]
-                out[bind.name] = value if bind.process is None else bind.process(value)
+                out.append(value if bind.process is None else bind.process(value))
             elif bind.required:
                 raise KeyError(f"no value for the statement's parameter {bind.key!r}")
             else:
-                out[bind.name] = bind.default
+                out.append(bind.default)
         return out
 
     def set_results(self, type_codes: Sequence[Any]) -> None:
@@ -144,7 +160,7 @@ async def fetch(
     events = sync._has_events or sync.engine._has_events
     driver = sync.connection.driver_connection
     assert driver is not None
-    cursor = driver.cursor()
+    cursor = AsyncRawCursor(driver)
     try:
         if events:
             for listener in sync.dispatch.before_cursor_execute:
@@ -165,7 +181,7 @@ async def fetch(
     return [form.row(row) for row in rows]
 
 
-def _handle_error(sync: Connection, error: Exception, sql: str, values: Mapping[str, Any]) -> None:
+def _handle_error(sync: Connection, error: Exception, sql: str, values: Sequence[Any]) -> None:
     """SQLAlchemy's handling of a driver error (its exception classes, and a lost connection
     invalidated so that the pool replaces it); raises."""
     sync._handle_dbapi_exception(error, sql, values, None, None)
