@@ -52,7 +52,7 @@ class _Compiled:
     """A statement compiled once for one dialect: its SQL, its parameters and their processors, and
     its result columns' processors (known once the first result names the columns' types)."""
 
-    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+    def __init__(self, statement: Select[*tuple[Any, ...]], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         assert isinstance(compiled, SQLCompiler)
         if compiled.positional or compiled.escaped_bind_names:
@@ -137,10 +137,12 @@ def _processed(value: Any, process: _Processor) -> Any:
 
 
 # Compiled forms by dialect (one per engine) and statement: each statement is compiled once.
-_COMPILED: weakref.WeakKeyDictionary[Dialect, dict[Select[Any], _Compiled]] = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary[Dialect, dict[Select[*tuple[Any, ...]], _Compiled]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _compiled(statement: Select[Any], dialect: Dialect) -> _Compiled:
+def _compiled(statement: Select[*tuple[Any, ...]], dialect: Dialect) -> _Compiled:
     forms = _COMPILED.setdefault(dialect, {})
     form = forms.get(statement)
     if form is None:
@@ -149,7 +151,7 @@ def _compiled(statement: Select[Any], dialect: Dialect) -> _Compiled:
 
 
 async def fetch(
-    db: AsyncConnection, statement: Select[Any], params: Mapping[str, Any]
+    db: AsyncConnection, statement: Select[*tuple[Any, ...]], params: Mapping[str, Any]
 ) -> list[tuple[Any, ...]]:
     """Run `statement` (built once, at module level: its compiled form is kept for it) with `params`
     on `db`'s driver connection; its rows as tuples, processed as `db.execute` would."""
