@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from psycopg import AsyncRawCursor
 from sqlalchemy import event, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from store_helpers import running
 
 from app.ingest.queue import ChunkQueue, Seen
@@ -76,10 +77,12 @@ async def _complete(
     seen: Seen,
     items: ItemChanges,
     logged: list[dict[str, Any]],
+    *,
+    plans: list[Any] | None = None,
 ) -> Any:
-    """`complete_at_once` on `seen`."""
+    """`complete_at_once` on `seen`; with `plans`, its statements' plans are added to them."""
     memory = MemoryState(core="core after", version=seen.held.session.version + 1, next_item=7)
-    async with queue.db.autocommit_connection() as db:
+    async with queue.db.autocommit_connection() as connection, _explained(connection, plans) as db:
         return await queue.complete_at_once(
             db,
             KEY,
@@ -313,26 +316,29 @@ async def test_a_commit_whose_statement_wrote_nothing_is_applied_once_by_the_loc
 
 
 @asynccontextmanager
-async def _explained(service: MemoryService, plans: list[Any]) -> AsyncIterator[None]:
-    """While open, the statements the service sends are recorded; on leaving, the plan of each
-    (`EXPLAIN (FORMAT JSON)` of the statement as sent, with its parameters) is added to `plans`."""
+async def _explained(db: AsyncConnection, plans: list[Any] | None) -> AsyncIterator[AsyncConnection]:
+    """`db`; with `plans`, the statements sent on it while open are recorded, and on leaving the plan of
+    each (`EXPLAIN (FORMAT JSON)` of the statement as sent, with its parameters) is added to `plans`."""
+    if plans is None:
+        yield db
+        return
     sent: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         sent.append((statement, parameters))
 
-    event.listen(service.db.engine.sync_engine, "before_cursor_execute", record)
+    assert db.sync_connection is not None
+    event.listen(db.sync_connection, "before_cursor_execute", record)
     try:
-        yield
+        yield db
     finally:
-        event.remove(service.db.engine.sync_engine, "before_cursor_execute", record)
-    async with service.db.autocommit_connection() as db:
-        driver = (await db.get_raw_connection()).driver_connection
-        assert driver is not None
-        for statement, parameters in sent:
-            explained = AsyncRawCursor(driver)  # the statement as sent, with `$n` placeholders
-            await explained.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
-            plans.append((await explained.fetchone())[0])  # type: ignore[index]
+        event.remove(db.sync_connection, "before_cursor_execute", record)
+    driver = (await db.get_raw_connection()).driver_connection
+    assert driver is not None
+    for statement, parameters in sent:
+        explained = AsyncRawCursor(driver)  # the statement as sent, with `$n` placeholders
+        await explained.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+        plans.append((await explained.fetchone())[0])  # type: ignore[index]
 
 
 def _item_scans(node: dict[str, Any]) -> list[tuple[str, str]]:
@@ -363,7 +369,7 @@ async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(migrat
             await db.execute(text("ANALYZE memory_items"))
             await db.commit()
         plans: list[Any] = []
-        async with _explained(service, plans), service.db.autocommit_connection() as db:
+        async with service.db.autocommit_connection() as connection, _explained(connection, plans) as db:
             seen = await service.queue.peek(
                 db,
                 KEY,
@@ -388,8 +394,7 @@ async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(migrat
             gone = [{"tenant_id": T, "session_id": "s", "item_id": "m50", "version": 2}]
             _, logged = _changes(at)
             items = ItemChanges([_item("m9", "a new fact", at=at)], edited, gone)
-        async with _explained(service, plans):
-            assert await _complete(service.queue, seen, items, logged) is not None
+        assert await _complete(service.queue, seen, items, logged, plans=plans) is not None
         async with service.db.read() as db:
             query = select(MemoryItem.session_id, MemoryItem.content).where(MemoryItem.item_id == "m40")
             contents = {session: content for session, content in await db.execute(query)}
