@@ -7,13 +7,16 @@ statement scans the items table, whatever the memory's size."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import ClauseElement, Executable, func, select, text, update
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
+from explain import item_scans
+from psycopg import AsyncCursor, AsyncRawCursor
+from sqlalchemy import event, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from store_helpers import running
 
 from app.ingest.queue import ChunkQueue, Seen
@@ -24,7 +27,7 @@ from app.policy.backend import PolicyReply, Usage
 from app.policy.parser import ToolCall
 from app.service import ChunkIn, MemoryService
 from app.store import audit
-from app.store.memory import ItemChanges, insert_items
+from app.store.memory import ItemChanges, insert_items, target_filter, target_query
 from app.store.models import Chunk, ChunkStatus, MemoryItem, MemoryRemoval, OperationLog, Session
 from app.store.types import utcnow
 
@@ -80,9 +83,9 @@ async def _complete(
 ) -> Any:
     """`complete_at_once` on `seen`; with `plans`, its statements' plans are added to them."""
     memory = MemoryState(core="core after", version=seen.held.session.version + 1, next_item=7)
-    async with queue.db.autocommit_connection() as db:
+    async with queue.db.autocommit_connection() as connection, _explained(connection, plans) as db:
         return await queue.complete_at_once(
-            db if plans is None else _Explaining(db, plans),
+            db,
             KEY,
             seen,
             OWNER,
@@ -313,63 +316,64 @@ async def test_a_commit_whose_statement_wrote_nothing_is_applied_once_by_the_loc
     assert contents == [AWKWARD[5]] and ops == 1 and status == ChunkStatus.DONE
 
 
-class _Explain(Executable, ClauseElement):
-    """`EXPLAIN (FORMAT JSON)` of a statement, compiled and bound as the statement itself would be."""
+@asynccontextmanager
+async def _explained(db: AsyncConnection, plans: list[Any] | None) -> AsyncIterator[AsyncConnection]:
+    """`db`; with `plans`, the statements sent on it while open are recorded, and on leaving the plan of
+    each (`EXPLAIN (FORMAT JSON)` of the statement as sent, with its parameters) is added to `plans`."""
+    if plans is None:
+        yield db
+        return
+    sent: list[tuple[str, Any]] = []
 
-    inherit_cache = False
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
 
-    def __init__(self, statement: Executable) -> None:
-        self.statement = statement
-
-
-@compiles(_Explain, "postgresql")
-def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str:
-    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
-
-
-class _Explaining:
-    """An executor that records each statement's plan before running it."""
-
-    def __init__(self, db: Any, plans: list[Any]) -> None:
-        self.db = db
-        self.plans = plans
-
-    async def execute(self, statement: Any, params: Any = None) -> Any:
-        self.plans.append((await self.db.execute(_Explain(statement), params)).scalar_one())
-        return await self.db.execute(statement, params)
-
-
-def _item_scans(node: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every scan of `memory_items` in a plan: its node type and index condition."""
-    found = []
-    if node.get("Relation Name") == "memory_items" and node["Node Type"].endswith("Scan"):
-        found.append((node["Node Type"], node.get("Index Cond", "")))
-    for child in node.get("Plans", []):
-        found += _item_scans(child)
-    return found
+    assert db.sync_connection is not None
+    event.listen(db.sync_connection, "before_cursor_execute", record)
+    try:
+        yield db
+    finally:
+        event.remove(db.sync_connection, "before_cursor_execute", record)
+    driver = (await db.get_raw_connection()).driver_connection
+    assert driver is not None
+    for statement, parameters in sent:
+        # the statement as sent: `$n` placeholders from `app.store.driver`, `%(name)s` from SQLAlchemy
+        raw = not isinstance(parameters, dict)
+        explained = AsyncRawCursor(driver) if raw else AsyncCursor(driver)
+        await explained.execute("EXPLAIN (FORMAT JSON) " + statement, parameters)
+        plans.append((await explained.fetchone())[0])  # type: ignore[index]
 
 
-async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(migrated_pg_url: str) -> None:
+@pytest.mark.parametrize("analyzed", [False, True], ids=["without statistics", "with statistics"])
+async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(
+    migrated_pg_url: str, analyzed: bool
+) -> None:
     """Postgres guesses 100 rows for a JSON parameter of one or two: joined plainly to the items, the
     read's targets by content and the write's edits and deletes hashed every item of the table (8 ms a
-    chunk at 10k items) instead of probing an index per named item."""
+    chunk at 10k items) instead of probing an index per named item. Without statistics (right after a
+    bulk import, before autovacuum analyzes the table: the items here were written by this test) it
+    took the session's key for selective and read all of the session's items through the
+    (tenant, session, version) index to find the named ones."""
     at = utcnow()
     async with running(migrated_pg_url, run_workers=False) as service:
         _worker, step = await _claimed(service)
         await service.ingestion.ingest(T, "other", [ChunkIn("Another session.")], wait=False)
         async with service.db.write_connection() as db:  # this session's memory and another's
+            if not analyzed:  # and no autovacuum gathering statistics in the meantime
+                await db.execute(text("ALTER TABLE memory_items SET (autovacuum_enabled = false)"))
             await insert_items(db, [_item(f"m{n}", f"fact number {n}", at=at) for n in range(10, 5010)])
             await insert_items(
                 db,
                 [_item(f"m{n}", f"other fact {n}", at=at) | {"session_id": "other"} for n in range(10, 5010)],
             )
-        async with service.db.engine.connect() as db:  # statistics, as autovacuum keeps them
-            await db.execute(text("ANALYZE memory_items"))
-            await db.commit()
+        if analyzed:
+            async with service.db.engine.connect() as db:  # statistics, as autovacuum keeps them
+                await db.execute(text("ANALYZE memory_items"))
+                await db.commit()
         plans: list[Any] = []
-        async with service.db.autocommit_connection() as db:
+        async with service.db.autocommit_connection() as connection, _explained(connection, plans) as db:
             seen = await service.queue.peek(
-                _Explaining(db, plans),
+                db,
                 KEY,
                 step.seq,
                 OWNER,
@@ -377,6 +381,11 @@ async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(migrat
                 {(MemoryKind.SEMANTIC, "fact number 30")},
             )
             assert seen is not None and {item[1] for item in seen.items} == {"m20", "m30"}
+            # The same items as the locked commit (and SQLite) reads them.
+            wanted = target_filter({"m20"}, {(MemoryKind.SEMANTIC, "fact number 30")})
+            assert wanted is not None
+            found = await db.execute(target_query(KEY, wanted))
+            assert {record[1] for record in found} == {"m20", "m30"}
             edited = [
                 {
                     "tenant_id": T,
@@ -399,6 +408,6 @@ async def test_the_commit_reaches_items_by_index_whatever_the_memory_size(migrat
             count = (await db.execute(select(func.count()).select_from(MemoryItem))).scalar_one()
     assert contents == {"s": "fact forty, edited", "other": "other fact 40"}
     assert count == 2 * 5000  # one inserted, one deleted
-    scans = [scan for plan in plans for scan in _item_scans(plan[0]["Plan"])]
+    scans = [scan for plan in plans for scan in item_scans(plan[0]["Plan"])]
     # Each named item by an index on what names it (its id, or its content), never the session's items.
-    assert scans and all("item_id" in cond or "content" in cond for _, cond in scans), scans
+    assert scans and all("item_id" in cond or "content" in cond for _, _, cond in scans), scans

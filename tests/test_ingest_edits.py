@@ -6,6 +6,7 @@ chunk ends `done` on its first attempt, and no edit is lost. On SQLite and Postg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from scripted_llm import Delay, Echo, ScriptedLLM
 from store_helpers import assert_exactly_once, chunk_rows, openai_policy, running, settle
@@ -25,10 +26,13 @@ async def test_an_editor_every_second_against_a_2s_policy_fails_no_chunk_and_los
     with ScriptedLLM(default=Delay(POLICY_S, Echo())) as llm:
         overrides = openai_policy(llm, workers=1, poll_interval_s=0.05, policy_timeout_s=10.0)
         async with running(store_url, **overrides) as service:
+            # Stopped between writes, never cancelled inside one: a write cancelled after its commit
+            # was sent would be in memory but not in `inserted`.
+            stop = asyncio.Event()
 
             async def editor() -> None:
                 n = 0
-                while True:
+                while not stop.is_set():
                     n += 1
                     if n % 2:
                         text = f"Edit {n}: Ana called the beekeeper."
@@ -37,15 +41,16 @@ async def test_an_editor_every_second_against_a_2s_policy_fails_no_chunk_and_los
                     else:
                         cores.append(f"Ana, beekeeper; edit {n}.")
                         await service.memory.replace_core(T, "s", cores[-1])
-                    await asyncio.sleep(EDIT_EVERY_S)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), EDIT_EVERY_S)
 
             await service.ingestion.ingest(T, "s", [ChunkIn(text) for text in texts], wait=False)
             editing = asyncio.create_task(editor())
             try:
                 await settle(service, T, "s", timeout=60.0)
             finally:
-                editing.cancel()
-                await asyncio.gather(editing, return_exceptions=True)
+                stop.set()
+                await editing
 
             rows = await chunk_rows(service, T, "s")
             assert [(row.status, row.attempts) for row in rows] == [("done", 1)] * len(texts)

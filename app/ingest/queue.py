@@ -112,7 +112,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.context import request_id
 from app.errors import Backlogged
@@ -124,6 +124,7 @@ from app.settings import Settings
 from app.store import audit, chunks, memory, policies
 from app.store.chunks import QUEUED_COLUMNS, QueuedChunk
 from app.store.database import Database
+from app.store.driver import fetch
 from app.store.memory import ItemChanges, bound_target_params, bound_targets, changes_json
 from app.store.models import Chunk, ChunkStatus, Session
 from app.store.sessions import (
@@ -632,10 +633,10 @@ class ChunkQueue:
             "accept": to_json(rows),
         }
         async with self.db.autocommit_connection() as db:
-            taken = (await db.execute(_ACCEPT, params)).first()
-        if taken is None:
+            taken = await fetch(db, _ACCEPT, params)
+        if not taken:
             return None
-        next_seq, blocked_by = taken
+        next_seq, blocked_by = taken[0]
         first, out = next_seq - len(rows), []
         for chunk in inputs:
             out.append(
@@ -684,11 +685,11 @@ class ChunkQueue:
         )
         return [LeasedSession(*row) for row in taken]
 
-    async def peek_ready(self, db: Executor, limit: int, now: datetime) -> list[Ready]:
+    async def peek_ready(self, db: AsyncConnection, limit: int, now: datetime) -> list[Ready]:
         """The sessions `claim` would lease now, with their heads, read without a lock (Postgres, for
         `claim_at_once`). Nothing read here is relied on unless the row is still at this version
         when `claim_at_once` locks it."""
-        rows = await db.execute(_PEEK_READY, {"now": now, "limit": limit})
+        rows = await fetch(db, _PEEK_READY, {"now": now, "limit": limit})
         lease = len(LEASED_COLUMNS)
         return [
             Ready(
@@ -704,7 +705,7 @@ class ChunkQueue:
         return head is not None and _parked(head, now) is None and head.attempts < self.config.max_attempts
 
     async def claim_at_once(
-        self, db: Executor, owner: str, ready: Sequence[Ready], now: datetime
+        self, db: AsyncConnection, owner: str, ready: Sequence[Ready], now: datetime
     ) -> list[tuple[LeasedSession, Started | None]]:
         """`claim` and `start_leased` of the `ready` sessions that `peek_ready` read with a runnable
         head, as one statement (Postgres, `_CLAIM_AT_ONCE`): each session is leased only while its row
@@ -725,7 +726,7 @@ class ChunkQueue:
         }
         lease = len(LEASED_COLUMNS)
         out = []
-        for row in await db.execute(_CLAIM_AT_ONCE, params):
+        for row in await fetch(db, _CLAIM_AT_ONCE, params):
             session = LeasedSession(*row[:lease])
             started = None
             if row[lease] is not None:  # the outer join found the head started
@@ -787,7 +788,7 @@ class ChunkQueue:
 
     async def peek(
         self,
-        db: Executor,
+        db: AsyncConnection,
         key: SessionKey,
         seq: int,
         owner: str,
@@ -799,7 +800,7 @@ class ChunkQueue:
         None when the lease was lost. Nothing read here is relied on unless the session row is still
         at this version when `complete_at_once` locks it."""
         params = {"tenant": key[0], "session": key[1], "seq": seq} | bound_target_params(ids, contents)
-        rows = list(await db.execute(_PEEK, params))
+        rows = await fetch(db, _PEEK, params)
         held = _held(rows[0], owner) if rows else None
         if held is None:
             return None
@@ -838,7 +839,7 @@ class ChunkQueue:
 
     async def complete_at_once(
         self,
-        db: Executor,
+        db: AsyncConnection,
         key: SessionKey,
         seen: Seen,
         owner: str,
@@ -877,9 +878,10 @@ class ChunkQueue:
         } | _done_params(key, held, now, policy, model, usage)
         params |= {f"set_{name}": values[name] for name in _SESSION_VALUES}
         params |= changes_json(items) | audit.rows_json(logged)
-        applied = (await db.execute(_COMPLETE_AT_ONCE, params)).first()
-        if applied is None:
+        found = await fetch(db, _COMPLETE_AT_ONCE, params)
+        if not found:
             return None
+        applied = found[0]
         started = None
         if applied[1] is not None:  # the outer join found the next head started
             chunk, serving = self._started(applied[1:], now)

@@ -62,10 +62,14 @@ class Ingestion:
 
     async def _outcomes(self, key: SessionKey, accepted: list[Accepted]) -> list[ChunkResult]:
         seqs = [seq for item in accepted for seq in item.seqs]
-        # One statement (no transaction on Postgres) while it fits one batch; several share a snapshot.
-        reading = self.service.db.lookup() if len(seqs) <= IN_BATCH else self.service.db.read()
-        async with reading as session:
-            rows = await chunks.outcomes(session, key, seqs)
+        db = self.service.db
+        if not db.is_sqlite and len(seqs) <= IN_BATCH:
+            # One statement without a transaction (a chunk and its operations from one snapshot).
+            async with db.autocommit_connection() as connection:
+                rows = await chunks.outcomes_at_once(connection, key, seqs)
+        else:  # several batches share a snapshot; SQLite is local (no round trips to save)
+            async with db.read() as session:
+                rows = await chunks.outcomes(session, key, seqs)
         out = []
         for item in accepted:
             for seq in item.seqs:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import BigInteger, ColumnElement, Select, Table, and_, any_, bindparam, func, select
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.contracts.schemas import ChunkRecord
 from app.store import audit
+from app.store.driver import fetch
 from app.store.models import Chunk, ChunkStatus, OperationLog
 from app.store.sessions import SessionKey
 from app.store.sql import batched
@@ -57,21 +59,31 @@ async def get(db: AsyncSession, key: SessionKey, seq: int) -> Chunk | None:
 # so a reused one skips rebuilding its expressions and that key (docs/results/benchmarks.md (j)).
 _KEY = (Chunk.tenant_id == bindparam("tenant"), Chunk.session_id == bindparam("session"))
 _HEAD = select(Chunk).where(*_KEY, Chunk.status.in_(HEAD_STATUSES)).order_by(Chunk.seq).limit(1)
-_OUTCOMES = (
-    select(Chunk.seq, Chunk.status, Chunk.error, *audit.LOGGED_COLUMNS)
-    .select_from(Chunk)
-    .outerjoin(
-        OperationLog,
-        and_(
-            OperationLog.tenant_id == Chunk.tenant_id,
-            OperationLog.session_id == Chunk.session_id,
-            OperationLog.chunk_seq == Chunk.seq,
-            OperationLog.actor == "policy",
-        ),
+
+
+def _outcomes_of(seqs: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
+    """The chunks `seqs` selects (of the session `tenant`, `session`), each LEFT JOIN its policy
+    operations, in order."""
+    return (
+        select(Chunk.seq, Chunk.status, Chunk.error, *audit.LOGGED_COLUMNS)
+        .select_from(Chunk)
+        .outerjoin(
+            OperationLog,
+            and_(
+                OperationLog.tenant_id == Chunk.tenant_id,
+                OperationLog.session_id == Chunk.session_id,
+                OperationLog.chunk_seq == Chunk.seq,
+                OperationLog.actor == "policy",
+            ),
+        )
+        .where(*_KEY, seqs)
+        .order_by(Chunk.seq, OperationLog.id)
     )
-    .where(*_KEY, Chunk.seq.in_(bindparam("seqs", expanding=True)))
-    .order_by(Chunk.seq, OperationLog.id)
-)
+
+
+_OUTCOMES = _outcomes_of(Chunk.seq.in_(bindparam("seqs", expanding=True)))
+# Postgres, for `fetch`: the seqs as one array parameter (an `expanding` IN list is rendered per call).
+_OUTCOMES_AT_ONCE = _outcomes_of(Chunk.seq == any_(bindparam("seqs", type_=postgresql.ARRAY(BigInteger))))
 
 
 @dataclass(frozen=True)
@@ -89,13 +101,27 @@ async def outcomes(db: AsyncSession, key: SessionKey, seqs: Sequence[int]) -> di
     out: dict[int, Outcome] = {}
     for batch in batched(seqs):
         found = await db.execute(_OUTCOMES, {"tenant": key[0], "session": key[1], "seqs": list(batch)})
-        for seq, status, error, *operation in found:
-            outcome = out.get(seq)
-            if outcome is None:
-                outcome = out[seq] = Outcome(status, error, [])
-            if operation[0] is not None:  # the tool; None: no operation (outer join)
-                outcome.operations.append(audit.Logged(*operation))
+        _add_outcomes(out, found)
     return out
+
+
+async def outcomes_at_once(db: AsyncConnection, key: SessionKey, seqs: Sequence[int]) -> dict[int, Outcome]:
+    """`outcomes` of at most one batch of seqs as one statement on the driver connection (Postgres,
+    `app.store.driver`)."""
+    out: dict[int, Outcome] = {}
+    _add_outcomes(
+        out, await fetch(db, _OUTCOMES_AT_ONCE, {"tenant": key[0], "session": key[1], "seqs": seqs})
+    )
+    return out
+
+
+def _add_outcomes(out: dict[int, Outcome], rows: Iterable[Sequence[Any]]) -> None:
+    for seq, status, error, *operation in rows:
+        outcome = out.get(seq)
+        if outcome is None:
+            outcome = out[seq] = Outcome(status, error, [])
+        if operation[0] is not None:  # the tool; None: no operation (outer join)
+            outcome.operations.append(audit.Logged(*operation))
 
 
 async def by_idempotency_key(db: AsyncSession, key: SessionKey, idempotency_key: str) -> list[Chunk]:

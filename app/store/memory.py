@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.memory import LIST_KINDS, Item, MemoryKind, MemoryState, Operation, Tool, normalise_id
-from app.store.models import MemoryItem, MemoryRemoval, Session
+from app.store.models import ContentDigest, MemoryItem, MemoryRemoval, Session, probed
 from app.store.sessions import SessionKey, SessionRow, memory_values
 from app.store.sql import Executor, json_rows, to_json
 
@@ -174,9 +174,24 @@ def target_filter(
     wanted: list[ColumnElement[bool]] = []
     if ids:
         wanted.append(MemoryItem.item_id.in_(sorted(ids)))
-    # One equality per content, so Postgres can use the hash index on content for each.
-    wanted += [and_(MemoryItem.kind == kind.value, MemoryItem.content == text) for kind, text in contents]
+    # One condition per content, each bounding the content index (`_same_content`).
+    wanted += [_same_content(_ITEMS.c.kind, _ITEMS.c.content, kind.value, text) for kind, text in contents]
     return or_(*wanted) if wanted else None
+
+
+def _of_session(
+    tenant: ColumnElement[str] | str, session: ColumnElement[str] | str
+) -> tuple[ColumnElement[bool], ...]:
+    """The session's part of a lookup of named items, as the indexes of those lookups hold it (see
+    `probed`: with the plain columns, Postgres without statistics reads the session's items)."""
+    return probed(_ITEMS.c.tenant_id) == tenant, probed(_ITEMS.c.session_id) == session
+
+
+def _same_content(
+    kind: ColumnElement[str], content: ColumnElement[str], wanted_kind: Any, wanted: Any
+) -> ColumnElement[bool]:
+    """`kind` and `content` equal to the wanted ones, with the digest the content index holds."""
+    return and_(kind == wanted_kind, ContentDigest(content) == ContentDigest(wanted), content == wanted)
 
 
 async def with_targets(
@@ -199,8 +214,7 @@ async def with_targets(
 def target_query(key: SessionKey, wanted: ColumnElement[bool]) -> Select[*tuple[Any, ...]]:
     """The items of session `key` that `wanted` (`target_filter`) selects, as `with_found` reads
     them, with their position last (to order them by)."""
-    of_session = (MemoryItem.tenant_id == key[0], MemoryItem.session_id == key[1])
-    return select(*_COLUMNS, MemoryItem.position).where(*of_session, wanted)
+    return select(*_COLUMNS, MemoryItem.position).where(*_of_session(*key), wanted)
 
 
 _ITEMS = cast(Table, MemoryItem.__table__)
@@ -209,8 +223,9 @@ _ITEMS = cast(Table, MemoryItem.__table__)
 def bound_targets(tenant: ColumnElement[str], session: ColumnElement[str]) -> CompoundSelect[Any]:
     """`target_query` as one statement for every reply (Postgres), built once: the ids and contents
     are parameters (`bound_target_params`), so no statement is built, keyed and compiled per chunk.
-    The ids by the primary key, each content by its hash index (a nested loop over the contents)."""
-    of_session = (_ITEMS.c.tenant_id == tenant, _ITEMS.c.session_id == session)
+    The ids by one scan of the item index, each content by the content index (a nested loop over the
+    contents)."""
+    of_session = _of_session(tenant, session)
     by_id = _ITEMS.c.item_id == any_(bindparam("target_ids", type_=postgresql.ARRAY(String)))
     contents = json_rows("target_contents", _ITEMS.c.kind, _ITEMS.c.content)
     columns = (*(_ITEMS.c[column.key] for column in _COLUMNS), _ITEMS.c.position)
@@ -219,7 +234,9 @@ def bound_targets(tenant: ColumnElement[str], session: ColumnElement[str]) -> Co
     # (8 ms a chunk at 10k items) instead of probing the content index once per content.
     by_content = (
         select(*columns)
-        .where(*of_session, _ITEMS.c.kind == contents.c.kind, _ITEMS.c.content == contents.c.content)
+        .where(
+            *of_session, _same_content(_ITEMS.c.kind, _ITEMS.c.content, contents.c.kind, contents.c.content)
+        )
         .offset(0)
         .lateral("by_content")
     )
@@ -363,9 +380,9 @@ def item_changes(key: SessionKey, before: MemoryState, after: MemoryState) -> It
 
 
 _REMOVALS = cast(Table, MemoryRemoval.__table__)
-_OF_ROW = (  # parameters not named as columns: an UPDATE would take those as values to SET
-    _ITEMS.c.tenant_id == bindparam("row_tenant"),
-    _ITEMS.c.session_id == bindparam("row_session"),
+# Parameters not named as columns: an UPDATE would take those as values to SET.
+_OF_ROW = (
+    *_of_session(bindparam("row_tenant"), bindparam("row_session")),
     _ITEMS.c.item_id == bindparam("row_item"),
 )
 _DELETE_ITEM = delete(_ITEMS).where(*_OF_ROW)
@@ -404,14 +421,10 @@ def changes_ctes(applied: Exists, tenant: ColumnElement[str], session: ColumnEle
     gone = json_rows(_CHANGES[2], *_REMOVALS.c)
 
     def named(ids: str) -> tuple[ColumnElement[bool], ...]:
-        # The items by the primary key, the ids as an array: joined to the JSON rows alone, the
+        # The items by the item index, the ids as an array: joined to the JSON rows alone, the
         # planner (which guesses 100 rows for them) hashes the whole table instead.
         ids_param = bindparam(ids, type_=postgresql.ARRAY(String))
-        return (
-            _ITEMS.c.tenant_id == tenant,
-            _ITEMS.c.session_id == session,
-            _ITEMS.c.item_id == any_(ids_param),
-        )
+        return (*_of_session(tenant, session), _ITEMS.c.item_id == any_(ids_param))
 
     return (
         _ITEMS.insert()

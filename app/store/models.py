@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -18,9 +19,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import SQLCoreOperations
+from sqlalchemy.sql.functions import FunctionElement
 
 from app.contracts.bounds import ID_LENGTH
 from app.store.types import BigIntId, JSONType, UTCDateTime
@@ -124,9 +130,6 @@ class MemoryItem(Base):
     __table_args__ = (
         ForeignKeyConstraint(*_SESSION_FK, ondelete="CASCADE"),
         Index(None, "tenant_id", "session_id", "kind", "position"),
-        # The ingest worker looks items up by content (an insert's duplicates) without reading the
-        # session's items: a hash index on Postgres (contents can exceed a B-tree entry's size limit).
-        Index(None, "content", postgresql_using="hash"),
         Index(None, "tenant_id", "session_id", "version"),  # what changed since a version
     )
 
@@ -144,6 +147,54 @@ class MemoryItem(Base):
     # The session version that last wrote the row: a reader holding the memory at version v reads
     # only the rows above v (and `MemoryRemoval`s above v) to bring it up to date.
     version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class ContentDigest(FunctionElement[str]):
+    """What the content index holds of a content: its MD5 on Postgres, where a B-tree entry is limited
+    to ~2.7 kB and contents may be longer; the content itself elsewhere (SQLite has neither)."""
+
+    type = Text()
+    inherit_cache = True
+    name = "content_digest"
+
+
+@compiles(ContentDigest)
+def _the_content(element: ContentDigest, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(ContentDigest, "postgresql")
+def _md5(element: ContentDigest, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"md5({compiler.process(element.clauses, **kw)})"
+
+
+def probed(key: SQLCoreOperations[str]) -> ColumnElement[str]:
+    """A column of the session's key as the lookups of named items compare it (`tenant_id || ''`: the
+    same value, which no index on the plain column can use; see the indexes below)."""
+    return key.concat(literal_column("''"))
+
+
+# The lookups of named items (the ingest worker's commit reads and writes the items a reply names, by
+# id and by content). Without statistics (after a bulk import or a restore, until the table is
+# analyzed) Postgres takes `tenant_id = … AND session_id = …` for one row, so every index that leads
+# with the session ties with the primary key and the planner takes the smallest (the version index),
+# reading all of the session's items to find the named ones; with the session alone hidden, the tenant
+# (all of the table, with one tenant) still looked selective. These lookups compare the session's key
+# `probed` instead, and each has an index that leads with what it names: no other index bounds any of
+# a lookup's conditions, so each lookup probes its own index whatever the planner knows.
+Index(
+    "ix_memory_items_item_probe",
+    MemoryItem.item_id,
+    probed(MemoryItem.tenant_id),
+    probed(MemoryItem.session_id),
+)
+Index(
+    "ix_memory_items_content_probe",
+    ContentDigest(MemoryItem.content),
+    MemoryItem.kind,
+    probed(MemoryItem.tenant_id),
+    probed(MemoryItem.session_id),
+)
 
 
 class MemoryRemoval(Base):
