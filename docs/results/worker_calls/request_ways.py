@@ -1,7 +1,7 @@
 """Python calls per policy request, the same chat completion made four ways against the scripted server
-(benchmarks.md (q)): the SDK's `chat.completions.create`; the SDK client's `post` of the same body without
+(benchmarks.md (s)): the SDK's `chat.completions.create`; the SDK client's `post` of the same body without
 the parameter transform, parsed into `ChatCompletion`; the same `post` returning the raw response, parsed
-with `json.loads` (what app/policy/openai_backend.py does since (q)); `httpx2.AsyncClient.post` alone.
+with `json.loads` (what app/policy/openai_backend.py does since (s)); `httpx2.AsyncClient.post` alone.
 One request at a time, 40 counted after 5 uncounted; the counts include the event loop's calls.
 
     PYTHONPATH=$PWD .venv/bin/python docs/results/worker_calls/request_ways.py
