@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Timing of sections (n) and (o) of ../benchmarks.md, before (2bd90a5) vs after (0a7343c), each a
 # `git archive` run by the same venv, the order flipped every round: P1 (`../cpu_per_chunk/run.sh`),
-# P4 (`../cpu_per_chunk/p4.sh`) and the 1 s policy at C = 128 across 256 sessions.
-#   BEFORE=/tmp/t-before AFTER=/tmp/t-after VENV=.venv bash docs/results/timing_no_tx/run.sh
+# P4 (`../cpu_per_chunk/p4.sh`) and the 1 s policy at C = 128 across 256 sessions. Later timings of
+# other trees reuse it with OUT, the folder for their logs (default: this one).
+#   BEFORE=/tmp/t-before AFTER=/tmp/t-after VENV=.venv [OUT=docs/results/…] bash docs/results/timing_no_tx/run.sh
 set -euo pipefail
 : "${BEFORE:?}" "${AFTER:?}" "${VENV:?}"
 here=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-$here}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 VENV=$(cd "$VENV" && pwd)
 export BEFORE AFTER VENV
-ROUNDS=12 OUT="$here" bash "$here/../cpu_per_chunk/run.sh" > "$here/p1.log" 2>&1
-ROUNDS=3 bash "$here/../cpu_per_chunk/p4.sh" > "$here/p4.log" 2>&1
+ROUNDS=12 OUT="$OUT" bash "$here/../cpu_per_chunk/run.sh" > "$OUT/p1.log" 2>&1
+ROUNDS=3 bash "$here/../cpu_per_chunk/p4.sh" > "$OUT/p4.log" 2>&1
 for round in 1 2; do
   if (( round % 2 )); then order="before after"; else order="after before"; fi
   for side in $order; do
@@ -19,4 +23,4 @@ for round in 1 2; do
       --data-dir /work/shared/data --sessions 256 --chunks 3 --delay-ms 1000 --concurrency 128 2>&1 \
       | grep -E "chunks/s|load")
   done
-done > "$here/c128.log" 2>&1
+done > "$OUT/c128.log" 2>&1
