@@ -18,7 +18,7 @@ the same rule then cuts the text that is applied.
 The request goes through the SDK's client (its connection pool, headers, auth and errors) as a plain `post` of
 the body this module builds, not through `chat.completions.create`: that method first walks the parameters'
 type annotations to drop the ones not given and rename aliased ones (the chat completion's have none), some
-3,600 Python calls per request, a quarter of a worker's calls per chunk (docs/results/benchmarks.md (q)); the
+3,600 Python calls per request, a quarter of a worker's calls per chunk (docs/results/benchmarks.md (s)); the
 reply is read as JSON instead of the SDK's models. `tests/test_policy_openai_transport.py` checks that the
 server receives exactly what `create` sends.
 """

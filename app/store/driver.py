@@ -4,7 +4,7 @@
 `AsyncConnection.execute` runs every statement in a greenlet (the async adaptation), looks its
 compiled form up by cache key, builds an execution context, a cursor adapter and a `CursorResult`,
 and `Row`s: ~100–200 Python calls a statement besides what psycopg does, on statements that run once
-or twice a chunk (docs/results/benchmarks.md (q)). `fetch` runs a Core statement on the same pooled
+or twice a chunk (docs/results/benchmarks.md (r)). `fetch` runs a Core statement on the same pooled
 connection's driver connection (`psycopg.AsyncConnection`) instead: the statement is compiled once,
 by the connection's dialect, into PostgreSQL's own `$n` placeholders (psycopg's `AsyncRawCursor` sends
 it as it is; its plain cursor would parse `%(name)s` on every execution), with SQLAlchemy's bind and
