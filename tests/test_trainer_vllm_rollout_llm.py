@@ -133,7 +133,7 @@ async def test_trainer_prompt_ids_are_the_servers_own_tokenization(
         "model": base_name,
         "messages": request["messages"],
         "add_generation_prompt": True,
-        "chat_template_kwargs": request["extra_body"]["chat_template_kwargs"],
+        "chat_template_kwargs": request["chat_template_kwargs"],
         **({"tools": request["tools"]} if "tools" in request else {}),
     }
     async with httpx.AsyncClient(timeout=120) as client:
