@@ -12,6 +12,8 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 VENV=$(cd "$VENV" && pwd)
 export BEFORE AFTER VENV
+# The machine's speed, to compare runs made on different machines (the ratios are measured side by side).
+"$VENV/bin/python" -m timeit -r 5 "sum(i*i for i in range(1000000))" > "$OUT/calibration.log" 2>&1
 ROUNDS=12 OUT="$OUT" bash "$here/../cpu_per_chunk/run.sh" > "$OUT/p1.log" 2>&1
 ROUNDS=3 bash "$here/../cpu_per_chunk/p4.sh" > "$OUT/p4.log" 2>&1
 for round in 1 2; do
