@@ -22,6 +22,11 @@ Printed: calls per chunk by layer (builtins and unlisted standard library charge
 `bench/call_counts.py`) and the most called functions.
 
     python -m bench.ingest_throughput --data-dir ../shared/data --concurrency 32 --profile-calls
+
+`--cpu-per-chunk` runs the same protocol with the plain `memalpha worker` and prints its process's CPU
+seconds (user + system, /proc) from the resumption to the last chunk, per chunk: what bounds P4 when the
+worker's core is the bottleneck, and far less sensitive to other load than chunks/s (a Python call count
+cannot compare code whose work moves into C, such as another event loop).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -136,8 +142,22 @@ LAYERS: Layers = (
     ("app: store (app/store)", ("/app/store/",)),
     ("app: memory (app/memory)", ("/app/memory/",)),
     ("app: other", ("/app/",)),
+    # Before the SDK: its aiohttp transport is vendored under openai/_vendor/.
+    (
+        "HTTP client (httpx2, aiohttp; httpcore2, h11, anyio)",
+        (
+            "/httpx",
+            "/httpcore",
+            "/h11/",
+            "/anyio/",
+            "/sniffio/",
+            "/aiohttp",
+            "/multidict/",
+            "/yarl/",
+            "/openai/_vendor/",
+        ),
+    ),
     ("openai SDK", ("/openai/",)),
-    ("HTTP client (httpx2, httpcore2, h11, anyio)", ("/httpx", "/httpcore", "/h11/", "/anyio/", "/sniffio/")),
     ("pydantic", ("/pydantic",)),
     ("tenacity", ("/tenacity/",)),
     ("prometheus_client", ("/prometheus_client/",)),
@@ -150,44 +170,88 @@ LAYERS: Layers = (
 WARMUP_SESSIONS, WARMUP_CHUNKS = 32, 2  # one policy call per pooled connection at C = 32
 
 
-def profile_calls(args: argparse.Namespace, texts: list[str]) -> None:
+def measured_run(
+    args: argparse.Namespace,
+    texts: list[str],
+    module: list[str],
+    on_resume: Callable[[subprocess.Popen[bytes]], None],
+    on_done: Callable[[subprocess.Popen[bytes]], None],
+) -> tuple[int, int]:
+    """One worker process (`module` runs `memalpha worker`), warmed up on other sessions, then stopped
+    (SIGSTOP) while the measured sessions are queued and resumed: `on_resume` runs while it is stopped,
+    just before it resumes, `on_done` once the last measured chunk is final. (measured chunks done,
+    policy requests for them)."""
     concurrency = int(args.concurrency.split(",")[0])
     warm, total = WARMUP_SESSIONS * WARMUP_CHUNKS, args.sessions * args.chunks
-    with (
-        scratch_database() as (url, libpq_url),
-        ScriptedLLM(default=Echo()) as llm,
-        tempfile.TemporaryDirectory() as scratch,
-    ):
-        stats = str(Path(scratch) / "worker.prof")
+    with scratch_database() as (url, libpq_url), ScriptedLLM(default=Echo()) as llm:
         asyncio.run(enqueue(url, texts[::-1], WARMUP_SESSIONS, WARMUP_CHUNKS, prefix="warmup"))
-        worker = start_worker(["bench.profiled_worker", stats, *worker_args(args, url, llm, concurrency)])
+        worker = start_worker([*module, *worker_args(args, url, llm, concurrency)])
         try:
             wait_done(libpq_url, warm, args.timeout_s)
             worker.send_signal(signal.SIGSTOP)
             asyncio.run(enqueue(url, texts, args.sessions, args.chunks))
-            worker.send_signal(signal.SIGUSR1)  # delivered at the SIGCONT, before the worker runs on
+            on_resume(worker)
             worker.send_signal(signal.SIGCONT)
             requests = len(llm.requests)
             _, done = wait_done(libpq_url, warm + total, args.timeout_s)
-            worker.send_signal(signal.SIGUSR2)
+            on_done(worker)
             requests = len(llm.requests) - requests
         finally:
             worker.send_signal(signal.SIGCONT)
             worker.terminate()
             worker.wait(timeout=30)
+    return done - warm, requests
+
+
+def _measured_header(args: argparse.Namespace, done: int, requests: int) -> str:
+    total = args.sessions * args.chunks
+    return (
+        f"{args.sessions} sessions x {args.chunks} chunks (after {WARMUP_SESSIONS} x {WARMUP_CHUNKS} "
+        f"warm-up), 1 process, concurrency {args.concurrency.split(',')[0]}, {args.workers} claim loops, "
+        f"instant policy; {done} of the measured chunks done; {requests / total:.2f} policy requests per chunk"
+    )
+
+
+def profile_calls(args: argparse.Namespace, texts: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        stats = str(Path(scratch) / "worker.prof")
+        done, requests = measured_run(
+            args,
+            texts,
+            ["bench.profiled_worker", stats],
+            # SIGUSR1 is delivered at the SIGCONT, before the worker runs on
+            lambda worker: worker.send_signal(signal.SIGUSR1),
+            lambda worker: worker.send_signal(signal.SIGUSR2),
+        )
         if args.profile:
             shutil.copyfile(stats, args.profile)
-        counted = call_counts(pstats.Stats(stats), total, LAYERS, charge_callers=True)
-    print(
-        f"{args.sessions} sessions x {args.chunks} chunks (after {WARMUP_SESSIONS} x {WARMUP_CHUNKS} "
-        f"warm-up), 1 process, concurrency {concurrency}, {args.workers} claim loops, instant policy; "
-        f"{done - warm} of the measured chunks done; {requests / total:.2f} policy requests per chunk"
-    )
+        counted = call_counts(pstats.Stats(stats), args.sessions * args.chunks, LAYERS, charge_callers=True)
+    print(_measured_header(args, done, requests))
     print_calls(
         {"worker": counted},
         "cProfile of `memalpha worker`'s event loop thread, the policy call included",
         top="most_called",
     )
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (its threads included), from /proc."""
+    # The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_chunk(args: argparse.Namespace, texts: list[str]) -> None:
+    cpu: list[float] = []
+    done, requests = measured_run(
+        args,
+        texts,
+        ["app.cli"],
+        lambda worker: cpu.append(process_cpu_s(worker.pid)),
+        lambda worker: cpu.append(process_cpu_s(worker.pid)),
+    )
+    print(_measured_header(args, done, requests))
+    print(f"  worker process CPU per measured chunk: {(cpu[1] - cpu[0]) * 1000 / done:.2f} ms")
 
 
 def main() -> None:
@@ -209,12 +273,20 @@ def main() -> None:
         "--profile-calls", action="store_true", help="count Python calls per chunk instead of timing"
     )
     parser.add_argument("--profile", type=Path, help="with --profile-calls: write the worker's cProfile here")
+    parser.add_argument(
+        "--cpu-per-chunk",
+        action="store_true",
+        help="the worker process's CPU seconds per chunk instead of chunks/s (as --profile-calls, unprofiled)",
+    )
     args = parser.parse_args()
     texts = load_pool(args.data_dir).paragraphs
     if args.profile and not args.profile_calls:
         parser.error("--profile needs --profile-calls")
     if args.profile_calls:
         profile_calls(args, texts)
+        return
+    if args.cpu_per_chunk:
+        cpu_per_chunk(args, texts)
         return
     total = args.sessions * args.chunks
     print(

@@ -4,6 +4,7 @@ to fail on cue; what a real model answers is covered by tests/test_policy_e2e_ll
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -270,6 +271,25 @@ async def test_health_and_connection_refused(endpoint: tuple[str, Script]) -> No
     with pytest.raises(PolicyError) as failure:
         await dead.propose(MemoryState(), CHUNK)
     assert failure.value.retryable is True
+
+
+async def test_a_restarted_server_does_not_fail_the_next_call() -> None:
+    """The pooled client keeps connections alive between calls; a policy server restarted in between (a
+    rollout, a crash) closed them, and the next call goes through on a new connection, with no retry needed.
+    (The event loop runs between the restart and the calls, as in the service, so the closes are seen.)"""
+    first = ScriptedLLM().start()
+    port = first.port
+    backend = policy(first.url, model=first.model, max_retries=0, connections=4)
+    try:
+        await asyncio.gather(*(backend.propose(MemoryState(), CHUNK) for _ in range(4)))  # 4 kept alive
+        first.stop()
+        await asyncio.sleep(0.2)
+        with ScriptedLLM(port=port) as second:
+            replies = await asyncio.gather(*(backend.propose(MemoryState(), CHUNK) for _ in range(4)))
+            assert len(second.requests) == 4
+        assert all(reply.calls for reply in replies)
+    finally:
+        await backend.aclose()
 
 
 def test_config_from_settings() -> None:

@@ -1,7 +1,8 @@
 """Python calls per policy request, the same chat completion made four ways against the scripted server
-(benchmarks.md (s)): the SDK's `chat.completions.create`; the SDK client's `post` of the same body without
+(benchmarks.md (s), (u)): the SDK's `chat.completions.create`; the SDK client's `post` of the same body without
 the parameter transform, parsed into `ChatCompletion`; the same `post` returning the raw response, parsed
-with `json.loads` (what app/policy/openai_backend.py does since (s)); `httpx2.AsyncClient.post` alone.
+with `json.loads` (what app/policy/openai_backend.py does since (s)), over the SDK's default transport
+(httpx2/httpcore2) and over its aiohttp transport (since (u)); `httpx2.AsyncClient.post` alone.
 One request at a time, 40 counted after 5 uncounted; the counts include the event loop's calls.
 
     PYTHONPATH=$PWD .venv/bin/python docs/results/worker_calls/request_ways.py
@@ -28,6 +29,9 @@ COUNTED, WARM = 40, 5
 
 async def main(llm: ScriptedLLM) -> None:
     client = openai.AsyncOpenAI(base_url=llm.url, api_key="EMPTY", max_retries=0)
+    over_aiohttp = openai.AsyncOpenAI(
+        base_url=llm.url, api_key="EMPTY", max_retries=0, http_client=openai.DefaultAioHttpClient()
+    )
     raw = httpx2.AsyncClient()
     messages = [
         {"role": "system", "content": "x" * 2000},
@@ -53,6 +57,12 @@ async def main(llm: ScriptedLLM) -> None:
         response = await client.post("/chat/completions", body=body, options=options, cast_to=httpx2.Response)
         return json.loads(response.content)
 
+    async def post_json_aiohttp() -> object:
+        response = await over_aiohttp.post(
+            "/chat/completions", body=body, options=options, cast_to=httpx2.Response
+        )
+        return json.loads(response.content)
+
     async def httpx_alone() -> object:
         headers = {"content-type": "application/json", "authorization": "Bearer EMPTY"}
         response = await raw.post(
@@ -64,6 +74,7 @@ async def main(llm: ScriptedLLM) -> None:
         "chat.completions.create": create,
         "post, ChatCompletion": post_model,
         "post, json.loads": post_json,
+        "post, json.loads, aiohttp": post_json_aiohttp,
         "httpx2 alone": httpx_alone,
     }
     for name, way in ways.items():
@@ -77,6 +88,7 @@ async def main(llm: ScriptedLLM) -> None:
         calls = pstats.Stats(profiler).total_calls / COUNTED  # type: ignore[attr-defined]
         print(f"{name:24} {calls:8,.0f} calls per request")
     await client.close()
+    await over_aiohttp.close()
     await raw.aclose()
 
 
