@@ -1,9 +1,11 @@
 """`memalpha worker` serves Prometheus /metrics on MEMALPHA_WORKER_METRICS_PORT: the policy/apply/queue
-metrics of a stand-alone worker process count the chunks that process handled (scraped over real HTTP)."""
+metrics of a stand-alone worker process count the chunks that process handled (scraped over real HTTP).
+It runs on uvloop where it is installed and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import signal
@@ -64,3 +66,6 @@ async def test_worker_metrics_port_counts_the_chunks_it_processed(store_url: str
         output, _ = await asyncio.wait_for(worker.communicate(), timeout=30)
     assert worker.returncode == 0, output.decode()
     assert f"metrics http://127.0.0.1:{port}/metrics" in output.decode()
+    # the loop `memalpha serve` gets from uvicorn where uvloop is installed (it is, with uvicorn[standard])
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert f"event loop {loop}" in output.decode()

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 
@@ -56,11 +57,22 @@ def run(args: argparse.Namespace) -> int:
         print("memalpha worker: --workers must be at least 1", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(settings))
+        run_loop(_serve(settings))
     except SchemaNotReady as exc:
         print(f"memalpha worker: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop where it is installed, as `memalpha serve` does (uvicorn's loop "auto"): the
+    pure-Python selector loop was a fifth of a worker's Python calls per chunk (docs/results/benchmarks.md (v))."""
+    try:
+        import uvloop
+    except ImportError:  # the platforms where uvicorn[standard] does not install it
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 async def _serve(settings: Any) -> None:
@@ -78,12 +90,13 @@ async def _serve(settings: Any) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     logging.getLogger("memalpha.worker").info(
-        "%d claim loops, %d sessions in flight at most, on %s; policy %s; metrics %s",
+        "%d claim loops, %d sessions in flight at most, on %s; policy %s; metrics %s; event loop %s",
         settings.workers,
         settings.policy_concurrency,
         service.db.safe_url,
         service.policy.name,
         f"http://{settings.host}:{settings.worker_metrics_port}/metrics" if metrics else "off",
+        type(loop).__module__.split(".")[0],
     )
     try:
         workers = asyncio.ensure_future(service.run_workers_until_stopped())
