@@ -2,7 +2,8 @@
 (benchmarks.md (s), (u)): the SDK's `chat.completions.create`; the SDK client's `post` of the same body without
 the parameter transform, parsed into `ChatCompletion`; the same `post` returning the raw response, parsed
 with `json.loads` (what app/policy/openai_backend.py does since (s)), over the SDK's default transport
-(httpx2/httpcore2) and over its aiohttp transport (since (u)); `httpx2.AsyncClient.post` alone.
+(httpx2/httpcore2) and over its aiohttp transport (since (u)); `httpx2.AsyncClient.post` alone;
+`aiohttp.ClientSession.post` alone (what a call without the SDK's httpx2 request and response objects would cost).
 One request at a time, 40 counted after 5 uncounted; the counts include the event loop's calls.
 
     PYTHONPATH=$PWD .venv/bin/python docs/results/worker_calls/request_ways.py
@@ -17,6 +18,7 @@ import pstats
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
 from openai._base_client import make_request_options
@@ -33,6 +35,7 @@ async def main(llm: ScriptedLLM) -> None:
         base_url=llm.url, api_key="EMPTY", max_retries=0, http_client=openai.DefaultAioHttpClient()
     )
     raw = httpx2.AsyncClient()
+    session = aiohttp.ClientSession()
     messages = [
         {"role": "system", "content": "x" * 2000},
         {"role": "user", "content": "<new_chunk>hello there</new_chunk>"},
@@ -70,12 +73,20 @@ async def main(llm: ScriptedLLM) -> None:
         )
         return response.json()
 
+    async def aiohttp_alone() -> object:
+        headers = {"content-type": "application/json", "authorization": "Bearer EMPTY"}
+        async with session.post(
+            f"{llm.url}/chat/completions", data=json.dumps(body | extra), headers=headers
+        ) as response:
+            return json.loads(await response.read())
+
     ways: dict[str, Callable[[], Awaitable[object]]] = {
         "chat.completions.create": create,
         "post, ChatCompletion": post_model,
         "post, json.loads": post_json,
         "post, json.loads, aiohttp": post_json_aiohttp,
         "httpx2 alone": httpx_alone,
+        "aiohttp alone": aiohttp_alone,
     }
     for name, way in ways.items():
         for _ in range(WARM):
@@ -90,6 +101,7 @@ async def main(llm: ScriptedLLM) -> None:
     await client.close()
     await over_aiohttp.close()
     await raw.aclose()
+    await session.close()
 
 
 if __name__ == "__main__":
