@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -57,6 +57,7 @@ class Script:
     replies: list[tuple[int, Any, float]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)  # of each request, names in lower case
+    paths: list[str] = field(default_factory=list)  # of each request, as the request line gives it
 
 
 @pytest.fixture
@@ -68,9 +69,12 @@ def endpoint() -> Iterator[tuple[str, Script]]:
             return
 
         def _send(self, status: int, body: Any) -> None:
-            data = json.dumps(body).encode()
+            # a str is sent as it is, as server-sent events
+            data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header(
+                "Content-Type", "text/event-stream" if isinstance(body, str) else "application/json"
+            )
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -80,6 +84,7 @@ def endpoint() -> Iterator[tuple[str, Script]]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
+            script.paths.append(self.path)
             script.requests.append(json.loads(self.rfile.read(length)))
             script.headers.append({name.lower(): value for name, value in self.headers.items()})
             status, body, delay = (
@@ -102,10 +107,22 @@ def endpoint() -> Iterator[tuple[str, Script]]:
     server.server_close()
 
 
+_OPEN: list[OpenAIPolicy] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_backends() -> AsyncIterator[None]:
+    """Each test's backends are closed after it (their pooled HTTP sessions)."""
+    yield
+    while _OPEN:
+        await _OPEN.pop().aclose()
+
+
 def policy(url: str, **overrides: Any) -> OpenAIPolicy:
     settings: dict[str, Any] = {"model": "configured-model", "retry_backoff_s": 0.01, "timeout_s": 5.0}
     config = OpenAIPolicyConfig(base_url=url, **(settings | overrides))
-    return OpenAIPolicy(config, WordTokenCounter())
+    _OPEN.append(OpenAIPolicy(config, WordTokenCounter()))
+    return _OPEN[-1]
 
 
 async def test_alpha_request_shape_usage_and_model_override(endpoint: tuple[str, Script]) -> None:
@@ -265,12 +282,48 @@ def _free_port() -> int:
 
 async def test_health_and_connection_refused(endpoint: tuple[str, Script]) -> None:
     url, _ = endpoint
-    assert await policy(url).health() is True
-    dead = policy(f"http://127.0.0.1:{_free_port()}/v1", max_retries=1)
+    live, dead = policy(url), policy(f"http://127.0.0.1:{_free_port()}/v1", max_retries=1)
+    assert await live.health() is True
     assert await dead.health() is False
     with pytest.raises(PolicyError) as failure:
         await dead.propose(MemoryState(), CHUNK)
     assert failure.value.retryable is True
+
+
+async def test_an_error_event_in_the_stream_is_a_policy_error_not_retried(
+    endpoint: tuple[str, Script],
+) -> None:
+    """vLLM reports a failure after the stream began as an `error` event: the call fails at once (the same
+    request would fail again), and what arrived before it is not taken for a reply."""
+    url, script = endpoint
+    first = {"model": "served-model", "choices": [{"index": 0, "delta": {"content": "[{"}}]}
+    error = {"error": {"message": "engine died", "type": "InternalServerError", "code": 500}}
+    script.replies.append((200, f"data: {json.dumps(first)}\n\ndata: {json.dumps(error)}\n\n", 0))
+    backend = policy(url, tool_format="json", repeat_stop_chars=256)
+    with pytest.raises(PolicyError) as failure:
+        await backend.propose(MemoryState(), CHUNK)
+    await backend.aclose()
+    assert "engine died" in str(failure.value) and failure.value.retryable is False
+    assert len(script.requests) == 1 and script.requests[0]["stream"] is True
+
+
+async def test_the_proxy_of_the_environment_is_used(
+    endpoint: tuple[str, Script], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured, as the SDK's client honoured it: a policy server behind a corporate proxy is
+    reached through it (here the proxy is the scripted server, and the policy's host does not resolve)."""
+    url, script = endpoint
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", url.removesuffix("/v1"))
+    script.replies.append(
+        (200, completion(f"✿FUNCTION✿: new_memory_insert\n✿ARGS✿: {json.dumps(INSERT_ARGS)}"), 0)
+    )
+    backend = policy("http://policy.invalid:8000/v1")
+    reply = await backend.propose(MemoryState(), CHUNK)
+    await backend.aclose()
+    assert script.paths == ["http://policy.invalid:8000/v1/chat/completions"]  # a proxy's absolute form
+    assert [call.name for call in reply.calls] == ["new_memory_insert"]
 
 
 async def test_a_restarted_server_does_not_fail_the_next_call() -> None:

