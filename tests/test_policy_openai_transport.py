@@ -270,7 +270,7 @@ async def test_timeout_is_a_retryable_policy_error(endpoint: tuple[str, Script])
     script.replies += [(200, completion("[]"), 2.0)] * 2
     with pytest.raises(PolicyError) as failure:
         await policy(url, timeout_s=0.3, max_retries=1).propose(MemoryState(), CHUNK)
-    assert failure.value.retryable is True
+    assert failure.value.retryable is True and "timed out" in str(failure.value)
     assert len(script.requests) == 2
 
 

@@ -70,7 +70,9 @@ class ChatEndpoint:
                     text = (await response.read()).decode(errors="replace")
                     raise EndpointError(f"HTTP {response.status}: {text[:300]}", status=response.status)
                 yield response
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except TimeoutError as exc:  # aiohttp's read and connect timeouts included
+            raise EndpointError(f"timed out ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        except aiohttp.ClientError as exc:
             raise EndpointError(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
 
     async def complete(self, body: dict[str, Any]) -> Any:
