@@ -326,6 +326,24 @@ async def test_the_proxy_of_the_environment_is_used(
     assert [call.name for call in reply.calls] == ["new_memory_insert"]
 
 
+async def test_a_host_in_no_proxy_is_reached_directly(
+    endpoint: tuple[str, Script], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NO_PROXY wins over HTTP_PROXY for its hosts (a policy server inside the cluster while the proxy is for
+    the outside): the request goes straight to the server, not to the proxy, which here refuses connections."""
+    url, script = endpoint
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    script.replies.append(
+        (200, completion(f"✿FUNCTION✿: new_memory_insert\n✿ARGS✿: {json.dumps(INSERT_ARGS)}"), 0)
+    )
+    backend = policy(url, max_retries=0)
+    reply = await backend.propose(MemoryState(), CHUNK)
+    await backend.aclose()
+    assert script.paths == ["/v1/chat/completions"]  # origin form: no proxy in between
+    assert [call.name for call in reply.calls] == ["new_memory_insert"]
+
+
 async def test_a_restarted_server_does_not_fail_the_next_call() -> None:
     """The pooled client keeps connections alive between calls; a policy server restarted in between (a
     rollout, a crash) closed them, and the next call goes through on a new connection, with no retry needed.

@@ -7,6 +7,8 @@ handling) and its error types, ~2,200 Python calls per request of the ~2,550 a c
 aiohttp transport, half a worker's calls per chunk (docs/results/benchmarks.md (x)). What the SDK did that
 this keeps: the bearer token, the JSON body, the server-sent events' `data:` lines up to `[DONE]`, an error
 event as an error, HTTP(S)_PROXY from the environment, and errors that say whether a retry can help.
+The proxy is looked up once, for the endpoint's URL: aiohttp's `trust_env` looks up the proxy and ~/.netrc on
+a thread for every request, two thread hops per policy call.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 
 class EndpointError(Exception):
@@ -45,12 +49,18 @@ class ChatEndpoint:
             total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s
         )
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: dict[str, Any] = {}
+        try:
+            proxy, proxy_auth = get_env_proxy_for_url(URL(self.base_url))
+            self._proxy = {"proxy": proxy, "proxy_auth": proxy_auth}
+        except LookupError:  # none set for this URL's scheme, or its host is in NO_PROXY
+            pass
 
     def _client(self) -> aiohttp.ClientSession:
         # Made at the first call: a session belongs to the event loop it was made in.
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._connections, keepalive_timeout=self._keepalive_s)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=True)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
     @asynccontextmanager
@@ -59,7 +69,9 @@ class ChatEndpoint:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         # No `timeout` argument keeps the session's (aiohttp reads an explicit None as no timeout at all).
         options: dict[str, Any] = (
-            {} if timeout_s is None else {"timeout": aiohttp.ClientTimeout(total=timeout_s)}
+            self._proxy
+            if timeout_s is None
+            else {**self._proxy, "timeout": aiohttp.ClientTimeout(total=timeout_s)}
         )
         data = None if body is None else json.dumps(body)
         try:
