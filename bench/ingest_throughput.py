@@ -218,7 +218,7 @@ def profile_calls(args: argparse.Namespace, texts: list[str]) -> None:
         done, requests = measured_run(
             args,
             texts,
-            ["bench.profiled_worker", stats],
+            ["bench.profiled_worker", stats, *(["--cpu-clock"] if args.cpu_clock else [])],
             # SIGUSR1 is delivered at the SIGCONT, before the worker runs on
             lambda worker: worker.send_signal(signal.SIGUSR1),
             lambda worker: worker.send_signal(signal.SIGUSR2),
@@ -274,14 +274,19 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="with --profile-calls: write the worker's cProfile here")
     parser.add_argument(
+        "--cpu-clock",
+        action="store_true",
+        help="with --profile-calls: time functions by the thread's CPU clock (waits and preemption left out)",
+    )
+    parser.add_argument(
         "--cpu-per-chunk",
         action="store_true",
         help="the worker process's CPU seconds per chunk instead of chunks/s (as --profile-calls, unprofiled)",
     )
     args = parser.parse_args()
     texts = load_pool(args.data_dir).paragraphs
-    if args.profile and not args.profile_calls:
-        parser.error("--profile needs --profile-calls")
+    if (args.profile or args.cpu_clock) and not args.profile_calls:
+        parser.error("--profile and --cpu-clock need --profile-calls")
     if args.profile_calls:
         profile_calls(args, texts)
         return
