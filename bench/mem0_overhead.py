@@ -141,6 +141,7 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]
             )
         finally:
             await service.stop()
+            await policy.aclose()  # given to the service, so not closed by it
         requests = len(their_llm.requests)
         embedded = their_llm.embedded
 

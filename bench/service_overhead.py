@@ -172,6 +172,7 @@ async def measure(args: argparse.Namespace, database_url: str, llm: ScriptedLLM)
         memory = {size: await service.sessions.get_session(TENANT, f"s{size}") for size in sizes}
     finally:
         await service.stop()
+        await policy.aclose()  # given to the service, so not closed by it
 
     def p50(values: list[float]) -> float:
         return statistics.median(values) * 1000
