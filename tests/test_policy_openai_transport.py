@@ -313,7 +313,7 @@ async def test_the_proxy_of_the_environment_is_used(
     """HTTP_PROXY is honoured, as the SDK's client honoured it: a policy server behind a corporate proxy is
     reached through it (here the proxy is the scripted server, and the policy's host does not resolve)."""
     url, script = endpoint
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", url.removesuffix("/v1"))
     script.replies.append(
@@ -332,6 +332,8 @@ async def test_a_host_in_no_proxy_is_reached_directly(
     """NO_PROXY wins over HTTP_PROXY for its hosts (a policy server inside the cluster while the proxy is for
     the outside): the request goes straight to the server, not to the proxy, which here refuses connections."""
     url, script = endpoint
+    for name in ("http_proxy", "no_proxy", "ALL_PROXY", "all_proxy"):  # lower case would win over upper
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # the discard port: nothing listens
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     script.replies.append(
