@@ -63,6 +63,8 @@ def plot_reward_curve(
     diagnostics_axis.legend(fontsize=8)
     for axis in (train_axis, eval_axis, diagnostics_axis):
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # The training iterations' span, so that evaluations sit where they were made (one alone at 0 included).
+    eval_axis.set_xlim(-0.5, max([0, *done, *iterations]) + 0.5)
     eval_axis.set(xlabel="iteration (0 = base model)", ylabel="mean", title="held-out episodes")
     eval_axis.grid(alpha=0.3)
     eval_axis.legend(fontsize=8)
