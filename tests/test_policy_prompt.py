@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.memory import Item, MemoryState, WordTokenCounter, render_policy_memory
 from app.policy.prompt import build_messages, prompt_sha256
@@ -230,6 +232,33 @@ def test_prompt_tokens_are_the_counted_messages() -> None:
     native = build_messages(_state(3), CHUNK, "native", COUNTER, 6144, 512)
     counted = sum(COUNTER.count(message["content"]) for message in native.messages)
     assert native.prompt_tokens == counted + COUNTER.count(json.dumps(openai_tools(strict=True)))
+
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fmt=st.sampled_from(["alpha", "json", "hermes", "native"]),
+    core=_TEXT,
+    contents=st.lists(_TEXT, max_size=8),
+    chunk=_TEXT,
+    budget=st.integers(0, 4000),
+)
+def test_prompt_tokens_counted_by_section_equal_the_whole_count(
+    fmt: str, core: str, contents: list[str], chunk: str, budget: int
+) -> None:
+    """The fixed text is counted once per format (`_fixed_tokens`); the word estimate's count of the
+    messages as sent is the same, whatever the memory and chunk hold (punctuation at an edge, no
+    whitespace, other scripts), and so is every budget decision."""
+    state = MemoryState(core=core)
+    for number, content in enumerate(contents):
+        items = state.semantic if number % 2 else state.episodic
+        items.append(Item(id=f"x{number:03d}", content=content, created_at=NOW, updated_at=NOW))
+    build = build_messages(state, chunk, fmt, COUNTER, budget, 512)  # type: ignore[arg-type]
+    whole = sum(COUNTER.count(message["content"]) for message in build.messages)
+    tools = COUNTER.count(json.dumps(openai_tools(strict=True))) if fmt == "native" else 0
+    assert build.prompt_tokens == whole + tools
 
 
 def _size_at(state: MemoryState, visible: int) -> int:

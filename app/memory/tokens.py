@@ -14,6 +14,8 @@ _PIECE = re.compile(r"\w+|[^\w\s]")
 class TokenCounter(Protocol):
     name: str
 
+    def __hash__(self) -> int: ...  # counts of fixed prompt text are cached per counter
+
     def count(self, text: str) -> int: ...
 
     def prefix_end(self, text: str, max_tokens: int) -> int:

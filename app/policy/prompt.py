@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cache, lru_cache
 
 from app.contracts.policy import ToolFormat
 from app.memory.limits import MemoryLimits
@@ -88,24 +89,41 @@ def build_messages(
     core_tokens: int = MemoryLimits.core_tokens,
 ) -> PromptBuild:
     """`core_tokens` is the core limit the prompt states (the service's `MEMALPHA_CORE_TOKEN_LIMIT`;
-    the default, 512, is the prompt Memalpha-4B was trained on)."""
-    tool_block = _tool_block(fmt)
+    the default, 512, is the prompt Memalpha-4B was trained on). The prompt's tokens are counted section
+    by section (the system message's fixed text once per counter and format, then the memory and the user
+    message), which the word estimate counts exactly (sections are separated by blank lines) and a
+    tokenizer to within a token or two per section boundary."""
+    head, tail = _fixed_sections(fmt, core_tokens)
+    user = _USER.format(chunk=chunk.strip(), max_new_tokens=max_new_tokens)
+    fixed_tokens = _fixed_tokens(counter, fmt, core_tokens) + counter.count(user)
+    visible = POLICY_VISIBLE_ITEMS
+    while True:
+        memory = render_policy_memory(state, visible)
+        tokens = fixed_tokens + counter.count(memory)
+        if tokens <= budget_tokens or visible == 0:
+            break
+        visible //= 2
+    messages = [{"role": "system", "content": f"{head}{memory}{tail}"}, {"role": "user", "content": user}]
+    return PromptBuild(messages=messages, visible_items=visible, prompt_tokens=tokens)
+
+
+@cache
+def _fixed_sections(fmt: ToolFormat, core_tokens: int) -> tuple[str, str]:
+    """The system message's text before and after the memory (the same for every chunk)."""
     instructions = _INSTRUCTIONS.format(
         core_tokens=core_tokens,
         episodic_example=_EPISODIC_EXAMPLE_ALPHA if fmt == "alpha" else _EPISODIC_SHAPE,
     )
-    user = _USER.format(chunk=chunk.strip(), max_new_tokens=max_new_tokens)
-    # Native tools (as the request sends them) are rendered into the prompt by the chat template: they count too.
-    extra_tokens = counter.count(json.dumps(openai_tools(strict=True))) if fmt == "native" else 0
-    visible = POLICY_VISIBLE_ITEMS
-    while True:
-        system = _system(state, visible, instructions, tool_block)
-        tokens = counter.count(system) + counter.count(user) + extra_tokens
-        if tokens <= budget_tokens or visible == 0:
-            break
-        visible //= 2
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    return PromptBuild(messages=messages, visible_items=visible, prompt_tokens=tokens)
+    return f"{_ROLE}\n\n{instructions}\n\n# Current memory\n\n", f"\n\n{_tool_block(fmt)}"
+
+
+@lru_cache(maxsize=16)
+def _fixed_tokens(counter: TokenCounter, fmt: ToolFormat, core_tokens: int) -> int:
+    """Tokens of the system message's fixed text; native tools (as the request sends them) are rendered into
+    the prompt by the chat template, so they count too."""
+    head, tail = _fixed_sections(fmt, core_tokens)
+    tools = counter.count(json.dumps(openai_tools(strict=True))) if fmt == "native" else 0
+    return counter.count(head) + counter.count(tail) + tools
 
 
 def prompt_sha256(fmt: ToolFormat, core_tokens: int = MemoryLimits.core_tokens) -> str:
@@ -114,11 +132,6 @@ def prompt_sha256(fmt: ToolFormat, core_tokens: int = MemoryLimits.core_tokens) 
     stated response budget vary per request or are serving settings of their own."""
     build = build_messages(MemoryState(), "", fmt, WordTokenCounter(), 1 << 30, 0, core_tokens=core_tokens)
     return hashlib.sha256(json.dumps(build.messages, ensure_ascii=False).encode()).hexdigest()
-
-
-def _system(state: MemoryState, visible: int, instructions: str, tool_block: str) -> str:
-    memory = render_policy_memory(state, visible)
-    return f"{_ROLE}\n\n{instructions}\n\n# Current memory\n\n{memory}\n\n{tool_block}"
 
 
 def _tool_block(fmt: ToolFormat) -> str:
