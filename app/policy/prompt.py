@@ -2,7 +2,7 @@
 
 System message: role + instructions + the current memory + the tool block (the tool block depends on
 the tool format). User message: instructions + the chunk in `<new_chunk>…</new_chunk>` + a reminder of
-the response token limit. The prompt is rebuilt from scratch for every chunk; when it exceeds its
+the response token limit. The prompt is built for every chunk (its fixed text once); when it exceeds its
 token budget, the number of visible recent items per kind is halved (5 → 2 → 1 → 0).
 
 The `alpha` tool block follows the layout of Qwen-Agent's function-calling prompt (a `# Tools`
