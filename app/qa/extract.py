@@ -1,7 +1,9 @@
 """The extractive answerer's reading of a context: no LLM, deterministic.
 
 - Support of a sentence = the summed weight (idf in its kind's memory) of the distinct question terms
-  it holds, matched the way the retriever matched them (stemmed, stopwords out). The best sentence has
+  it holds, matched the way the retriever matched them (stemmed, stopwords out), summed exactly
+  (`math.fsum`: a plain sum over the set's order, which the string-hash seed sets, broke exact ties by
+  its last bit, differently in every process). The best sentence has
   the most support; on a tie the one in the item with the higher BM25 score wins (it holds the terms
   more often), then the shorter sentence (the shortest sufficient one), then the earlier. Sentences that are questions are passed over: they echo
   the question's words without answering it.
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 
@@ -83,7 +86,7 @@ def _sentence_answer(context: AnswerContext) -> str | None:
             text = dated(scored.item)
             for sentence in _sentences(analyzer, text):
                 held = _held(terms, sentence)
-                support = sum(weights.get(term, 0.0) for term in held)
+                support = math.fsum(weights.get(term, 0.0) for term in held)
                 if support <= 0:
                     continue
                 dated_answer = when and _has_date(sentence.text, text)
