@@ -9,9 +9,11 @@ Throughput = chunks / (last `done_at` − first `started_at`), from the chunk lo
 start-up is not counted.
 
     python -m bench.ingest_throughput --data-dir ../shared/data [--sessions 50] [--chunks 10] [--delay-ms 0,200]
-        [--concurrency 8,32,128]
+        [--concurrency 8,32,128] [--latency-spread 0.5]
 
 With a policy latency L and a total concurrency C, the ceiling is C / L chunks/s; the goal is 0.8 of it.
+Printed beside each rate: the policy calls in flight on average (the stand-in's own record: below C, slots
+stood empty) and a chunk's mean time from claim to done (above L: time in the worker or waiting in it).
 
 `--profile-calls` counts instead of timing: one process at the first concurrency, with an instant policy,
 runs under `bench.profiled_worker` (a cProfile of its event loop's thread, the policy call's client side
@@ -42,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -94,10 +97,18 @@ def wait_done(libpq_url: str, total: int, timeout_s: float) -> tuple[float, int]
             time.sleep(0.2)
 
 
+@dataclass(frozen=True)
+class Run:
+    span_s: float  # first chunk started → last chunk done (the chunk log's clock)
+    done: int
+    in_flight: float  # policy calls in flight on the stand-in, mean over its busy span (Little's law)
+    worker_s: float  # a chunk's mean time from its claim to done (the policy call's latency included)
+
+
 def run_config(
     args: argparse.Namespace, texts: list[str], processes: int, delay_s: float, concurrency: int
-) -> tuple[float, int]:
-    behaviour = Delay(delay_s, Echo()) if delay_s > 0 else Echo()
+) -> Run:
+    behaviour = Delay(delay_s, Echo(), args.latency_spread) if delay_s > 0 else Echo()
     total = args.sessions * args.chunks
     with scratch_database() as (url, libpq_url), ScriptedLLM(default=behaviour) as llm:
         asyncio.run(enqueue(url, texts, args.sessions, args.chunks))
@@ -110,7 +121,12 @@ def run_config(
                 worker.terminate()
             for worker in workers:
                 worker.wait(timeout=30)
-    return span, done
+        with psycopg.connect(libpq_url, autocommit=True) as conn:
+            row = conn.execute("SELECT extract(epoch FROM avg(done_at - started_at)) FROM chunks").fetchone()
+        calls = [(r.started, r.finished) for r in llm.requests if r.finished is not None]
+    busy = max(f for _, f in calls) - min(s for s, _ in calls) if calls else 0.0
+    in_flight = sum(f - s for s, f in calls) / busy if busy else 0.0
+    return Run(span, done, in_flight, float(row[0] or 0.0) if row else 0.0)
 
 
 def worker_args(args: argparse.Namespace, url: str, llm: ScriptedLLM, concurrency: int) -> list[str]:
@@ -268,6 +284,12 @@ def main() -> None:
     parser.add_argument(
         "--delay-ms", default="0,200", help="scripted policy latencies to run, comma-separated"
     )
+    parser.add_argument(
+        "--latency-spread",
+        type=float,
+        default=0.0,
+        help="each chunk's latency uniform in delay x (1 +- spread), drawn from a hash of the chunk",
+    )
     parser.add_argument("--timeout-s", type=float, default=600)
     parser.add_argument(
         "--profile-calls", action="store_true", help="count Python calls per chunk instead of timing"
@@ -303,11 +325,12 @@ def main() -> None:
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             rates = {}
             for processes in (1, 2):
-                span, done = run_config(args, texts, processes, delay_ms / 1000, concurrency)
-                rates[processes] = done / span if span else float("inf")
+                run = run_config(args, texts, processes, delay_ms / 1000, concurrency)
+                rates[processes] = run.done / run.span_s if run.span_s else float("inf")
                 print(
                     f"  policy latency {delay_ms:5.0f} ms, concurrency {concurrency:4d}, {processes} process(es): "
-                    f"{done} chunks done in {span:6.1f} s = {rates[processes]:6.1f} chunks/s"
+                    f"{run.done} chunks done in {run.span_s:6.1f} s = {rates[processes]:6.1f} chunks/s; "
+                    f"policy calls in flight {run.in_flight:5.1f} on average, claim to done {run.worker_s * 1000:5.0f} ms"
                 )
             goal = (
                 f"; goal 0.8 x C/L = {0.8 * concurrency * 1000 / delay_ms:.1f} chunks/s" if delay_ms else ""

@@ -83,8 +83,19 @@ class Garbage:
 
 @dataclass(frozen=True)
 class Delay:
+    """Answer after `seconds`; with `spread`, after `seconds × (1 ± spread)`, uniform, drawn from a hash of
+    the chunk (as an LLM's latency varies with the reply's length, and the same chunks get the same
+    latencies in every run, so runs of two trees compare chunk for chunk)."""
+
     seconds: float
     then: Behaviour = field(default_factory=Echo)
+    spread: float = 0.0
+
+    def latency(self, chunk: str) -> float:
+        if not self.spread:
+            return self.seconds
+        draw = int.from_bytes(hashlib.blake2b(chunk.encode(), digest_size=8).digest(), "big") / 2**64
+        return self.seconds * (1 + self.spread * (2 * draw - 1))
 
 
 Behaviour = Echo | JsonMemory | Text | Status | Garbage | Delay
@@ -271,7 +282,7 @@ class ScriptedLLM:
         self.requests.append(record)
         try:
             while isinstance(behaviour, Delay):
-                await asyncio.sleep(behaviour.seconds)
+                await asyncio.sleep(behaviour.latency(chunk))
                 behaviour = behaviour.then
         except asyncio.CancelledError:  # the server is stopping with this reply still delayed
             return Response(status_code=503)
