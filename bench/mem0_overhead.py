@@ -13,8 +13,7 @@ Overhead = wall time of the add − time in the model calls (ours: the policy's 
 build, HTTP round trip and parse; Mem0: its `generate_response`, `embed` and `embed_batch`, i.e. the
 HTTP round trips to the same kind of instant server). Each side writes one item per add.
 
-    python -m bench.mem0_overhead --data-dir ../shared/data [--adds 30] [--preload 1000] [--preload-batch 50]
-        [--json FILE]
+    python -m bench.mem0_overhead --data-dir ../shared/data [--adds 30] [--preload 1000] [--json FILE]
 """
 
 from __future__ import annotations
@@ -109,10 +108,7 @@ async def measure(args: argparse.Namespace, database_url: str) -> dict[str, Any]
             await service.exchange.import_session(TENANT, SESSION, payload)
             memory = mem0_memory(their_llm, Path(tmp))
             started = time.perf_counter()
-            # In batches: one `add` of 1,000 messages grew the process past 18 GB (benchmarks.md (aa)).
-            for first in range(0, len(preload), args.preload_batch):
-                batch = preload[first : first + args.preload_batch]
-                memory.add([{"role": "user", "content": text} for text in batch], user_id=USER, infer=False)
+            memory.add([{"role": "user", "content": text} for text in preload], user_id=USER, infer=False)
             preload_s = time.perf_counter() - started
             model = ModelTime()
             model.wrap(memory.llm, "generate_response")
@@ -194,7 +190,6 @@ def main() -> None:
     parser.add_argument("--adds", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--preload", type=int, default=1_000)
-    parser.add_argument("--preload-batch", type=int, default=50, help="messages per preload `add`")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     with scratch_database() as (url, _):

@@ -49,6 +49,15 @@ from starlette.routing import Route
 _CHUNK = re.compile(r"<new_chunk>\s*(.*?)\s*</new_chunk>", re.DOTALL)
 
 
+def new_chunk(user: str) -> str:
+    """The chunk a request is about: the last tagged one. From the last opening tag on, because a prompt
+    may quote earlier chunks cut short (Mem0's "Last k Messages" cuts each at ~300 characters, closing tag
+    and all): from the first unclosed one to the new one's end would be many chunks in one."""
+    start = user.rfind("<new_chunk>")
+    found = _CHUNK.match(user, start) if start >= 0 else None
+    return found.group(1) if found else ""
+
+
 @dataclass(frozen=True)
 class Echo:
     def content(self, chunk: str) -> str:
@@ -272,8 +281,7 @@ class ScriptedLLM:
         user = next(
             (m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), ""
         )
-        found = _CHUNK.findall(user if isinstance(user, str) else "")
-        chunk = found[-1] if found else ""
+        chunk = new_chunk(user if isinstance(user, str) else "")
         if self.strict_models and body.get("model") not in (self.model, *self.adapters):
             error = {"message": f"The model `{body.get('model')}` does not exist.", "code": 404}
             return JSONResponse({"error": error}, status_code=404)

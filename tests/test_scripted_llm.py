@@ -1,5 +1,6 @@
-"""The benches' policy stand-in with a spread latency: each chunk's latency is drawn from a hash of the chunk
-(uniform in seconds × (1 ± spread)), and the real server holds each reply that long, concurrently."""
+"""The benches' policy stand-in: the chunk a request is about, and a spread latency (each chunk's drawn
+from a hash of the chunk, uniform in seconds × (1 ± spread), the real server holding each reply that long,
+concurrently)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import statistics
 
 import httpx
 
-from tests.scripted_llm import Delay, Echo, ScriptedLLM
+from tests.scripted_llm import Delay, Echo, ScriptedLLM, new_chunk
+
+
+def test_the_chunk_is_the_last_tagged_one_even_after_a_quoted_chunk_cut_short() -> None:
+    assert new_chunk("memory …\n<new_chunk>\n The new one. \n</new_chunk>") == "The new one."
+    assert new_chunk("<new_chunk>old</new_chunk> then <new_chunk>new</new_chunk>") == "new"
+    # Mem0 quotes recent messages cut at ~300 characters, closing tag and all
+    quoted = "## Last k Messages\nuser: <new_chunk>an older paragraph, cut sho...\n\n"
+    assert new_chunk(quoted + "## New Messages\nuser: <new_chunk>This one.</new_chunk>\n") == "This one."
+    assert new_chunk("no tags at all") == ""
 
 
 def test_latencies_spread_uniformly_around_the_mean_and_repeat_per_chunk() -> None:
