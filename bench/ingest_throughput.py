@@ -13,7 +13,8 @@ start-up is not counted.
 
 With a policy latency L and a total concurrency C, the ceiling is C / L chunks/s; the goal is 0.8 of it.
 Printed beside each rate: the policy calls in flight on average (the stand-in's own record: below C, slots
-stood empty) and a chunk's mean time from claim to done (above L: time in the worker or waiting in it).
+stood empty), a chunk's mean time from claim to done (above L: time in the worker or waiting in it) and each
+worker process's CPU over the span (near 100%: the worker's core is what bounds it).
 
 `--profile-calls` counts instead of timing: one process at the first concurrency, with an instant policy,
 runs under `bench.profiled_worker` (a cProfile of its event loop's thread, the policy call's client side
@@ -79,6 +80,18 @@ async def enqueue(
         await service.stop()
 
 
+def wait_started(libpq_url: str, timeout_s: float) -> None:
+    """Until a worker has started the first chunk (its start-up is not the run's)."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(libpq_url, autocommit=True) as conn:
+        while not conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM chunks WHERE started_at IS NOT NULL)"
+        ).fetchone()[0]:  # type: ignore[index]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no chunk started after {timeout_s} s")
+            time.sleep(0.02)
+
+
 def wait_done(libpq_url: str, total: int, timeout_s: float) -> tuple[float, int]:
     """Poll the chunk log until every chunk is final; (seconds from first start to last done, done)."""
     deadline = time.monotonic() + timeout_s
@@ -103,6 +116,7 @@ class Run:
     done: int
     in_flight: float  # policy calls in flight on the stand-in, mean over its busy span (Little's law)
     worker_s: float  # a chunk's mean time from its claim to done (the policy call's latency included)
+    worker_cpu: float  # CPU seconds per second of the span, per worker process (1.0: a whole core)
 
 
 def run_config(
@@ -115,7 +129,10 @@ def run_config(
         command = ["app.cli", *worker_args(args, url, llm, max(1, concurrency // processes))]
         workers = [start_worker(command) for _ in range(processes)]
         try:
+            wait_started(libpq_url, args.timeout_s)
+            cpu = [-process_cpu_s(worker.pid) for worker in workers]
             span, done = wait_done(libpq_url, total, args.timeout_s)
+            cpu = [used + process_cpu_s(worker.pid) for used, worker in zip(cpu, workers, strict=True)]
         finally:
             for worker in workers:
                 worker.terminate()
@@ -126,7 +143,8 @@ def run_config(
         calls = [(r.started, r.finished) for r in llm.requests if r.finished is not None]
     busy = max(f for _, f in calls) - min(s for s, _ in calls) if calls else 0.0
     in_flight = sum(f - s for s, f in calls) / busy if busy else 0.0
-    return Run(span, done, in_flight, float(row[0] or 0.0) if row else 0.0)
+    worker_cpu = sum(cpu) / span / processes if span else 0.0
+    return Run(span, done, in_flight, float(row[0] or 0.0) if row else 0.0, worker_cpu)
 
 
 def worker_args(args: argparse.Namespace, url: str, llm: ScriptedLLM, concurrency: int) -> list[str]:
@@ -330,7 +348,8 @@ def main() -> None:
                 print(
                     f"  policy latency {delay_ms:5.0f} ms, concurrency {concurrency:4d}, {processes} process(es): "
                     f"{run.done} chunks done in {run.span_s:6.1f} s = {rates[processes]:6.1f} chunks/s; "
-                    f"policy calls in flight {run.in_flight:5.1f} on average, claim to done {run.worker_s * 1000:5.0f} ms"
+                    f"policy calls in flight {run.in_flight:5.1f} on average, claim to done {run.worker_s * 1000:5.0f} ms, "
+                    f"worker CPU {run.worker_cpu:4.0%} of a core per process"
                 )
             goal = (
                 f"; goal 0.8 x C/L = {0.8 * concurrency * 1000 / delay_ms:.1f} chunks/s" if delay_ms else ""
