@@ -198,8 +198,11 @@ class TrainConfig(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
 
     def fingerprint(self) -> str:
-        """Hash of the settings that shape training; resuming under another config is refused."""
-        shaping = self.model_dump(
+        """Hash of the settings that shape training; resuming under another config is refused. Activation
+        checkpointing hashes as its default: it changes memory and time only, the update is bit-identical
+        (`test_checkpointing_leaves_the_update_bit_identical`), so a run may turn it on when it resumes."""
+        compute_only = {"gradient_checkpointing": GRPOConfig.model_fields["gradient_checkpointing"].default}
+        shaping = self.model_copy(update={"grpo": self.grpo.model_copy(update=compute_only)}).model_dump(
             exclude={
                 "run": {
                     "iterations",
