@@ -186,18 +186,21 @@ def test_checkpointing_leaves_the_update_bit_identical(tiny: LoadedPolicy) -> No
     model = tiny.model
     samples = _samples(model.config.vocab_size)
 
-    def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+    def gradients(checkpointing: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         config = GRPOConfig(kl_coef=0.0, gradient_checkpointing=checkpointing)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
         optimizer_step(model, optimizer, scheduler, samples, config)
-        return _gradients(model)
+        return _gradients(model), torch.get_rng_state()
 
-    plain, checkpointed = gradients(False), gradients(True)
+    (plain, plain_rng), (checkpointed, checkpointed_rng) = gradients(False), gradients(True)
     assert plain.keys() == checkpointed.keys() and plain
     for name in plain:
         assert torch.equal(plain[name], checkpointed[name]), name
+    # the replay restores the random state it saved: the next rollouts draw the same samples
+    assert torch.equal(plain_rng, checkpointed_rng)
 
 
 def test_the_fingerprint_ignores_checkpointing_only() -> None:
