@@ -81,6 +81,10 @@ def test_cli_pairs_records_files_and_leaves_out_dropped_rollouts(tmp_path: Path)
     assert row["delta"] == pytest.approx(0.25)
     assert "| trained | 5 (3) | 10 |" in (tmp_path / "out" / PAIRED_TABLE).read_text()
     assert (tmp_path / "out" / PAIRED_PLOT).stat().st_size > 0
+    assert "| base r1 |" in (tmp_path / "out" / PAIRED_TABLE).read_text()
+    raw = ["--base-name", "raw chunks", "--out", str(tmp_path / "raw")]
+    assert main(["--base", str(base), "--compare", f"trained={trained}", *raw]) == 0
+    assert "| raw chunks r1 |" in (tmp_path / "raw" / PAIRED_TABLE).read_text()
 
 
 def test_few_clusters_get_the_exact_sign_flip_p() -> None:

@@ -107,9 +107,9 @@ def compare(
     )
 
 
-def table(rows: list[Paired]) -> str:
+def table(rows: list[Paired], base_name: str = "base") -> str:
     header = (
-        "| comparison | episodes (articles) | questions | base r1 | other r1 | mean Δ "
+        f"| comparison | episodes (articles) | questions | {base_name} r1 | other r1 | mean Δ "
         "| 95% cluster-bootstrap CI | sign-flip p |"
     )
     lines = [header, "|---|---|---|---|---|---|---|---|"]
@@ -121,7 +121,7 @@ def table(rows: list[Paired]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[Paired], path: Path) -> Path:
+def plot(rows: list[Paired], path: Path, base_name: str = "base") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +141,9 @@ def plot(rows: list[Paired], path: Path) -> Path:
         )
     axis.axvline(0.0, color="grey", linewidth=1)
     axis.set_yticks(range(len(rows)), [f"{row.name} (n={row.episodes})" for row in rows])
-    axis.set(xlabel="mean Δ held-out r1 vs base, 95% cluster-bootstrap CI", ylim=(-0.7, len(rows) - 0.3))
+    axis.set(
+        xlabel=f"mean Δ held-out r1 vs {base_name}, 95% cluster-bootstrap CI", ylim=(-0.7, len(rows) - 0.3)
+    )
     axis.grid(alpha=0.3, axis="x")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--base", type=Path, required=True, help="records of the base model's evaluation")
+    parser.add_argument("--base-name", default="base", help="what --base holds, for the table and plot")
     parser.add_argument("--compare", action="append", required=True, metavar="NAME=RECORDS")
     parser.add_argument("--out", type=Path, required=True, help="folder for paired.json / .md / .png")
     parser.add_argument("--resamples", type=int, default=10_000)
@@ -166,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(compare(name, base, load_episodes(Path(path)), resamples=args.resamples))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / PAIRED_JSON).write_text(json.dumps([asdict(row) for row in rows], indent=1))
-    (args.out / PAIRED_TABLE).write_text(table(rows))
-    plot(rows, args.out / PAIRED_PLOT)
-    print(table(rows))
+    (args.out / PAIRED_TABLE).write_text(table(rows, args.base_name))
+    plot(rows, args.out / PAIRED_PLOT, args.base_name)
+    print(table(rows, args.base_name))
     return 0
 
 
