@@ -18,24 +18,33 @@ from pathlib import Path
 from app.settings import Settings
 from app.tokens import make_token_counter
 from trainer.config import load_config
+from trainer.episodes import Episode
 from trainer.evaluate.baselines import run_rag_raw
 from trainer.loop import evaluated, split_episodes
-from trainer.rollouts import InstanceGroup, episode_records, make_engine
+from trainer.rollouts import Engine, InstanceGroup, episode_records, make_engine
 
 CONFIG = "trainer/configs/cpu-squad-experiment.toml"
 
 
-async def main(out: Path) -> None:
+def held_out_setup() -> tuple[Engine, list[Episode]]:
+    """r1's engine and the evaluated held-out episodes, exactly as the experiment's config builds them."""
     config = load_config(CONFIG)
     settings = Settings()
-    counter = make_token_counter(settings.tokenizer_file)
-    engine = make_engine(config.reward, settings, counter)
-    split = split_episodes(config, counter)
-    held_out = evaluated(split.held_out, config.run.eval_per_group, config.data.eval_group)
+    engine = make_engine(config.reward, settings, make_token_counter(settings.tokenizer_file))
+    split = split_episodes(config, engine.counter)
+    return engine, evaluated(split.held_out, config.run.eval_per_group, config.data.eval_group)
+
+
+async def main(out: Path) -> None:
+    engine, held_out = held_out_setup()
     groups = []
     for episode in held_out:
         run = await run_rag_raw(
-            episode, answerer=engine.answerer, qa=engine.qa, counter=counter, retriever=engine.retriever
+            episode,
+            answerer=engine.answerer,
+            qa=engine.qa,
+            counter=engine.counter,
+            retriever=engine.retriever,
         )
         groups.append(InstanceGroup(episode, [run], []))
     out.parent.mkdir(parents=True, exist_ok=True)
