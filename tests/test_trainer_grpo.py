@@ -203,7 +203,7 @@ def test_checkpointing_leaves_the_update_bit_identical(tiny: LoadedPolicy) -> No
     assert torch.equal(plain_rng, checkpointed_rng)
 
 
-def test_the_fingerprint_ignores_checkpointing_only() -> None:
+def test_the_fingerprint_ignores_compute_only_settings() -> None:
     config = TrainConfig(model=ModelConfig(path="m", name="base"))
     fingerprint = config.fingerprint()
 
@@ -215,6 +215,9 @@ def test_the_fingerprint_ignores_checkpointing_only() -> None:
     assert changed(logprob_chunk_tokens=64) != fingerprint
     assert changed(micro_batch_tokens=64) != fingerprint
     assert changed(learning_rate=1e-4) != fingerprint
+    # when vLLM's replies arrive is not a training setting either: an evaluation may bound it
+    rollout = config.rollout.model_copy(update={"max_in_flight": 8, "request_timeout_s": 7200.0})
+    assert config.model_copy(update={"rollout": rollout}).fingerprint() == fingerprint
 
 
 def test_shared_prefill_sampling_equals_plain_batches(tiny: LoadedPolicy) -> None:

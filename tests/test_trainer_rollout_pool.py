@@ -7,7 +7,9 @@ tiny model's local sampler."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -132,3 +134,77 @@ def test_rollout_urls_are_every_server_once() -> None:
     assert RolloutConfig(backend="vllm", vllm_urls=["http://b/v1"]).urls == ["http://b/v1"]
     with pytest.raises(ValueError, match="vllm_url"):
         RolloutConfig(backend="vllm")
+
+
+def test_max_in_flight_bounds_the_requests_a_server_holds_at_once(tiny: LoadedPolicy) -> None:
+    """A CPU vLLM server given every held-out episode at once serves each so slowly that replies pass the
+    request timeout; `rollout.max_in_flight` keeps the rest waiting in the client instead."""
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with lock:
+                state["now"] += 1
+                state["most"] = max(state["most"], state["now"])
+            time.sleep(0.2)
+            with lock:
+                state["now"] -= 1
+            logprobs = {
+                "tokens": ["token_id:0"],
+                "token_logprobs": [-0.5],
+                "text_offset": [0],
+                "top_logprobs": None,
+            }
+            choice = {"index": 0, "text": "x", "finish_reason": "stop", "logprobs": logprobs}
+            usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            body = json.dumps(
+                {
+                    "id": "c",
+                    "object": "text_completion",
+                    "created": 0,
+                    "model": "tiny-qwen2",
+                    "choices": [choice],
+                    "usage": usage,
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+    def most_at_once(max_in_flight: int) -> int:
+        state["most"] = 0
+        policy = VLLMSamplingPolicy(
+            url,
+            "tiny-qwen2",
+            tiny.tokenizer,
+            tool_format="alpha",
+            counter=WordTokenCounter(),
+            prompt_budget_tokens=512,
+            max_new_tokens=4,
+            timeout_s=30.0,
+            max_in_flight=max_in_flight,
+        )
+
+        async def run() -> None:
+            await asyncio.gather(*(policy.propose(MemoryState(), f"chunk {i}") for i in range(8)))
+            await policy.aclose()
+
+        asyncio.run(run())
+        return state["most"]
+
+    try:
+        assert most_at_once(2) == 2
+        assert most_at_once(0) == 8  # unbounded: every rollout at once, as before
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -96,6 +96,12 @@ class RolloutConfig(_Section):
     # transformers backend: most sequences in one batched `generate` (every rollout of an iteration runs
     # concurrently; the vllm backend sends them all and the server schedules them)
     batch_size: int = 8
+    # vllm backend: most requests in flight per server (0: every rollout at once) and the seconds one request
+    # may take. A CPU server with every held-out episode in flight serves each so slowly that replies near the
+    # budget pass the default timeout (and a timed-out request is dropped as an infrastructure failure).
+    # Neither is a training setting: they change when replies arrive, not the sampling distribution.
+    max_in_flight: int = Field(default=0, ge=0)
+    request_timeout_s: float = Field(default=900.0, gt=0)
 
     @model_validator(mode="after")
     def _vllm_needs_url(self) -> RolloutConfig:
@@ -204,13 +210,14 @@ class TrainConfig(_Section):
         compute_only = {"gradient_checkpointing": GRPOConfig.model_fields["gradient_checkpointing"].default}
         shaping = self.model_copy(update={"grpo": self.grpo.model_copy(update=compute_only)}).model_dump(
             exclude={
+                "rollout": {"max_in_flight", "request_timeout_s"},
                 "run": {
                     "iterations",
                     "time_limit_s",
                     "register_policy",
                     "database_url",
                     "max_infra_drop_rate",
-                }
+                },
             }
         )
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]

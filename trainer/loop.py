@@ -319,6 +319,8 @@ class Trainer:
                     constraint=self.constraint,  # the service's json constraint, applied by vLLM itself
                     frequency_penalty=rollout.frequency_penalty,
                     repeat_stop_chars=rollout.repeat_stop_chars,
+                    timeout_s=rollout.request_timeout_s,
+                    max_in_flight=rollout.max_in_flight,
                 )
                 for url in urls
             }

@@ -16,6 +16,8 @@ trained is loaded on the server under a name of its own and passed as `model`; w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -62,6 +64,7 @@ class VLLMSamplingPolicy:
         constraint: JsonCallsConstraint | None = None,
         frequency_penalty: float = 0.0,
         repeat_stop_chars: int = 0,
+        max_in_flight: int = 0,
     ) -> None:
         if constraint is not None and tool_format != "json":
             raise ValueError(f"the schema constraint is the json format's, not {tool_format!r}'s")
@@ -80,6 +83,7 @@ class VLLMSamplingPolicy:
         self.constraint = constraint
         self.frequency_penalty = frequency_penalty
         self.repeat_window = repeat_window(tool_format, repeat_stop_chars)
+        self._in_flight = asyncio.Semaphore(max_in_flight) if max_in_flight else contextlib.nullcontext()
 
     def request(self, prompt_ids: list[int], model: str) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -103,6 +107,18 @@ class VLLMSamplingPolicy:
             request["extra_body"]["response_format"] = json_response_format(self.constraint.max_calls)
         return request
 
+    async def _create(self, prompt_ids: list[int], name: str) -> Any:
+        try:
+            return await self._client.completions.create(**self.request(prompt_ids, name))
+        except openai.NotFoundError:
+            if self.reload is None or name == self.model_name:
+                raise
+            try:
+                await self.reload(name)
+            except (VLLMAdminError, httpx.HTTPError) as error:  # dropped and counted as infrastructure
+                raise PolicyError(f"reloading adapter {name!r} after a 404: {error}") from error
+            return await self._client.completions.create(**self.request(prompt_ids, name))
+
     async def propose(self, state: MemoryState, chunk: str, *, model: str | None = None) -> SampledReply:
         started = time.perf_counter()
         build = build_messages(
@@ -111,16 +127,8 @@ class VLLMSamplingPolicy:
         prompt_ids = chat_prompt_ids(self.tokenizer, build.messages, self.tool_format)
         name = model or self.model_name
         try:
-            try:
-                response = await self._client.completions.create(**self.request(prompt_ids, name))
-            except openai.NotFoundError:
-                if self.reload is None or name == self.model_name:
-                    raise
-                try:
-                    await self.reload(name)
-                except (VLLMAdminError, httpx.HTTPError) as error:  # dropped and counted as infrastructure
-                    raise PolicyError(f"reloading adapter {name!r} after a 404: {error}") from error
-                response = await self._client.completions.create(**self.request(prompt_ids, name))
+            async with self._in_flight:
+                response = await self._create(prompt_ids, name)
         except openai.OpenAIError as error:
             raise PolicyError(f"rollout endpoint {self.base_url}: {error}") from error
         choice = response.choices[0]

@@ -50,9 +50,11 @@ if curl -sf "${VLLM_URL%/v1}/v1/models" > /dev/null; then
     [ $# -gt 0 ] && [ -f "$RUNS/$run/evals/${label}adapter-greedy.jsonl" ] && return 0
     "$PY" -m app.cli train eval --config "$CONFIG" --no-progress --label "$label" "$@" \
       --set "run.out_dir=$RUNS/$run" --set rollout.backend=vllm --set "rollout.vllm_url=$VLLM_URL" \
-      --set model.name=qwen2.5-coder-0.5b
+      --set model.name=qwen2.5-coder-0.5b --set rollout.max_in_flight=32 --set rollout.request_timeout_s=3600
   }
-  # Each adapter is evaluated as soon as its run has finished; the paired table covers what exists so far.
+  # 32 requests in flight at most, an hour each at most: with all 58 episodes in flight the CPU server
+  # served each so slowly that 60% passed the 900 s default (run log of 2 Dec 21:23). Each adapter is
+  # evaluated as soon as its run has finished; the paired table covers what exists so far.
   # The base model's second evaluation follows T's, so that it also shows that serving an adapter leaves
   # the base model's replies unchanged.
   serve_eval serving-1- squad-grpo
