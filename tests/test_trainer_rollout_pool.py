@@ -38,6 +38,20 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> LoadedPolicy:
     )
 
 
+def _send_json(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
 @pytest.fixture
 def answering() -> Iterator[Callable[[int], str]]:
     servers = []
@@ -46,20 +60,14 @@ def answering() -> Iterator[Callable[[int], str]]:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                body = b'{"error": {"message": "fixed answer", "type": "test"}}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                _send_json(self, status, b'{"error": {"message": "fixed answer", "type": "test"}}')
 
             def log_message(self, *_: object) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server, url = _serve(Handler)
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/v1"
+        return url
 
     yield start
     for server in servers:
@@ -158,28 +166,13 @@ def test_max_in_flight_bounds_the_requests_a_server_holds_at_once(tiny: LoadedPo
             }
             choice = {"index": 0, "text": "x", "finish_reason": "stop", "logprobs": logprobs}
             usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-            body = json.dumps(
-                {
-                    "id": "c",
-                    "object": "text_completion",
-                    "created": 0,
-                    "model": "tiny-qwen2",
-                    "choices": [choice],
-                    "usage": usage,
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            completion = {"id": "c", "object": "text_completion", "created": 0, "model": "tiny-qwen2"}
+            _send_json(self, 200, json.dumps({**completion, "choices": [choice], "usage": usage}).encode())
 
         def log_message(self, *_: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server, url = _serve(Slow)
 
     def most_at_once(max_in_flight: int) -> int:
         state["most"] = 0
