@@ -64,8 +64,9 @@ async def r1_at(engine: Engine, episode: Episode, state: MemoryState, budget: in
     return accuracy_reward([answer.score for answer in answers])
 
 
-def memories(engine: Engine, episodes: dict[str, Episode], path: Path) -> dict[str, MemoryState]:
-    out = {}
+def memories(engine: Engine, path: Path) -> tuple[dict[str, MemoryState], dict[str, float]]:
+    """Each scored episode's rebuilt memory and its recorded r1."""
+    out, recorded = {}, {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
         if record.get("r1") is None or record.get("rollout", 0) != 0:
@@ -77,7 +78,8 @@ def memories(engine: Engine, episodes: dict[str, Episode], path: Path) -> dict[s
                 f"{path}: {record['instance_id']} rebuilt {rebuilt} memory tokens, recorded {record['memory_tokens']}"
             )
         out[record["instance_id"]] = state
-    return out
+        recorded[record["instance_id"]] = record["r1"]
+    return out, recorded
 
 
 async def curve(args: argparse.Namespace) -> dict[str, Any]:
@@ -87,11 +89,7 @@ async def curve(args: argparse.Namespace) -> dict[str, Any]:
     recorded: dict[str, dict[str, float]] = {}
     for item in args.evaluation:
         name, _, path = item.partition("=")
-        states[name] = memories(engine, episodes, Path(path))
-        recorded[name] = {
-            json.loads(line)["instance_id"]: json.loads(line)["r1"]
-            for line in Path(path).read_text().splitlines()
-        }
+        states[name], recorded[name] = memories(engine, Path(path))
     r1: dict[str, dict[int, dict[str, float]]] = {name: {} for name in states}
     for budget in args.budgets:
         for name, by_episode in states.items():
@@ -106,7 +104,7 @@ async def curve(args: argparse.Namespace) -> dict[str, Any]:
         name: {
             key: {"recorded": value, "rebuilt": r1[name][full][key]}
             for key, value in by_episode.items()
-            if value is not None and abs(r1[name][full][key] - value) > 1e-9
+            if abs(r1[name][full][key] - value) > 1e-9
         }
         for name, by_episode in recorded.items()
         if full in r1[name]
