@@ -220,6 +220,22 @@ def test_the_fingerprint_ignores_compute_only_settings() -> None:
     assert config.model_copy(update={"rollout": rollout}).fingerprint() == fingerprint
 
 
+def test_the_committed_runs_keep_their_fingerprints() -> None:
+    """T and S resume from committed checkpoints only while their config hashes as when they started: a
+    setting added since must hash only when set (T's and S's values are in PREREGISTRATION.md)."""
+    from trainer.config import load_config
+
+    config = "trainer/configs/cpu-squad-experiment.toml"
+    assert load_config(config).fingerprint() == "0a78fd00e8b06511"
+    shuffled = {
+        "grpo.shuffle_advantages": True,
+        "run.out_dir": "docs/results/grpo-squad/runs/squad-grpo-shuffled",
+    }
+    assert load_config(config, shuffled).fingerprint() == "bb68533e5acd032d"
+    budgeted = load_config(config, {"reward.answer_context": "budget"}).fingerprint()
+    assert budgeted != "0a78fd00e8b06511"
+
+
 def test_shared_prefill_sampling_equals_plain_batches(tiny: LoadedPolicy) -> None:
     from app.tokens import make_token_counter
     from trainer.sampling.transformers_policy import TransformersPolicy

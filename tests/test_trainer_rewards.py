@@ -12,6 +12,7 @@ from app.memory import OpResult, WordTokenCounter
 from app.memory.state import MemoryState
 from app.policy.backend import PolicyError, Usage
 from app.policy.parser import ToolCall
+from app.policy.sentences import split_sentences
 from app.settings import Settings
 from trainer.config import RewardConfig
 from trainer.episodes import QA, Episode
@@ -175,6 +176,39 @@ async def test_group_rewards_through_the_engine(with_judge: bool) -> None:
     samples = group.train_samples()
     assert len(samples) == 4 and samples[0].old_logprobs == [-0.5, -0.25]
     assert [s.advantage for s in samples] == [step.advantage for step in group.steps]
+
+
+LOIRE = (
+    "The Loire is the longest river in France. It rises in the Massif Central. Its valley holds many castles. "
+    "Vineyards line its banks. The river reaches the Atlantic at Saint-Nazaire."
+)
+
+
+@pytest.mark.parametrize(
+    ("reward", "r1"),
+    [
+        (RewardConfig(), [1, 1]),
+        # The answer prompt without items is 164 words: 180 leaves room for one sentence, not the paragraph.
+        (RewardConfig(answer_context="budget", answer_context_tokens=180), [0, 1]),
+    ],
+)
+async def test_r1_at_a_budget_below_the_episode_pays_for_compact_items(
+    reward: RewardConfig, r1: list[int]
+) -> None:
+    episode = Episode(
+        "loire", "squad", [LOIRE], [QA("Where does the Loire reach the Atlantic?", "Saint-Nazaire")]
+    )
+    whole, sentences = [_insert(LOIRE)], [_insert(s) for s in split_sentences(LOIRE)]
+    engine = make_engine(reward, Settings(), WordTokenCounter())
+    assert engine.qa.mode == reward.answer_context  # the service's answer path, as configured
+    group = await collect_group(
+        episode,
+        ScriptedPolicy([whole, sentences]),
+        engine,
+        group_size=2,
+        weights=RewardWeights(),
+    )
+    assert [step.reward.r1 for step in group.steps] == r1
 
 
 async def test_rollouts_failed_by_the_infrastructure_are_dropped_not_scored() -> None:

@@ -126,6 +126,10 @@ class RewardConfig(_Section):
     answerer_model: str | None = None
     answer_top_k: int = 20
     answer_context_tokens: int = 30000
+    # How r1's context is filled: "top-k" as SPEC §4 (the same k for both kinds, shrunk until the prompt
+    # fits the budget); "budget" as the service answers by default (both kinds' matches, best first, until
+    # the budget is full), for a reward at a budget below the episode's size.
+    answer_context: Literal["top-k", "budget"] = "top-k"
 
 
 class GRPOConfig(_Section):
@@ -194,6 +198,11 @@ class RunConfig(_Section):
     max_infra_drop_rate: float = Field(default=0.1, ge=0.0, le=1.0)
 
 
+# Settings that shape training but were added after runs had started, with their defaults: a run that
+# leaves one at its default keeps the fingerprint it had, so it resumes from its checkpoints.
+_ADDED_LATER: dict[tuple[str, str], object] = {("reward", "answer_context"): "top-k"}
+
+
 class TrainConfig(_Section):
     model: ModelConfig
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -220,6 +229,9 @@ class TrainConfig(_Section):
                 },
             }
         )
+        for (section, key), default in _ADDED_LATER.items():
+            if shaping[section][key] == default:  # hashed only when set: older runs keep their fingerprint
+                del shaping[section][key]
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 

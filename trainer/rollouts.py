@@ -65,7 +65,9 @@ def make_engine(reward: RewardConfig, settings: Settings, counter: TokenCounter)
         # r1 retrieves with the paper's scorer, named here so a change of the service's default does not
         # silently change the reward: rank-bm25's BM25Okapi with its defaults on plain tokens (SPEC §4).
         retriever=Retriever(scorer="okapi"),
-        qa=QASettings(k=reward.answer_top_k, budget_tokens=reward.answer_context_tokens),
+        qa=QASettings(
+            k=reward.answer_top_k, budget_tokens=reward.answer_context_tokens, mode=reward.answer_context
+        ),
         counter=counter,
     )
 
