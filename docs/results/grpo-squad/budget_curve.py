@@ -8,6 +8,12 @@ the same memory tokens and, at the evaluation's own budget, the same r1.
         --evaluation "base model (in-process)=$R/runs/squad-grpo/evals/iter0000-greedy.jsonl" \\
         --evaluation "trained T (in-process)=$R/runs/squad-grpo/evals/iter0015-greedy.jsonl" --out $R/budget-curve
 (from the repository's root: the experiment's config and data paths are relative to it)
+
+Besides raw chunks, two more references need no LLM: the chunks split into sentences (each sentence an item:
+raw retrieval at the finest grain the text offers) and the memory the service's embedded extractive policy
+writes. `--mode budget` answers as the service does by default (items of both kinds, best first, until the
+budget is full) instead of r1's top-k path (the same k for both kinds, shrunk until the prompt fits); the
+rebuild's r1 check then does not apply (the records were scored in top-k mode), the memory-token check does.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from typing import Any
 from raw_reference import held_out_setup
 
 from app.memory import MemoryState
+from app.policy.extractive import ExtractivePolicy
 from app.policy.parser import parse_reply
 from app.policy.repeats import applied_text, repeat_window
+from app.policy.sentences import split_sentences
 from trainer.episodes import Episode
 from trainer.evaluate.baselines import raw_memory
 from trainer.paired import Episode as PairedEpisode
@@ -35,23 +43,33 @@ from trainer.runner import answer_from_memory, memory_tokens
 
 BUDGETS = (64, 128, 256, 512, 30_000)
 TOOL_FORMAT, REPEAT_STOP_CHARS = "json", 256  # the experiment's service settings (run.sh)
-RAW = "raw chunks"
+RAW, SENTENCES, EXTRACTIVE = "raw chunks", "raw sentences", "extractive policy"
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def rebuild(engine: Engine, replies: list[str | None]) -> MemoryState:
     """The memory an evaluation wrote: each chunk step's reply applied as the service applies it."""
     state, window = MemoryState(), repeat_window(TOOL_FORMAT, REPEAT_STOP_CHARS)
-    now = datetime(2026, 12, 1, tzinfo=UTC)
     for index, text in enumerate(replies):
         if text is None:  # the policy call failed: nothing was applied
             continue
         applied, _ = applied_text(text, window)
-        engine.applier.apply_calls(state, parse_reply(applied).calls, now=now, seq=index + 1)
+        engine.applier.apply_calls(state, parse_reply(applied).calls, now=NOW, seq=index + 1)
     return state
 
 
-async def r1_at(engine: Engine, episode: Episode, state: MemoryState, budget: int, key: object) -> float:
-    qa = replace(engine.qa, budget_tokens=budget)
+def extractive_memory(engine: Engine, chunks: list[str]) -> MemoryState:
+    """The memory the service's embedded default policy writes, chunk by chunk, under the engine's limits."""
+    state, policy = MemoryState(), ExtractivePolicy(engine.counter, engine.applier.limits)
+    for index, chunk in enumerate(chunks):
+        engine.applier.apply_calls(state, policy.plan(state, chunk), now=NOW, seq=index + 1)
+    return state
+
+
+async def r1_at(
+    engine: Engine, episode: Episode, state: MemoryState, budget: int, mode: str, key: object
+) -> float:
+    qa = replace(engine.qa, budget_tokens=budget, mode=mode)
     answers = await answer_from_memory(
         episode,
         state,
@@ -85,7 +103,14 @@ def memories(engine: Engine, path: Path) -> tuple[dict[str, MemoryState], dict[s
 async def curve(args: argparse.Namespace) -> dict[str, Any]:
     engine, held_out = held_out_setup()
     episodes = {episode.instance_id: episode for episode in held_out}
-    states = {RAW: {key: raw_memory(episode.chunks) for key, episode in episodes.items()}}
+    states = {
+        RAW: {key: raw_memory(episode.chunks) for key, episode in episodes.items()},
+        SENTENCES: {
+            key: raw_memory([s for chunk in episode.chunks for s in split_sentences(chunk)])
+            for key, episode in episodes.items()
+        },
+        EXTRACTIVE: {key: extractive_memory(engine, episode.chunks) for key, episode in episodes.items()},
+    }
     recorded: dict[str, dict[str, float]] = {}
     for item in args.evaluation:
         name, _, path = item.partition("=")
@@ -94,7 +119,7 @@ async def curve(args: argparse.Namespace) -> dict[str, Any]:
     for budget in args.budgets:
         for name, by_episode in states.items():
             r1[name][budget] = {
-                key: await r1_at(engine, episodes[key], state, budget, (name, budget, key))
+                key: await r1_at(engine, episodes[key], state, budget, args.mode, (name, budget, key))
                 for key, state in by_episode.items()
             }
     # The rebuild must reproduce each evaluation's own r1 at its budget; an episode where it does not is
@@ -107,7 +132,7 @@ async def curve(args: argparse.Namespace) -> dict[str, Any]:
             if abs(r1[name][full][key] - value) > 1e-9
         }
         for name, by_episode in recorded.items()
-        if full in r1[name]
+        if full in r1[name] and args.mode == engine.qa.mode
     }
 
     def paired(name: str, base: str, budget: int) -> Paired:
@@ -121,11 +146,9 @@ async def curve(args: argparse.Namespace) -> dict[str, Any]:
 
         return compare(f"{name} − {base}", table(base), table(name), resamples=args.resamples)
 
-    comparisons = [
-        (args.reference, RAW),
-        *[(args.reference, name) for name in states if name not in (RAW, args.reference)],
-    ]
+    comparisons = [(args.reference, name) for name in states if name != args.reference]
     return {
+        "mode": args.mode,
         "budgets": list(args.budgets),
         "rebuilt_r1_differs_from_record": differs,
         "memory_tokens": {
@@ -199,6 +222,9 @@ def main() -> None:
         "--reference", required=True, help="the evaluation compared with the others and raw chunks"
     )
     parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
+    parser.add_argument(
+        "--mode", choices=("top-k", "budget"), default="top-k", help="how the context is filled"
+    )
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

@@ -3,6 +3,7 @@
 # resumes where it stopped (training from its newest checkpoint, bit-exact), so after an interruption run
 # this script again with the same step:
 #   docs/results/grpo-squad/run.sh [treatment|control|evaluate|all]      (default: all, in that order)
+#   docs/results/grpo-squad/run.sh budget      (the next lever's run B, docs/results/grpo-budget/PREREGISTRATION.md)
 # The run spans sessions (revision 5's compute and stop rule): each session starts the next unfinished step
 # in the background on the shared CPU machine,
 #   mkdir -p docs/results/grpo-squad/runs && setsid nohup nice -n 15 docs/results/grpo-squad/run.sh \
@@ -40,6 +41,9 @@ if [ "$STEP" != evaluate ] && grep -qE '^iterations = 0( |$)' "$CONFIG"; then
 fi
 case "$STEP" in treatment|all) train squad-grpo ;; esac
 case "$STEP" in control|all) train squad-grpo-shuffled --set grpo.shuffle_advantages=true ;; esac
+# B: T's config with r1 read at 256 tokens in the service's budget mode, in its own folder.
+case "$STEP" in budget) RUNS=docs/results/grpo-budget/runs train squad-grpo-budget \
+  --set reward.answer_context=budget --set reward.answer_context_tokens=256 ;; esac
 case "$STEP" in evaluate|all) ;; *) exit 0 ;; esac
 
 # Primary: greedy held-out r1 through the serving engine (vLLM + the adapter loaded at runtime).
