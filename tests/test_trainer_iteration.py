@@ -194,6 +194,23 @@ def test_cli_run_writes_curve_adapter_and_registry_row(
     assert [row["iteration"] for row in manifest["eval"]] == [0, 2]
     assert f"registered policy {manifest['name']!r}" in capsys.readouterr().out
 
+    # `train eval --skip-base` evaluates the final adapter alone and reproduces the run's last evaluation.
+    get_settings.cache_clear()
+    try:
+        args = ["train", "eval", "--config", str(path), "--adapter", str(out / "adapter"), "--no-progress"]
+        assert main([*args, "--skip-base", "--label", "again-"]) == 0
+    finally:
+        get_settings.cache_clear()
+    assert not (out / "evals" / "again-base-greedy.jsonl").exists()
+    again = (out / "evals" / "again-adapter-greedy.jsonl").read_text().splitlines()
+    final = (out / "evals" / "iter0002-greedy.jsonl").read_text().splitlines()
+    assert [json.loads(line)["r1"] for line in again] == [json.loads(line)["r1"] for line in final]
+    assert [json.loads(line)["raw_text"] for line in again] == [
+        json.loads(line)["raw_text"] for line in final
+    ]
+    with pytest.raises(SystemExit, match="--skip-base needs --adapter"):
+        main(["train", "eval", "--config", str(path), "--skip-base"])
+
 
 async def test_run_stops_when_the_infrastructure_fails_too_many_rollouts(tmp_path: Path) -> None:
     """An unreachable answerer (real HTTP, closed port): every rollout is dropped, the iteration stops

@@ -674,14 +674,17 @@ def evaluate_adapter(
     *,
     progress: bool = True,
     label: str = "",
+    include_base: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Held-out evaluation of the base model (a fresh LoRA adapter is zero: the base model exactly) and,
-    when given, of a trained adapter; per-episode records in out_dir/evals/<label>base|adapter-*.jsonl."""
+    when given, of a trained adapter; per-episode records in out_dir/evals/<label>base|adapter-*.jsonl.
+    `include_base=False` skips the base model (its records exist: on a CPU server it costs as much as the
+    adapter's)."""
 
     async def main() -> dict[str, dict[str, Any]]:
         trainer = Trainer(config, settings, progress=progress)
         try:
-            results = {"base": await trainer.evaluate(f"{label}base")}
+            results = {"base": await trainer.evaluate(f"{label}base")} if include_base else {}
             if adapter_dir is not None:
                 device = str(trainer.loaded.device)
                 set_peft_model_state_dict(

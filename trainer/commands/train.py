@@ -1,7 +1,7 @@
 """`memalpha train run|eval|publish`: GRPO training of the memory-writing policy on a LoRA adapter.
 
     memalpha train run --config trainer/configs/cpu-qwen0.5b.toml [--set run.iterations=4] [--no-resume]
-    memalpha train eval --config CONFIG [--adapter runs/x/adapter] [--label serving-]
+    memalpha train eval --config CONFIG [--adapter runs/x/adapter [--skip-base]] [--label serving-]
     memalpha train publish --adapter runs/x/adapter --vllm-url http://127.0.0.1:8011/v1 \\
         --service-url http://127.0.0.1:8000 [--adapters-dir /adapters] [--admin-key KEY] \\
         [--canary-chunks 8] [--canary-margin 0.25] [--canary-episodes held-out.jsonl] [--force] [--no-canary]
@@ -64,6 +64,9 @@ def register(subparsers: Any) -> None:
         "--label",
         default="",
         help="prefix of the per-episode record files (out_dir/evals/<label>base-greedy.jsonl)",
+    )
+    evaluate.add_argument(
+        "--skip-base", action="store_true", help="evaluate the adapter only (the base model's records exist)"
     )
     evaluate.set_defaults(func=_eval)
 
@@ -168,8 +171,15 @@ def _eval(args: argparse.Namespace) -> int:
     from app.settings import get_settings
     from trainer.loop import evaluate_adapter
 
+    if args.skip_base and args.adapter is None:
+        raise SystemExit("--skip-base needs --adapter")
     results = evaluate_adapter(
-        _load(args), get_settings(), args.adapter, progress=not args.no_progress, label=args.label
+        _load(args),
+        get_settings(),
+        args.adapter,
+        progress=not args.no_progress,
+        label=args.label,
+        include_base=not args.skip_base,
     )
     print(_table(results))
     if args.json:

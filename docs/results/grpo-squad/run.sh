@@ -48,7 +48,7 @@ case "$STEP" in evaluate|all) ;; *) exit 0 ;; esac
 
 # Primary: greedy held-out r1 through the serving engine (vLLM + the adapter loaded at runtime).
 if curl -sf "${VLLM_URL%/v1}/v1/models" > /dev/null; then
-  serve_eval() {  # label, run folder for the records, [--adapter DIR]
+  serve_eval() {  # label, run folder for the records, [--adapter DIR --skip-base]
     local label=$1 run=$2; shift 2
     [ -f "$RUNS/$run/evals/${label}base-greedy.jsonl" ] && [ $# -eq 0 ] && return 0
     [ $# -gt 0 ] && [ -f "$RUNS/$run/evals/${label}adapter-greedy.jsonl" ] && return 0
@@ -59,18 +59,19 @@ if curl -sf "${VLLM_URL%/v1}/v1/models" > /dev/null; then
   # 32 requests in flight at most, an hour each at most: with all 58 episodes in flight the CPU server
   # served each so slowly that 60% passed the 900 s default (run log of 2 Dec 21:23). Each adapter is
   # evaluated as soon as its run has finished; the paired table covers what exists so far.
-  # The base model's second evaluation follows T's, so that it also shows that serving an adapter leaves
-  # the base model's replies unchanged.
+  # The base model's second evaluation is serving-T-base: T's first `train eval --adapter` (3 Dec, 03:29-04:54,
+  # a fresh server) evaluated the base model before the adapter; adapters are now evaluated alone
+  # (--skip-base), each base evaluation costing as much as an adapter's on the CPU server.
   serve_eval serving-1- squad-grpo
   E="$RUNS/squad-grpo/evals" S_RECORDS="$RUNS/squad-grpo-shuffled/evals/serving-S-adapter-greedy.jsonl"
-  compare=(--compare "base again (serving)=$E/serving-2-base-greedy.jsonl")
+  serve_eval serving-T- squad-grpo
+  compare=(--compare "base again (serving)=$E/serving-T-base-greedy.jsonl")
   if [ -d "$RUNS/squad-grpo/adapter" ]; then
-    serve_eval serving-T- squad-grpo --adapter "$RUNS/squad-grpo/adapter"
+    serve_eval serving-T- squad-grpo --adapter "$RUNS/squad-grpo/adapter" --skip-base
     compare+=(--compare "trained T (serving)=$E/serving-T-adapter-greedy.jsonl")
   fi
-  serve_eval serving-2- squad-grpo
   if [ -d "$RUNS/squad-grpo-shuffled/adapter" ]; then
-    serve_eval serving-S- squad-grpo-shuffled --adapter "$RUNS/squad-grpo-shuffled/adapter"
+    serve_eval serving-S- squad-grpo-shuffled --adapter "$RUNS/squad-grpo-shuffled/adapter" --skip-base
     compare+=(--compare "shuffled control S (serving)=$S_RECORDS")
   fi
   [ ${#compare[@]} -eq 6 ] || echo "T or S has not finished (no final adapter): the paired table is partial" >&2
