@@ -456,8 +456,16 @@ class Trainer:
     def _write_records(self, name: str, groups: list[InstanceGroup]) -> None:
         folder = self.out_dir / EVALS_DIR
         folder.mkdir(parents=True, exist_ok=True)
+        # r1 depends on how much memory the answerer read: recorded, so that an analysis that rebuilds the
+        # memory (docs/results/grpo-squad/budget_curve.py) checks it at the same context.
+        reward = self.config.reward
+        context = {
+            "answer_context": reward.answer_context,
+            "answer_context_tokens": reward.answer_context_tokens,
+        }
+        records = [{**record, **context} if "r1" in record else record for record in episode_records(groups)]
         with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as out:
-            out.writelines(json.dumps(record, default=str) + "\n" for record in episode_records(groups))
+            out.writelines(json.dumps(record, default=str) + "\n" for record in records)
 
     # --- the loop ---
 

@@ -12,8 +12,9 @@ the same memory tokens and, at the evaluation's own budget, the same r1.
 Besides raw chunks, two more references need no LLM: the chunks split into sentences (each sentence an item:
 raw retrieval at the finest grain the text offers) and the memory the service's embedded extractive policy
 writes. `--mode budget` answers as the service does by default (items of both kinds, best first, until the
-budget is full) instead of r1's top-k path (the same k for both kinds, shrunk until the prompt fits); the
-rebuild's r1 check then does not apply (the records were scored in top-k mode), the memory-token check does.
+budget is full) instead of r1's top-k path (the same k for both kinds, shrunk until the prompt fits). The
+rebuild's r1 check reads each evaluation at the context its records were scored at (`answer_context` and
+`answer_context_tokens` in the records; older records were scored in top-k mode at 30,000 tokens).
 """
 
 from __future__ import annotations
@@ -82,9 +83,10 @@ async def r1_at(
     return accuracy_reward([answer.score for answer in answers])
 
 
-def memories(engine: Engine, path: Path) -> tuple[dict[str, MemoryState], dict[str, float]]:
-    """Each scored episode's rebuilt memory and its recorded r1."""
-    out, recorded = {}, {}
+def memories(engine: Engine, path: Path) -> tuple[dict[str, MemoryState], dict[str, float], tuple[str, int]]:
+    """Each scored episode's rebuilt memory, its recorded r1 and the answer context r1 was read at (records
+    written before the records carried it were read at the engine's)."""
+    out, recorded, contexts = {}, {}, set()
     for line in path.read_text().splitlines():
         record = json.loads(line)
         if record.get("r1") is None or record.get("rollout", 0) != 0:
@@ -97,7 +99,15 @@ def memories(engine: Engine, path: Path) -> tuple[dict[str, MemoryState], dict[s
             )
         out[record["instance_id"]] = state
         recorded[record["instance_id"]] = record["r1"]
-    return out, recorded
+        contexts.add(
+            (
+                record.get("answer_context", engine.qa.mode),
+                record.get("answer_context_tokens", engine.qa.budget_tokens),
+            )
+        )
+    if len(contexts) != 1:
+        raise SystemExit(f"{path}: records scored at several answer contexts {sorted(contexts)}")
+    return out, recorded, contexts.pop()
 
 
 async def curve(args: argparse.Namespace) -> dict[str, Any]:
@@ -111,10 +121,11 @@ async def curve(args: argparse.Namespace) -> dict[str, Any]:
         },
         EXTRACTIVE: {key: extractive_memory(engine, episode.chunks) for key, episode in episodes.items()},
     }
-    recorded: dict[str, dict[str, float]] = {}
+    recorded: dict[str, tuple[dict[str, float], tuple[str, int]]] = {}
     for item in args.evaluation:
         name, _, path = item.partition("=")
-        states[name], recorded[name] = memories(engine, Path(path))
+        states[name], by_episode, context = memories(engine, Path(path))
+        recorded[name] = by_episode, context
     r1: dict[str, dict[int, dict[str, float]]] = {name: {} for name in states}
     for budget in args.budgets:
         for name, by_episode in states.items():
@@ -122,18 +133,20 @@ async def curve(args: argparse.Namespace) -> dict[str, Any]:
                 key: await r1_at(engine, episodes[key], state, budget, args.mode, (name, budget, key))
                 for key, state in by_episode.items()
             }
-    # The rebuild must reproduce each evaluation's own r1 at its budget; an episode where it does not is
-    # listed in the result (an answer-path fix made after the evaluation ran shows up here), not hidden.
-    full = engine.qa.budget_tokens
-    differs = {
-        name: {
-            key: {"recorded": value, "rebuilt": r1[name][full][key]}
-            for key, value in by_episode.items()
-            if abs(r1[name][full][key] - value) > 1e-9
-        }
-        for name, by_episode in recorded.items()
-        if full in r1[name] and args.mode == engine.qa.mode
-    }
+    # The rebuild must reproduce each evaluation's own r1 at the context it was scored at; an episode where it
+    # does not is listed in the result (an answer-path fix made after the evaluation ran shows up here), not
+    # hidden.
+    differs: dict[str, dict[str, dict[str, float]]] = {}
+    for name, (by_episode, (mode, budget)) in recorded.items():
+        differs[name] = {}
+        for key, value in by_episode.items():
+            if mode == args.mode and budget in r1[name]:
+                again = r1[name][budget][key]
+            else:
+                state = states[name][key]
+                again = await r1_at(engine, episodes[key], state, budget, mode, (name, mode, budget, key))
+            if abs(again - value) > 1e-9:
+                differs[name][key] = {"recorded": value, "rebuilt": again}
 
     def paired(name: str, base: str, budget: int) -> Paired:
         def table(label: str) -> dict[str, PairedEpisode]:
