@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -147,16 +146,18 @@ def test_rollout_urls_are_every_server_once() -> None:
 def test_max_in_flight_bounds_the_requests_a_server_holds_at_once(tiny: LoadedPolicy) -> None:
     """A CPU vLLM server given every held-out episode at once serves each so slowly that replies pass the
     request timeout; `rollout.max_in_flight` keeps the rest waiting in the client instead."""
-    lock, state = threading.Lock(), {"now": 0, "most": 0}
+    arrived, state = threading.Condition(), {"now": 0, "most": 0}
 
     class Slow(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with lock:
+            # Held until all 8 are held at once or 1.5 s have passed: a fixed short sleep made the unbounded
+            # count depend on how fast a loaded machine sends the 8th request (7 of 8 in one CI run).
+            with arrived:
                 state["now"] += 1
                 state["most"] = max(state["most"], state["now"])
-            time.sleep(0.2)
-            with lock:
+                arrived.notify_all()
+                arrived.wait_for(lambda: state["most"] >= 8, timeout=1.5)
                 state["now"] -= 1
             logprobs = {
                 "tokens": ["token_id:0"],
