@@ -208,6 +208,10 @@ def test_cli_run_writes_curve_adapter_and_registry_row(
     assert [json.loads(line)["raw_text"] for line in again] == [
         json.loads(line)["raw_text"] for line in final
     ]
+    contexts = {
+        (json.loads(line)["answer_context"], json.loads(line)["answer_context_tokens"]) for line in again
+    }
+    assert contexts == {("top-k", 30_000)}  # what r1 was read at, for analyses that rebuild the memory
     with pytest.raises(SystemExit, match="--skip-base needs --adapter"):
         main(["train", "eval", "--config", str(path), "--skip-base"])
 
