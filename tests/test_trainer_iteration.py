@@ -8,8 +8,10 @@ must land on the very same weights as an uninterrupted run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,10 +21,12 @@ from app.service import MemoryService
 from app.settings import Settings
 from trainer.config import TrainConfig
 from trainer.episodes import QA, Episode, save_episodes
+from trainer.eval_progress import PARTIAL_DIR, FinishedEpisodes
 from trainer.grpo import completion_logprobs
 from trainer.loop import InfrastructureFailure, Trainer
 from trainer.manifest import read_manifest
 from trainer.models import load_policy
+from trainer.rollouts import InstanceGroup
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +54,13 @@ def _episodes(path: Path) -> Path:
     return path
 
 
-def _config(tmp_path: Path, out: str, iterations: int) -> TrainConfig:
+def _config(tmp_path: Path, out: str, iterations: int, eval_episodes: int = 1) -> TrainConfig:
     data = f"jsonl:{_episodes(tmp_path / 'episodes.jsonl')}"
     return TrainConfig.model_validate(
         {
             "model": {"source": "tiny", "name": "tiny-qwen2", "path": str(tmp_path / "tiny-base")},
             "lora": {"r": 4, "alpha": 8},
-            "data": {"train": [data], "eval": [data], "eval_episodes": 1},
+            "data": {"train": [data], "eval": [data], "eval_episodes": eval_episodes},
             "rollout": {"group_size": 4, "instances_per_iteration": 2, "max_new_tokens": 12},
             "grpo": {"learning_rate": 0.01, "kl_coef": 0.01, "warmup_ratio": 0.0},
             "run": {"out_dir": str(tmp_path / out), "iterations": iterations, "seed": 7},
@@ -233,3 +237,75 @@ async def test_run_stops_when_the_infrastructure_fails_too_many_rollouts(tmp_pat
         await trainer.aclose()
     assert trainer.state.optimizer_steps == 0 and trainer.state.history == []
     assert not (tmp_path / "down" / "history.jsonl").exists()
+
+
+async def test_an_evaluation_cut_short_resumes_with_the_episodes_it_had_not_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held-out evaluation keeps each episode as it finishes: a new process rolls out only the others and
+    writes the same records as an unbroken evaluation; for other weights nothing kept is reused."""
+
+    def records(trainer: Trainer, label: str) -> list[tuple[str, float | None, list[str]]]:
+        lines = (trainer.out_dir / "evals" / f"{label}-greedy.jsonl").read_text().splitlines()
+        return [(r["instance_id"], r["r1"], r["raw_text"]) for r in map(json.loads, lines)]
+
+    def new_trainer() -> Trainer:
+        return Trainer(_config(tmp_path, "cut", 1, eval_episodes=3), _settings(tmp_path), progress=False)
+
+    async def cut_short(label: str) -> list[str]:
+        """Evaluate until the first episode is kept, then die (the task is cancelled mid-evaluation)."""
+        trainer = new_trainer()
+        kept: list[str] = []
+        keep = FinishedEpisodes.keep
+
+        def keep_then_die(progress: FinishedEpisodes, group: InstanceGroup) -> None:
+            keep(progress, group)
+            kept.append(group.episode.instance_id)
+            task.cancel()
+
+        with monkeypatch.context() as patch:
+            patch.setattr(FinishedEpisodes, "keep", keep_then_die)
+            task = asyncio.ensure_future(trainer.evaluate(label))
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await trainer.aclose()
+        assert not (trainer.out_dir / "evals" / f"{label}-greedy.jsonl").exists()
+        return kept
+
+    async def resume(trainer: Trainer, label: str) -> list[str]:
+        """Evaluate; the episodes it rolled out."""
+        rolled: list[str] = []
+        rollouts = trainer.rollouts
+
+        async def spy(episodes: list[Episode], **settings: Any) -> list[InstanceGroup]:
+            rolled.extend(episode.instance_id for episode in episodes)
+            return await rollouts(episodes, **settings)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(trainer, "rollouts", spy)
+            await trainer.evaluate(label)
+        await trainer.aclose()
+        return rolled
+
+    unbroken = Trainer(_config(tmp_path, "unbroken", 1, eval_episodes=3), _settings(tmp_path), progress=False)
+    await unbroken.evaluate("final")
+    await unbroken.aclose()
+    expected = records(unbroken, "final")
+    assert len(expected) == 3
+
+    kept = await cut_short("final")
+    assert len(kept) == 1
+    resumed = new_trainer()
+    rolled = await resume(resumed, "final")
+    assert sorted(rolled) == sorted({instance for instance, _, _ in expected} - set(kept))
+    assert records(resumed, "final") == expected  # greedy: what the unbroken evaluation wrote, in its order
+    assert not (resumed.out_dir / "evals" / PARTIAL_DIR).exists()
+
+    # The control: a cut evaluation, then other weights. Nothing kept for the first weights is reused.
+    kept = await cut_short("other")
+    changed = new_trainer()
+    with torch.no_grad():
+        next(p for n, p in changed.loaded.model.named_parameters() if "lora_B" in n).add_(0.05)
+    rolled = await resume(changed, "other")
+    assert sorted(rolled) == sorted(instance for instance, _, _ in expected)
+    assert not (changed.out_dir / "evals" / PARTIAL_DIR).exists()  # the stale episodes are gone too

@@ -54,6 +54,7 @@ from trainer.checkpoint import (
 )
 from trainer.config import TrainConfig
 from trainer.episodes import BuildConfig, Episode, build_episodes
+from trainer.eval_progress import FinishedEpisodes, weights_digest
 from trainer.grpo import TrainSample, grpo_update, make_accelerator, prepare_update, warmup_schedule
 from trainer.judge import ContentJudge, OpenAIContentJudge
 from trainer.manifest import adapter_digest, policy_name, trained_serving, write_manifest
@@ -395,31 +396,39 @@ class Trainer:
                 await load_lora_adapter(url, name, str((self._rollout_adapters / name).resolve()))
 
     async def rollouts(
-        self, episodes: Sequence[Episode], *, group_size: int, temperature: float, label: str
+        self,
+        episodes: Sequence[Episode],
+        *,
+        group_size: int,
+        temperature: float,
+        label: str,
+        on_group: Callable[[InstanceGroup], None] | None = None,
     ) -> list[InstanceGroup]:
         """Every rollout of every episode at once: the sampler batches (transformers) or the server
-        schedules (vllm) their generations."""
+        schedules (vllm) their generations. `on_group` sees each episode's group as soon as it is done."""
         served, urls = await self._sync_vllm_adapter()
         sampler = self._sampler(temperature, urls)
         total = sum(len(e.chunks) for e in episodes) * group_size
-        with tqdm(total=total, desc=label, unit="step", disable=not self.progress, leave=False) as bar:
-            groups = await asyncio.gather(
-                *(
-                    collect_group(
-                        episode,
-                        sampler,
-                        self.engine,
-                        group_size=group_size,
-                        weights=self.weights,
-                        judge=self.judge,
-                        model=served,
-                        concurrency=group_size,
-                        key_prefix=label,
-                        on_step=lambda _: bar.update(1),
-                    )
-                    for episode in episodes
-                )
+
+        async def group_of(episode: Episode, bar: tqdm[Any]) -> InstanceGroup:
+            group = await collect_group(
+                episode,
+                sampler,
+                self.engine,
+                group_size=group_size,
+                weights=self.weights,
+                judge=self.judge,
+                model=served,
+                concurrency=group_size,
+                key_prefix=label,
+                on_step=lambda _: bar.update(1),
             )
+            if on_group is not None:
+                on_group(group)
+            return group
+
+        with tqdm(total=total, desc=label, unit="step", disable=not self.progress, leave=False) as bar:
+            groups = await asyncio.gather(*(group_of(episode, bar) for episode in episodes))
         await sampler.aclose()
         rate = infra_drop_rate(groups)
         if rate > self.config.run.max_infra_drop_rate:
@@ -439,19 +448,38 @@ class Trainer:
     async def _evaluate(self, label: str | None) -> dict[str, Any]:
         held_out = evaluated(self.split.held_out, self.config.run.eval_per_group, self.config.data.eval_group)
         label = label or f"iter{self.state.iteration:04d}"
-        groups = await self.rollouts(held_out, group_size=1, temperature=0.0, label="eval")
-        self._write_records(f"{label}-greedy", groups)
+        groups = await self._resumable_rollouts(f"{label}-greedy", held_out, 1, 0.0, "eval")
         row = {"iteration": self.state.iteration, **mean_rewards(groups), "episodes": len(held_out)}
         if samples := self.config.run.eval_samples:
-            sampled = await self.rollouts(
-                held_out,
-                group_size=samples,
-                temperature=self.config.rollout.temperature,
-                label="eval sampled",
+            temperature = self.config.rollout.temperature
+            sampled = await self._resumable_rollouts(
+                f"{label}-sampled", held_out, samples, temperature, "eval sampled"
             )
-            self._write_records(f"{label}-sampled", sampled)
             row.update({f"sampled_{key}": value for key, value in mean_rewards(sampled).items()})
         return row
+
+    async def _resumable_rollouts(
+        self, name: str, episodes: list[Episode], group_size: int, temperature: float, label: str
+    ) -> list[InstanceGroup]:
+        """`rollouts` of an evaluation whose finished episodes are kept as each finishes (see
+        trainer/eval_progress.py): after a crash it rolls out only the episodes it had not finished. Their
+        records are written to `evals/<name>.jsonl` at the end."""
+        progress = FinishedEpisodes(
+            self.out_dir / EVALS_DIR, name, weights_digest(self.loaded.model, self.config.fingerprint())
+        )
+        done = progress.load(episodes)
+        if done and self.progress:
+            tqdm.write(f"{name}: {len(done)} of {len(episodes)} episodes finished before; resuming")
+        todo = [episode for episode in episodes if episode.instance_id not in done]
+        if todo:
+            fresh = await self.rollouts(
+                todo, group_size=group_size, temperature=temperature, label=label, on_group=progress.keep
+            )
+            done.update({group.episode.instance_id: group for group in fresh})
+        groups = [done[episode.instance_id] for episode in episodes]
+        self._write_records(name, groups)
+        progress.clear()
+        return groups
 
     def _write_records(self, name: str, groups: list[InstanceGroup]) -> None:
         folder = self.out_dir / EVALS_DIR

@@ -129,10 +129,13 @@ class TransformersPolicy:
                 samples = await asyncio.to_thread(self.sample_batch, [prompt for prompt, _ in batch])
             except Exception as error:  # noqa: BLE001 -- any failure is handed to every waiting caller
                 for _, future in batch:
-                    future.set_exception(error)
+                    if not future.done():
+                        future.set_exception(error)
                 continue
+            # A caller cancelled while its batch ran has no use for the sample; the others still wait for theirs.
             for (_, future), sample in zip(batch, samples, strict=True):
-                future.set_result(sample)
+                if not future.done():
+                    future.set_result(sample)
 
     def sample(self, prompt_ids: list[int]) -> TokenSample:
         return self.sample_batch([prompt_ids])[0]
