@@ -23,11 +23,13 @@ from app.memory import MemoryState
 from app.memory.state import Item
 from app.policy.tools import json_response_format, tool_calls_json_schema
 from app.settings import Settings
+from trainer.checkpoint import rng_state
 from trainer.config import LoraConfig, ModelConfig, load_config
 from trainer.grpo import TrainSample, shared_prompt_logprobs
 from trainer.loop import Trainer
 from trainer.manifest import serving_differences, trained_serving
 from trainer.models import LoadedPolicy, load_policy
+from trainer.pending_rollouts import PendingRollouts, Rollouts
 from trainer.sampling.constraint import ConstraintError, JsonCallsConstraint
 from trainer.sampling.mask import masked, unpack_allowed
 from trainer.sampling.record import TokenSample, chat_prompt_ids, stop_token_ids
@@ -196,6 +198,37 @@ def test_the_constraint_is_the_servers_compact_json(
     for spaced in (json.dumps(calls), json.dumps(calls, indent=1)):
         with pytest.raises(ConstraintError):
             constraint.allowed(tiny_bpe.tokenizer.encode(spaced) + end)
+
+
+def test_kept_rollouts_leave_the_masks_out_and_replay_them(
+    sampled: list[TokenSample], constraint: JsonCallsConstraint, tmp_path: Path
+) -> None:
+    """An iteration's rollouts kept on disk (trainer/pending_rollouts.py) without their masks: loading
+    replays them from the token ids, equal to what the sampler applied."""
+    samples = [
+        TrainSample(s.prompt_ids, s.completion_ids, s.logprobs, 0.5, s.temperature, allowed=s.allowed)
+        for s in sampled
+    ]
+    pending = PendingRollouts(tmp_path)
+    pending.save(4, Rollouts(samples, {"r1": 0.5}, 12.0, rng_state(), "digest"))
+    path = tmp_path / "checkpoints" / "rollouts-000004.pt"
+    masks = sum(s.allowed.numel() * 4 for s in samples if s.allowed is not None)
+    assert path.stat().st_size < masks / 2, "the masks were written"
+    assert pending.load(4, "other weights", constraint.allowed) is None
+    with pytest.raises(ValueError, match="no constraint to replay"):
+        pending.load(4, "digest", None)
+    kept = pending.load(4, "digest", constraint.allowed)
+    assert kept is not None and kept.rewards == {"r1": 0.5} and kept.rollout_s == 12.0
+    for got, want in zip(kept.samples, samples, strict=True):
+        assert got.allowed is not None and want.allowed is not None
+        assert torch.equal(got.allowed, want.allowed)
+        assert (got.completion_ids, got.old_logprobs, got.advantage) == (
+            want.completion_ids,
+            want.old_logprobs,
+            want.advantage,
+        )
+    pending.clear(up_to=4)
+    assert not path.exists()
 
 
 def test_update_recomputes_the_samplers_masked_logprobs(

@@ -309,3 +309,62 @@ async def test_an_evaluation_cut_short_resumes_with_the_episodes_it_had_not_fini
     rolled = await resume(changed, "other")
     assert sorted(rolled) == sorted(instance for instance, _, _ in expected)
     assert not (changed.out_dir / "evals" / PARTIAL_DIR).exists()  # the stale episodes are gone too
+
+
+async def test_a_run_stopped_after_its_rollouts_resumes_with_the_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that stopped between an iteration's rollouts and its checkpoint: the next one updates on
+    the kept rollouts and lands, two iterations on, on the very weights of an uninterrupted run (the random
+    number generators continue from where the rollouts left them). The `json` format's masks:
+    test_trainer_constraint.py, `test_kept_rollouts_leave_the_masks_out_and_replay_them`."""
+
+    def new_trainer(out: str) -> Trainer:
+        return Trainer(_config(tmp_path, out, iterations=3), _settings(tmp_path), progress=False)
+
+    def adapter_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(trainer.loaded.model).items()}
+
+    straight = new_trainer("straight")
+    rows = [(await straight.iteration()).row for _ in range(3)]
+    expected = adapter_weights(straight)
+    await straight.aclose()
+
+    first = new_trainer("resumed")
+    await first.iteration()
+    first._checkpoint()
+
+    def stopped(*_: Any, **__: Any) -> None:
+        raise KeyboardInterrupt("the session ended")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("trainer.loop.grpo_update", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            await first.iteration()
+    await first.aclose()
+    pending = first.out_dir / "checkpoints" / "rollouts-000002.pt"
+    assert pending.exists()
+
+    second = new_trainer("resumed")
+    assert second.resume() and second.state.iteration == 1
+    rolled: list[int] = []
+    rollouts = second.rollouts
+
+    async def spy(episodes: list[Episode], **settings: Any) -> list[InstanceGroup]:
+        rolled.append(len(episodes))
+        return await rollouts(episodes, **settings)
+
+    monkeypatch.setattr(second, "rollouts", spy)
+    resumed = (await second.iteration()).row
+    assert rolled == [], "the kept rollouts were used"
+    for key in ("r1", "total", "samples", "trained_samples", "truncation_rate"):
+        assert resumed[key] == rows[1][key], key
+    second._checkpoint()
+    assert not pending.exists()
+    await second.iteration()
+    assert rolled == [2]
+    got = adapter_weights(second)
+    await second.aclose()
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key

@@ -49,8 +49,10 @@ from trainer.checkpoint import (
     TrainerState,
     latest_checkpoint,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
     seed_everything,
+    set_rng_state,
 )
 from trainer.config import TrainConfig
 from trainer.episodes import BuildConfig, Episode, build_episodes
@@ -59,6 +61,7 @@ from trainer.grpo import TrainSample, grpo_update, make_accelerator, prepare_upd
 from trainer.judge import ContentJudge, OpenAIContentJudge
 from trainer.manifest import adapter_digest, policy_name, trained_serving, write_manifest
 from trainer.models import LoadedPolicy, chat_template_sha256, load_policy, pick_device
+from trainer.pending_rollouts import PendingRollouts, Rollouts
 from trainer.plots import plot_reward_curve
 from trainer.rewards import RewardWeights
 from trainer.rollout_pool import SamplerPool
@@ -268,6 +271,7 @@ class Trainer:
         # within this process, and a resumed (or second) process never meets a name it did not load.
         self.nonce = secrets.token_hex(4)
         self._reloading = asyncio.Lock()
+        self.pending = PendingRollouts(self.out_dir)
 
     @property
     def tiny_dir(self) -> Path:
@@ -503,9 +507,8 @@ class Trainer:
         return rng.sample(self.split.train, count)
 
     async def iteration(self) -> IterationResult:
-        started = time.perf_counter()
         number = self.state.iteration + 1
-        samples, rewards = await self._on_main(partial(self._samples, number))
+        samples, rewards, rollout_s = await self._on_main(partial(self._samples, number))
         rolled = time.perf_counter()
         grpo = self.config.grpo
         rng = random.Random(f"{self.config.run.seed}:minibatches:{self.state.iteration}")
@@ -518,7 +521,7 @@ class Trainer:
             "samples": len(samples),
             "trained_samples": sum(not (grpo.mask_truncated and s.truncated) for s in samples),
             "optimizer_steps": self.state.optimizer_steps,
-            "rollout_s": rolled - started,
+            "rollout_s": rollout_s,
             "update_s": time.perf_counter() - rolled,
         }
         if gap is not None:
@@ -542,8 +545,18 @@ class Trainer:
             self._log(row)
         return IterationResult(row=row, samples=samples)
 
-    async def _samples(self, number: int) -> tuple[list[TrainSample], dict[str, float]]:
-        """The iteration's rollouts as training samples, and their mean rewards."""
+    async def _samples(self, number: int) -> tuple[list[TrainSample], dict[str, float], float]:
+        """The iteration's rollouts as training samples, their mean rewards and the seconds they took:
+        those kept by an earlier process that stopped before the iteration's checkpoint (see
+        trainer/pending_rollouts.py), else new ones, which are kept until that checkpoint."""
+        digest = weights_digest(self.loaded.model, self.config.fingerprint())
+        replay = self.constraint.allowed if self.constraint is not None else None
+        if kept := self.pending.load(number, digest, replay):
+            set_rng_state(kept.rng)  # where the unbroken run's update started
+            if self.progress:
+                tqdm.write(f"iteration {number}: the rollouts kept by an earlier process; updating")
+            return kept.samples, kept.rewards, kept.rollout_s
+        started = time.perf_counter()
         groups = await self.rollouts(
             self._pick(self.state.iteration),
             group_size=self.config.rollout.group_size,
@@ -568,7 +581,9 @@ class Trainer:
             **mean_rewards(groups),
             "zero_variance_groups": len(flat) / len(groups) if groups else 0.0,
         }
-        return samples, rewards
+        rollout_s = time.perf_counter() - started
+        self.pending.save(number, Rollouts(samples, rewards, rollout_s, rng_state(), digest))
+        return samples, rewards, rollout_s
 
     def _log(self, row: dict[str, Any]) -> None:
         with open(self.out_dir / HISTORY_FILE, "a", encoding="utf-8") as log:
@@ -577,6 +592,7 @@ class Trainer:
     def _checkpoint(self) -> None:
         if self.main:
             save_checkpoint(self.out_dir, self.loaded.model, self.optimizer, self.scheduler, self.state)
+            self.pending.clear(self.state.iteration)
 
     def plot(self) -> Path:
         return plot_reward_curve(
