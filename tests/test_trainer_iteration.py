@@ -368,3 +368,17 @@ async def test_a_run_stopped_after_its_rollouts_resumes_with_the_update(
     assert got.keys() == expected.keys()
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
+
+
+async def test_a_sampled_evaluation_leaves_the_random_generators_as_it_found_them(tmp_path: Path) -> None:
+    """Training after an evaluation does not depend on how much of it ran in this process."""
+    config = _config(tmp_path, "sampled", 1)
+    config.run.eval_samples = 2
+    trainer = Trainer(config, _settings(tmp_path), progress=False)
+    before = torch.get_rng_state()
+    try:
+        row = await trainer.evaluate()
+    finally:
+        await trainer.aclose()
+    assert "sampled_r1" in row
+    assert torch.equal(torch.get_rng_state(), before)

@@ -450,6 +450,15 @@ class Trainer:
         return await self._on_main(partial(self._evaluate, label))
 
     async def _evaluate(self, label: str | None) -> dict[str, Any]:
+        # Sampled evaluations draw from the generators training draws from: left as found, an evaluation
+        # resumed with fewer episodes (or skipped) cannot shift the training that follows it.
+        generators = rng_state()
+        try:
+            return await self._evaluate_held_out(label)
+        finally:
+            set_rng_state(generators)
+
+    async def _evaluate_held_out(self, label: str | None) -> dict[str, Any]:
         held_out = evaluated(self.split.held_out, self.config.run.eval_per_group, self.config.data.eval_group)
         label = label or f"iter{self.state.iteration:04d}"
         groups = await self._resumable_rollouts(f"{label}-greedy", held_out, 1, 0.0, "eval")
